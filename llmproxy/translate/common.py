@@ -1,0 +1,128 @@
+"""Helpers shared by the format modules: hub chunk/response builders, data URLs, tool calls.
+
+Pure functions only (no I/O, clock or random); every variable value arrives as an argument.
+"""
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import orjson
+
+from ..errors import ProxyError
+from . import Meta
+
+# ---------------------------------------------------------------- hub shapes
+
+
+def hub_chunk(meta: Meta, delta: dict | None, finish: str | None = None, usage: dict | None = None) -> dict:
+    """One hub ``chat.completion.chunk`` with a single choice; ``delta=None`` makes the ``choices: []`` usage chunk."""
+    c: dict[str, Any] = {"id": meta.id, "object": "chat.completion.chunk", "created": meta.created, "model": meta.model}
+    c["choices"] = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    if usage is not None:
+        c["usage"] = usage
+    return c
+
+
+def hub_usage_chunk(meta: Meta, usage: dict) -> dict:
+    """The final hub usage chunk (``choices: []``)."""
+    return hub_chunk(meta, None, usage=usage)
+
+
+def hub_completion(meta: Meta, message: dict, finish: str, usage: dict) -> dict:
+    """A hub non-stream ``chat.completion`` with a single choice."""
+    return {
+        "id": meta.id,
+        "object": "chat.completion",
+        "created": meta.created,
+        "model": meta.model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": usage,
+    }
+
+
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def synth_tool_call_id(meta_id: str, k: int) -> str:
+    """A deterministic tool-call id from the response id and the call's position, ``[A-Za-z0-9_-]`` only."""
+    return _ID_UNSAFE.sub("_", f"call_{meta_id}_{k}")
+
+
+# ---------------------------------------------------------------- content
+
+
+def split_data_url(url: str) -> tuple[str, str] | None:
+    """``data:<mime>;base64,<payload>`` -> (mime, payload); None when ``url`` is not a base64 data URL."""
+    if not url.startswith("data:"):
+        return None
+    head, sep, payload = url[5:].partition(",")
+    if not sep or not head.endswith(";base64"):
+        return None
+    return head[: -len(";base64")].split(";")[0], payload
+
+
+_IMAGE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def sniff_image_mime(b64: str, default: str = "image/png") -> str:
+    """The image MIME type from the magic bytes of base64 data (png, jpeg, gif, webp), else ``default``."""
+    head = b64[:24]
+    try:
+        raw = base64.b64decode(head[: len(head) // 4 * 4], validate=False)
+    except (ValueError, TypeError):
+        return default
+    for magic, mime in _IMAGE_MAGIC:
+        if raw.startswith(magic):
+            return mime
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return "image/webp"
+    return default
+
+
+def text_of(content: Any, where: str, sep: str = "\n") -> str:
+    """Text of an OpenAI message ``content`` (None, str, or a list of parts); non-text parts -> 400."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise ProxyError(400, f"{where}: must be a string or a list of content parts", param=where)
+    texts = []
+    for i, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") not in ("text", "input_text", "output_text"):
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            raise ProxyError(400, f"{where}[{i}]: only text parts are allowed here, got {kind!r}", param=where)
+        texts.append(str(part.get("text") or ""))
+    return sep.join(texts)
+
+
+# ---------------------------------------------------------------- tool calls
+
+
+def parse_tool_args(arguments: Any, where: str) -> dict:
+    """An OpenAI tool call ``arguments`` JSON string -> object; "" -> {}; invalid or non-object JSON -> 400."""
+    if isinstance(arguments, dict):
+        return arguments
+    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
+        return {}
+    if not isinstance(arguments, str):
+        raise ProxyError(400, f"{where}: must be a JSON string", param=where)
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        raise ProxyError(400, f"{where}: is not valid JSON: {arguments[:80]!r}", param=where) from None
+    if not isinstance(value, dict):
+        raise ProxyError(400, f"{where}: must be a JSON object, got {type(value).__name__}", param=where)
+    return value
+
+
+def dump_args(arguments: Any) -> str:
+    """Object arguments -> the compact JSON string OpenAI carries."""
+    return orjson.dumps(arguments if arguments is not None else {}).decode()

@@ -1,0 +1,624 @@
+"""Ollama native API (``/api/chat``, ``/api/generate``, ``/api/embed``) <-> hub (OpenAI Chat Completions).
+
+Backend direction: ``request_to_upstream`` / ``response_from_upstream`` / ``stream_from_upstream`` /
+``error_from_upstream`` / ``embeddings_*``.  Front-door direction (Ollama clients, the mock):
+``request_from_client`` / ``response_to_client`` / ``stream_to_client`` / ``error_body`` / ``stream_error``
+and the ``/api/generate`` variants ``request_from_generate`` / ``response_to_generate`` / ``stream_to_generate``.
+
+What Ollama cannot express, and what happens then:
+
+* remote image URLs (Ollama takes only bare base64): 400 — the translator does not fetch;
+* ``tool_choice``: Ollama has none; ``"none"`` drops the tools, every other value just sends them;
+* ``parallel_tool_calls``, ``logprobs``, ``logit_bias``, ``user``, ``metadata``… are dropped; ``n > 1`` is a 400;
+* Ollama -> hub: ``options`` other than num_predict/temperature/top_p/stop/seed/penalties (``top_k``,
+  ``num_ctx``, ``repeat_penalty``…), ``keep_alive``, ``logprobs``, ``raw``/``template``/``context`` are dropped;
+  a generate ``suffix`` (fill-in-the-middle) is a 400;
+* durations (nanoseconds) in Ollama answers come from an optional hub extension ``"durations_ns":
+  {"total_duration", "load_duration", "prompt_eval_duration", "eval_duration"}`` on the hub response or on the
+  usage chunk; absent ones are 0.
+
+Upstream chunks in the ``/api/generate`` shape (``response``/``thinking`` at top level instead of ``message``)
+are read as well, so either NDJSON flavour decodes.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Callable
+
+import orjson
+
+from ..errors import ProxyError
+from ..sse import Event
+from ..usage import hub_usage
+from . import Meta
+from .common import (
+    dump_args,
+    hub_chunk,
+    hub_completion,
+    parse_tool_args,
+    sniff_image_mime,
+    split_data_url,
+    synth_tool_call_id,
+    text_of,
+)
+
+STREAM_DECODER = "ndjson"
+
+_THINK = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "none": False, "minimal": False}
+_FINISH = {"stop": "stop", "length": "length"}  # load / unload / missing / unknown -> stop
+_OPTIONS = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
+_DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
+
+
+# =================================================================== hub -> Ollama (backend requests)
+
+
+def request_to_upstream(hub: dict, model: str, stream: bool) -> tuple[str, dict]:
+    """Hub request -> ("/api/chat", Ollama ChatRequest); ``stream`` is always sent (Ollama defaults to true)."""
+    if isinstance(hub.get("n"), int) and hub["n"] > 1:
+        raise ProxyError(400, "n: Ollama backends return one choice; send n=1", param="n")
+    body: dict[str, Any] = {"model": model, "messages": _messages_to_upstream(hub.get("messages") or []), "stream": stream}
+    tools = hub.get("tools")
+    if tools and hub.get("tool_choice") != "none":
+        body["tools"] = [_tool_to_upstream(t, f"tools[{i}]") for i, t in enumerate(tools)]
+    fmt = _format_to_upstream(hub.get("response_format"))
+    if fmt is not None:
+        body["format"] = fmt
+    options = _options_to_upstream(hub)
+    if options:
+        body["options"] = options
+    effort = hub.get("reasoning_effort")
+    if effort is not None:
+        if effort not in _THINK:
+            raise ProxyError(400, f"reasoning_effort: {effort!r} is not one of none, minimal, low, medium, high", param="reasoning_effort")
+        body["think"] = _THINK[effort]
+    return "/api/chat", body
+
+
+def _messages_to_upstream(messages: list) -> list[dict]:
+    out: list[dict] = []
+    names: dict[str, str] = {}  # tool_call_id -> function name, from earlier assistant turns
+    for i, msg in enumerate(messages):
+        where = f"messages[{i}]"
+        role = msg.get("role")
+        if role in ("system", "developer"):
+            out.append({"role": "system", "content": text_of(msg.get("content"), f"{where}.content")})
+        elif role == "user":
+            out.append(_user_to_upstream(msg.get("content"), where))
+        elif role == "assistant":
+            out.append(_assistant_to_upstream(msg, where, names))
+        elif role in ("tool", "function"):
+            call_id = msg.get("tool_call_id")
+            m: dict[str, Any] = {"role": "tool", "content": text_of(msg.get("content"), f"{where}.content")}
+            name = names.get(call_id) if call_id else None
+            name = name or msg.get("name")
+            if name:
+                m["tool_name"] = name
+            if call_id:
+                m["tool_call_id"] = call_id
+            out.append(m)
+        else:
+            raise ProxyError(400, f"{where}.role: {role!r} is not a chat role", param=f"{where}.role")
+    return out
+
+
+def _user_to_upstream(content: Any, where: str) -> dict:
+    if not isinstance(content, list):
+        return {"role": "user", "content": text_of(content, f"{where}.content")}
+    texts: list[str] = []
+    images: list[str] = []
+    for j, part in enumerate(content):
+        p = f"{where}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "image_url":
+            images.append(_image_to_upstream(part.get("image_url"), p))
+        elif kind in ("text", "input_text"):
+            texts.append(str(part.get("text") or ""))
+        else:
+            raise ProxyError(400, f"{p}: Ollama backends take text and image_url parts, not {kind!r}", param=p)
+    m: dict[str, Any] = {"role": "user", "content": "\n".join(texts)}
+    if images:
+        m["images"] = images
+    return m
+
+
+def _image_to_upstream(image_url: Any, where: str) -> str:
+    url = image_url.get("url") if isinstance(image_url, dict) else image_url
+    if not isinstance(url, str):
+        raise ProxyError(400, f"{where}.image_url.url: must be a string", param=f"{where}.image_url")
+    parts = split_data_url(url)
+    if parts is None:
+        raise ProxyError(
+            400,
+            f"{where}.image_url.url: Ollama backends take only inline images; send a data:<mime>;base64,… URL "
+            "instead of a remote URL",
+            param=f"{where}.image_url",
+        )
+    return parts[1]
+
+
+def _assistant_to_upstream(msg: dict, where: str, names: dict[str, str]) -> dict:
+    m: dict[str, Any] = {"role": "assistant", "content": text_of(msg.get("content"), f"{where}.content")}
+    thinking = msg.get("reasoning_content")
+    if not thinking and msg.get("thinking_blocks"):
+        thinking = "".join(b.get("thinking", "") for b in msg["thinking_blocks"] if b.get("type") == "thinking")
+    if thinking:
+        m["thinking"] = thinking
+    calls = []
+    for k, tc in enumerate(msg.get("tool_calls") or []):
+        fn = tc.get("function") or {}
+        call: dict[str, Any] = {}
+        if tc.get("id"):
+            call["id"] = tc["id"]
+            names[tc["id"]] = fn.get("name", "")
+        call["function"] = {
+            "name": fn.get("name", ""),
+            "arguments": parse_tool_args(fn.get("arguments"), f"{where}.tool_calls[{k}].function.arguments"),
+        }
+        calls.append(call)
+    if calls:
+        m["tool_calls"] = calls
+    return m
+
+
+def _tool_to_upstream(tool: dict, where: str) -> dict:
+    if tool.get("type", "function") != "function" or not isinstance(tool.get("function"), dict):
+        raise ProxyError(400, f"{where}: Ollama backends take only function tools", param=where)
+    return {"type": "function", "function": tool["function"]}
+
+
+def _format_to_upstream(rf: Any) -> Any:
+    if not isinstance(rf, dict):
+        return None
+    if rf.get("type") == "json_object":
+        return "json"
+    if rf.get("type") == "json_schema":
+        return (rf.get("json_schema") or {}).get("schema") or "json"
+    return None
+
+
+def _options_to_upstream(hub: dict) -> dict:
+    options: dict[str, Any] = {}
+    max_tokens = hub.get("max_completion_tokens") or hub.get("max_tokens")
+    if max_tokens is not None:
+        options["num_predict"] = max_tokens
+    for key in _OPTIONS:
+        if hub.get(key) is not None:
+            options[key] = hub[key]
+    if isinstance(options.get("stop"), str):
+        options["stop"] = [options["stop"]]
+    return options
+
+
+# =================================================================== Ollama -> hub (backend answers)
+
+
+def _message_of(obj: dict) -> dict:
+    """The ``message`` of a chat object, or the equivalent of a generate object."""
+    msg = obj.get("message")
+    if isinstance(msg, dict):
+        return msg
+    return {"content": obj.get("response") or "", "thinking": obj.get("thinking")}
+
+
+def _hub_tool_call(tc: dict, meta: Meta, k: int) -> dict:
+    fn = tc.get("function") or {}
+    return {
+        "id": tc.get("id") or synth_tool_call_id(meta.id, k),
+        "type": "function",
+        "function": {"name": fn.get("name", ""), "arguments": dump_args(fn.get("arguments"))},
+    }
+
+
+def _finish_from(obj: dict, tool_calls_seen: bool) -> str:
+    if tool_calls_seen:
+        return "tool_calls"
+    return _FINISH.get(obj.get("done_reason") or "", "stop")
+
+
+def _usage_from(obj: dict) -> dict:
+    return hub_usage(int(obj.get("prompt_eval_count") or 0), int(obj.get("eval_count") or 0))
+
+
+def response_from_upstream(body: dict, meta: Meta) -> dict:
+    """Ollama ``stream:false`` answer -> hub ``chat.completion``."""
+    msg = _message_of(body)
+    calls = [_hub_tool_call(tc, meta, k) for k, tc in enumerate(msg.get("tool_calls") or [])]
+    content = msg.get("content") or ""
+    message: dict[str, Any] = {"role": "assistant", "content": content if content or not calls else None}
+    if msg.get("thinking"):
+        message["reasoning_content"] = msg["thinking"]
+    if calls:
+        message["tool_calls"] = calls
+    return hub_completion(meta, message, _finish_from(body, bool(calls)), _usage_from(body))
+
+
+async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> AsyncIterator[dict]:
+    """Ollama NDJSON objects -> hub chunks; an ``{"error"}`` line or EOF before ``done:true`` raises 502."""
+    started = False
+    n_calls = 0
+    async for event in events:
+        try:
+            obj = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            raise ProxyError(502, f"Ollama sent a line that is not JSON: {event.data[:80]!r}") from None
+        if not isinstance(obj, dict):
+            raise ProxyError(502, "Ollama sent a stream line that is not a JSON object")
+        if "error" in obj:
+            raise ProxyError(502, _error_text(obj["error"]))
+        if not started:
+            started = True
+            yield hub_chunk(meta, {"role": "assistant", "content": ""})
+        msg = _message_of(obj)
+        if msg.get("thinking"):
+            yield hub_chunk(meta, {"reasoning_content": msg["thinking"]})
+        if msg.get("content"):
+            yield hub_chunk(meta, {"content": msg["content"]})
+        for tc in msg.get("tool_calls") or []:
+            call = _hub_tool_call(tc, meta, n_calls)
+            yield hub_chunk(meta, {"tool_calls": [{"index": n_calls, **call}]})
+            n_calls += 1
+        if obj.get("done"):
+            yield hub_chunk(meta, {}, _finish_from(obj, n_calls > 0))
+            yield hub_chunk(meta, None, usage=_usage_from(obj))
+            return
+    raise ProxyError(502, "Ollama stream ended before its final done:true object")
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, dict):
+        error = error.get("message") or orjson.dumps(error).decode()
+    return str(error)
+
+
+def error_from_upstream(status: int, body: bytes) -> ProxyError:
+    """``{"error": "<message>"}`` (any status) -> ProxyError with that status and message."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    if isinstance(obj, dict) and obj.get("error"):
+        return ProxyError(status, _error_text(obj["error"]))
+    text = body.decode("utf-8", "replace").strip()[:500]
+    return ProxyError(status, text or f"Ollama answered HTTP {status} without a message")
+
+
+def embeddings_to_upstream(hub: dict, model: str) -> tuple[str, dict]:
+    """Hub embeddings request -> ("/api/embed", {"model", "input", "dimensions"?}); token arrays -> 400."""
+    inp = hub.get("input")
+    if not (isinstance(inp, str) or (isinstance(inp, list) and all(isinstance(s, str) for s in inp))):
+        raise ProxyError(400, "input: Ollama backends embed strings or lists of strings, not token arrays", param="input")
+    body: dict[str, Any] = {"model": model, "input": inp}
+    if hub.get("dimensions") is not None:
+        body["dimensions"] = hub["dimensions"]
+    return "/api/embed", body
+
+
+def embeddings_from_upstream(body: dict, meta: Meta) -> dict:
+    """Ollama ``/api/embed`` answer -> OpenAI embeddings list; usage from ``prompt_eval_count``."""
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(body.get("embeddings") or [])],
+        "model": meta.model,
+        "usage": hub_usage(int(body.get("prompt_eval_count") or 0), 0),
+    }
+
+
+# =================================================================== Ollama client -> hub (front door)
+
+
+def _bad(where: str, what: str) -> ProxyError:
+    return ProxyError(400, f"{where}: {what}", param=where)
+
+
+def _opt_type(body: dict, key: str, types: type | tuple, what: str, where: str | None = None) -> Any:
+    value = body.get(key)
+    if value is not None and (not isinstance(value, types) or isinstance(value, bool) and bool not in _tuple(types)):
+        raise _bad(where or key, f"must be {what}")
+    return value
+
+
+def _tuple(types: type | tuple) -> tuple:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def request_from_client(body: dict) -> dict:
+    """Ollama ``/api/chat`` request -> hub request (``stream`` defaults to true, as in Ollama)."""
+    messages = _opt_type(body, "messages", list, "a list of messages") or []
+    hub_messages: list[dict] = []
+    pending: list[tuple[str, str]] = []  # (id, name) of the latest assistant turn's calls not yet answered
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise _bad(f"messages[{i}]", "must be an object")
+        hub_messages.append(_message_from_client(msg, f"messages[{i}]", i, pending))
+    hub = _hub_request(body, hub_messages)
+    tools = _opt_type(body, "tools", list, "a list of tools")
+    if tools:
+        hub["tools"] = tools
+    return hub
+
+
+def request_from_generate(body: dict) -> dict:
+    """Ollama ``/api/generate`` request (prompt, system, images) -> hub request."""
+    prompt = _opt_type(body, "prompt", str, "a string") or ""
+    system = _opt_type(body, "system", str, "a string")
+    if _opt_type(body, "suffix", str, "a string"):
+        raise _bad("suffix", "fill-in-the-middle cannot be forwarded to this model; drop suffix")
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append(_user_from_client(prompt, body.get("images"), "images"))
+    return _hub_request(body, messages)
+
+
+def _hub_request(body: dict, messages: list[dict]) -> dict:
+    """The parts shared by chat and generate: model, stream, options, format, think."""
+    model = _opt_type(body, "model", str, "a string")
+    if not model:
+        raise _bad("model", "is required")
+    hub: dict[str, Any] = {"model": model, "messages": messages}
+    stream = _opt_type(body, "stream", bool, "true or false")
+    hub["stream"] = True if stream is None else stream
+    if hub["stream"]:
+        hub["stream_options"] = {"include_usage": True}
+    fmt = body.get("format")
+    if fmt == "json":
+        hub["response_format"] = {"type": "json_object"}
+    elif isinstance(fmt, dict):
+        hub["response_format"] = {"type": "json_schema", "json_schema": {"name": "response", "schema": fmt}}
+    elif fmt not in (None, ""):
+        raise _bad("format", 'must be "json" or a JSON schema object')
+    hub.update(_options_from_client(_opt_type(body, "options", dict, "an object") or {}))
+    think = body.get("think")
+    if think is True:
+        hub["reasoning_effort"] = "medium"
+    elif think is False:
+        hub["reasoning_effort"] = "none"
+    elif think in ("low", "medium", "high"):
+        hub["reasoning_effort"] = think
+    elif think == "max":
+        hub["reasoning_effort"] = "high"
+    elif think is not None:
+        raise _bad("think", 'must be true, false, "low", "medium" or "high"')
+    return hub
+
+
+def _options_from_client(options: dict) -> dict:
+    out: dict[str, Any] = {}
+    num = _opt_type(options, "num_predict", int, "an integer", "options.num_predict")
+    if num is not None and num > 0:  # -1 (infinite) and -2 (fill context) mean "no limit"
+        out["max_tokens"] = num
+    for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        value = _opt_type(options, key, (int, float), "a number", f"options.{key}")
+        if value is not None:
+            out[key] = value
+    seed = _opt_type(options, "seed", int, "an integer", "options.seed")
+    if seed is not None:
+        out["seed"] = seed
+    stop = options.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is not None:
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise _bad("options.stop", "must be a list of strings")
+        if stop:
+            out["stop"] = stop
+    return out
+
+
+def _message_from_client(msg: dict, where: str, i: int, pending: list[tuple[str, str]]) -> dict:
+    role = msg.get("role")
+    content = _opt_type(msg, "content", str, "a string", f"{where}.content") or ""
+    if role == "system":
+        return {"role": "system", "content": content}
+    if role == "user":
+        return _user_from_client(content, msg.get("images"), f"{where}.images")
+    if role == "assistant":
+        return _assistant_from_client(msg, content, where, i, pending)
+    if role == "tool":
+        call_id = _opt_type(msg, "tool_call_id", str, "a string", f"{where}.tool_call_id")
+        name = _opt_type(msg, "tool_name", str, "a string", f"{where}.tool_name")
+        return {"role": "tool", "tool_call_id": _answered_call(pending, call_id, name, i), "content": content}
+    raise _bad(f"{where}.role", 'must be "system", "user", "assistant" or "tool"')
+
+
+def _answered_call(pending: list[tuple[str, str]], call_id: str | None, name: str | None, i: int) -> str:
+    """The id of the call a tool message answers: its own id, else the first open call by name, else by order."""
+    if call_id:
+        match = next((p for p in pending if p[0] == call_id), None)
+    else:
+        match = next((p for p in pending if p[1] == name), None) or (pending[0] if pending else None)
+    if match:
+        pending.remove(match)
+    return call_id or (match[0] if match else f"call_{i}")
+
+
+def _user_from_client(content: str, images: Any, where: str) -> dict:
+    if not images:
+        return {"role": "user", "content": content}
+    if not isinstance(images, list) or not all(isinstance(s, str) for s in images):
+        raise _bad(where, "must be a list of base64 strings")
+    parts: list[dict] = [{"type": "text", "text": content}] if content else []
+    for b64 in images:
+        parts.append({"type": "image_url", "image_url": {"url": f"data:{sniff_image_mime(b64)};base64,{b64}"}})
+    return {"role": "user", "content": parts}
+
+
+def _assistant_from_client(msg: dict, content: str, where: str, i: int, pending: list[tuple[str, str]]) -> dict:
+    calls = _opt_type(msg, "tool_calls", list, "a list", f"{where}.tool_calls") or []
+    out: dict[str, Any] = {"role": "assistant", "content": content if content or not calls else None}
+    thinking = _opt_type(msg, "thinking", str, "a string", f"{where}.thinking")
+    if thinking:
+        out["reasoning_content"] = thinking
+    pending.clear()
+    hub_calls = []
+    for k, tc in enumerate(calls):
+        fn = tc.get("function") if isinstance(tc, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _bad(f"{where}.tool_calls[{k}].function", "must be an object with a name")
+        args = fn.get("arguments")
+        if args is not None and not isinstance(args, dict):
+            raise _bad(f"{where}.tool_calls[{k}].function.arguments", "must be an object")
+        call_id = tc.get("id") if isinstance(tc.get("id"), str) and tc.get("id") else f"call_{i}_{k}"
+        pending.append((call_id, fn["name"]))
+        hub_calls.append({"id": call_id, "type": "function", "function": {"name": fn["name"], "arguments": dump_args(args)}})
+    if hub_calls:
+        out["tool_calls"] = hub_calls
+    return out
+
+
+# =================================================================== hub -> Ollama client (front door answers)
+
+
+def _created_at(meta: Meta) -> str:
+    return datetime.fromtimestamp(meta.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _done_reason(finish: str | None) -> str:
+    return "length" if finish == "length" else "stop"
+
+
+def _final_fields(finish: str | None, usage: dict | None, durations: dict | None) -> dict:
+    usage = usage or {}
+    durations = durations or {}
+    prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    return {
+        "done": True,
+        "done_reason": _done_reason(finish),
+        "total_duration": int(durations.get("total_duration") or 0),
+        "load_duration": int(durations.get("load_duration") or 0),
+        "prompt_eval_count": prompt,
+        "prompt_eval_duration": int(durations.get("prompt_eval_duration") or 0),
+        "eval_count": completion,
+        "eval_duration": int(durations.get("eval_duration") or 0),
+    }
+
+
+def _chat_part(content: str, thinking: str, calls: list[dict]) -> dict:
+    """The ``message`` body of a chat object."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if thinking:
+        message["thinking"] = thinking
+    if calls:
+        message["tool_calls"] = calls
+    return {"message": message}
+
+
+def _generate_part(content: str, thinking: str, calls: list[dict]) -> dict:
+    """The ``response`` body of a generate object (generate has no tool calls: they are dropped)."""
+    part: dict[str, Any] = {"response": content}
+    if thinking:
+        part["thinking"] = thinking
+    return part
+
+
+def _client_tool_call(call_id: str | None, k: int, name: str, arguments: Any) -> dict:
+    out: dict[str, Any] = {"id": call_id} if call_id else {}
+    out["function"] = {"index": k, "name": name, "arguments": arguments}
+    return out
+
+
+def _encode_response(hub: dict, meta: Meta, part: Callable[[str, str, list[dict]], dict]) -> dict:
+    choice = (hub.get("choices") or [{}])[0]
+    msg = choice.get("message") or {}
+    calls = [
+        _client_tool_call(
+            tc.get("id"), k, (tc.get("function") or {}).get("name", ""),
+            _args_object((tc.get("function") or {}).get("arguments")),
+        )
+        for k, tc in enumerate(msg.get("tool_calls") or [])
+    ]
+    content = msg.get("content")
+    text = content if isinstance(content, str) else text_of(content, "content", "")
+    out = {"model": meta.model, "created_at": _created_at(meta)}
+    out.update(part(text, msg.get("reasoning_content") or "", calls))
+    out.update(_final_fields(choice.get("finish_reason"), hub.get("usage"), hub.get("durations_ns")))
+    return out
+
+
+def _args_object(arguments: Any) -> dict:
+    try:
+        return parse_tool_args(arguments, "tool_calls.function.arguments")
+    except ProxyError as e:
+        raise ProxyError(502, f"the backend sent tool call arguments that are not a JSON object ({e.message})") from None
+
+
+def response_to_client(hub: dict, meta: Meta) -> dict:
+    """Hub ``chat.completion`` -> Ollama ``/api/chat`` final object."""
+    return _encode_response(hub, meta, _chat_part)
+
+
+def response_to_generate(hub: dict, meta: Meta) -> dict:
+    """Hub ``chat.completion`` -> Ollama ``/api/generate`` final object."""
+    return _encode_response(hub, meta, _generate_part)
+
+
+def _line(obj: dict) -> bytes:
+    return orjson.dumps(obj) + b"\n"
+
+
+async def _encode_stream(
+    chunks: AsyncIterator[dict], meta: Meta, part: Callable[[str, str, list[dict]], dict]
+) -> AsyncIterator[bytes]:
+    """Hub chunks -> NDJSON lines; tool calls are buffered per index and sent whole at the finish chunk."""
+    head = {"model": meta.model, "created_at": _created_at(meta)}
+    calls: dict[int, dict] = {}  # index -> {"id", "name", "args"}
+    finish: str | None = None
+    usage: dict | None = None
+    durations: dict | None = None
+    async for chunk in chunks:
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        durations = chunk.get("durations_ns") or durations
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            content, thinking = delta.get("content") or "", delta.get("reasoning_content") or ""
+            if content or thinking:
+                yield _line({**head, **part(content, thinking, []), "done": False})
+            for frag in delta.get("tool_calls") or []:
+                _buffer_call(calls, frag)
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+                if calls:
+                    yield _line({**head, **part("", "", _flush_calls(calls)), "done": False})
+    if calls:
+        yield _line({**head, **part("", "", _flush_calls(calls)), "done": False})
+    yield _line({**head, **part("", "", []), **_final_fields(finish, usage, durations)})
+
+
+def _buffer_call(calls: dict[int, dict], frag: dict) -> None:
+    k = frag.get("index", len(calls))
+    call = calls.setdefault(k, {"id": None, "name": "", "args": ""})
+    if frag.get("id"):
+        call["id"] = frag["id"]
+    fn = frag.get("function") or {}
+    if fn.get("name"):
+        call["name"] = fn["name"]
+    if fn.get("arguments"):
+        call["args"] += fn["arguments"] if isinstance(fn["arguments"], str) else dump_args(fn["arguments"])
+
+
+def _flush_calls(calls: dict[int, dict]) -> list[dict]:
+    out = [_client_tool_call(c["id"], k, c["name"], _args_object(c["args"])) for k, c in sorted(calls.items())]
+    calls.clear()
+    return out
+
+
+async def stream_to_client(chunks: AsyncIterator[dict], meta: Meta) -> AsyncIterator[bytes]:
+    """Hub chunks -> Ollama ``/api/chat`` NDJSON; the done:true line comes after the hub stream ends."""
+    async for line in _encode_stream(chunks, meta, _chat_part):
+        yield line
+
+
+async def stream_to_generate(chunks: AsyncIterator[dict], meta: Meta) -> AsyncIterator[bytes]:
+    """Hub chunks -> Ollama ``/api/generate`` NDJSON."""
+    async for line in _encode_stream(chunks, meta, _generate_part):
+        yield line
+
+
+def error_body(err: ProxyError) -> bytes:
+    """Ollama error body ``{"error": "<message>"}``."""
+    return orjson.dumps({"error": err.message})
+
+
+def stream_error(err: ProxyError) -> bytes:
+    """The same error as a final NDJSON line."""
+    return orjson.dumps({"error": err.message}) + b"\n"
