@@ -148,6 +148,47 @@ class JSONArrayDecoder:
         return []
 
 
+class SSEFramer:
+    """Cuts raw SSE bytes into whole events, terminator included, for relaying them untouched."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buf = self._buf + chunk if self._buf else chunk
+        out: list[bytes] = []
+        start = 0
+        crlf = b"\r" in buf
+        while True:
+            end = buf.find(b"\n\n", start)
+            if end >= 0:
+                end += 2
+            if crlf:
+                for sep in (b"\r\n\r\n", b"\r\r"):
+                    e = buf.find(sep, start, end if end >= 0 else len(buf))
+                    if e >= 0 and (end < 0 or e + len(sep) <= end):
+                        end = e + len(sep)
+            if end < 0:
+                break
+            out.append(buf[start:end])
+            start = end
+        self._buf = buf[start:]
+        return out
+
+    def flush(self) -> bytes:
+        rest, self._buf = self._buf, b""
+        return rest
+
+
+def parse_event(raw: bytes) -> Event | None:
+    """Decode one raw event cut by ``SSEFramer``."""
+    d = SSEDecoder()
+    events = d.decode(raw) + d.flush()
+    return events[0] if events else None
+
+
 def sse_event(data: bytes, name: str | None = None) -> bytes:
     """Encode one SSE event (``event:`` line only when named)."""
     if name is None:

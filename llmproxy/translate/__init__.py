@@ -22,3 +22,20 @@ class Meta:
     id: str
     created: int
     model: str
+
+
+def _backends() -> dict:
+    """api name → module, for the formats whose translators exist."""
+    import importlib
+
+    out = {}
+    for api in ("openai", "anthropic", "gemini", "ollama"):
+        try:
+            out[api] = importlib.import_module(f"{__name__}.{api}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{api}":
+                raise
+    return out
+
+
+BACKENDS = _backends()

@@ -1,0 +1,51 @@
+"""Client keys and model allow-lists (rate limits and budgets arrive later)."""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import hmac
+
+from aiohttp import web
+
+from .config import Client, Config
+from .errors import ProxyError
+
+
+def presented_key(request: web.Request) -> str | None:
+    """The key a client sent: ``Authorization: Bearer …`` or Anthropic's ``x-api-key``."""
+    auth = request.headers.get("Authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return request.headers.get("x-api-key") or None
+
+
+def authenticate(cfg: Config, request: web.Request) -> Client | None:
+    """The calling client, or None when access control is off. 401 without a valid key."""
+    if cfg.clients is None:
+        return None
+    key = presented_key(request)
+    if not key:
+        raise ProxyError(401, "this llmproxy requires a client key: send 'Authorization: Bearer <key>'", code="missing_api_key")
+    digest = hashlib.sha256(key.encode()).digest()
+    found = None
+    for c in cfg.clients:  # compare against every client, in constant time each
+        if hmac.compare_digest(digest, c.key_sha256):
+            found = c
+    if found is None:
+        raise ProxyError(401, "the client key is not valid for this llmproxy", code="invalid_api_key")
+    return found
+
+
+def allowed(client: Client | None, *names: str) -> bool:
+    if client is None:
+        return True
+    return any(fnmatch.fnmatchcase(n.lower(), g.lower()) for g in client.models for n in names if n)
+
+
+def authorize(client: Client | None, requested: str, resolved: str) -> None:
+    """403 when the client's ``models`` globs match neither the requested nor the resolved name."""
+    if not allowed(client, requested, resolved):
+        assert client is not None
+        raise ProxyError(403, f"client '{client.name}' may not use model '{requested}'", param="model", code="model_not_allowed")

@@ -1,0 +1,114 @@
+"""make_app(config_path) → web.Application: routes, lifecycles (log, upstream, signals), reload."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import AsyncIterator
+
+import orjson
+from aiohttp import web
+
+from .config import ConfigError, load_config
+from .handlers import openai as openai_handlers
+from .headers import redact
+from .requestlog import RequestLog
+from .state import STATE, Snapshot, State
+
+log = logging.getLogger("llmproxy")
+
+
+def make_app(config_path: str | Path, *, signals: bool = True) -> web.Application:
+    """Build the app; raises ConfigError on a bad file (nothing is started yet)."""
+    cfg = load_config(config_path)
+    state = State(snap=Snapshot.build(cfg), log=RequestLog(cfg.log_path, cfg.log_queue))
+    app = web.Application(client_max_size=1 << 40)  # body limits are enforced per request, from config
+    app[STATE] = state
+    app.cleanup_ctx.append(_request_log)
+    app.cleanup_ctx.append(_upstream)
+    if signals:
+        app.cleanup_ctx.append(_sighup)
+    openai_handlers.add_routes(app)
+    app.router.add_get("/health", health)
+    return app
+
+
+async def _request_log(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    await state.log.start()
+    yield
+    await state.log.close()
+
+
+async def _upstream(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    await state.upstream.start()
+    yield
+    await state.upstream.close()
+
+
+async def _sighup(app: web.Application) -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task] = set()
+
+    def on_hup() -> None:
+        t = loop.create_task(reload(app))
+        pending.add(t)
+        t.add_done_callback(pending.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    yield
+    loop.remove_signal_handler(signal.SIGHUP)
+
+
+async def reload(app: web.Application) -> bool:
+    """Read, validate, build, swap in one step; a bad file keeps the old config. Flushes the log."""
+    state = app[STATE]
+    path = state.snap.config.path
+    try:
+        cfg = await asyncio.to_thread(load_config, path)
+        snap = Snapshot.build(cfg)
+    except ConfigError as e:
+        state.reload_error, state.reload_error_at = str(e), time.time()
+        log.error("reload of %s failed, keeping the running config:\n%s", path, e)
+        await state.log.flush()
+        return False
+    old = state.snap.config
+    state.snap = snap  # the swap: requests already running keep the snapshot they took
+    state.reload_error = state.reload_error_at = None
+    if cfg.log_path != old.log_path:
+        log.warning("log.path changed to %s; it takes effect on restart", cfg.log_path)
+    log.info("reloaded %s (sha256 %s…, %d models, %d backends)", path.name, cfg.sha256[:12], len(cfg.models), len(cfg.backends))
+    for note in cfg.pending:
+        log.warning("not yet active: %s", note)
+    await state.log.flush()
+    return True
+
+
+async def health(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    cfg = state.snap.config
+    secrets = state.snap.secrets
+    body = {
+        "status": "ok" if state.reload_error is None else "degraded",
+        "uptime_s": round(time.time() - state.started, 1),
+        "in_flight": state.in_flight,
+        "config": {
+            "path": str(cfg.path),
+            "sha256": cfg.sha256,
+            "loaded_at": cfg.loaded_at,
+            "reload_error": redact(state.reload_error, secrets) if state.reload_error else None,
+            "reload_error_at": state.reload_error_at,
+            "not_yet_active": list(cfg.pending),
+        },
+        "log": {
+            "path": str(cfg.log_path),
+            "written": state.log.written,
+            "queued": state.log.queue.qsize(),
+            "dropped": state.log.dropped,
+        },
+        "backends": {b.name: {"api": b.api, "url": redact(b.url, secrets), "keys": len(b.keys)} for b in cfg.backends.values()},
+    }
+    return web.Response(body=orjson.dumps(body, option=orjson.OPT_INDENT_2), content_type="application/json")

@@ -1,0 +1,178 @@
+"""llmproxy serve | check | stats | mock."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+DEFAULT_CONFIG = os.environ.get("LLMPROXY_CONFIG", "router.yaml")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .app import make_app
+    from .config import ConfigError
+
+    _setup_logging(args.log_level)
+    log = logging.getLogger("llmproxy")
+    try:
+        app = make_app(args.config)
+    except ConfigError as e:
+        print(f"llmproxy: {args.config}: {e}", file=sys.stderr)
+        return 2
+    from .state import STATE
+
+    cfg = app[STATE].snap.config
+    host, port = cfg.host, cfg.port
+    if args.listen:
+        host, _, p = args.listen.rpartition(":")
+        host, port = host or "127.0.0.1", int(p)
+    for note in cfg.pending:
+        log.warning("not yet active: %s", note)
+    log.info("llmproxy %s on http://%s:%d — %d models, %d backends, log %s", __version__, host, port, len(cfg.models), len(cfg.backends), cfg.log_path)
+    web.run_app(app, host=host, port=port, print=None, shutdown_timeout=cfg.shutdown_grace, handler_cancellation=True, access_log=None)
+    log.info("llmproxy stopped")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+    from .errors import ProxyError
+    from .resolve import Resolver
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(f"{args.config}: invalid\n{e}", file=sys.stderr)
+        return 1
+    r = Resolver(cfg)
+    print(f"{cfg.path}: valid (sha256 {cfg.sha256[:12]}…)")
+    print(f"listen {cfg.host}:{cfg.port}; log {cfg.log_path}")
+    print("models:")
+    for name in cfg.model_names():
+        try:
+            res = r.resolve(name, default=False)
+            routes = " | ".join(f"{t.backend.name} ({t.backend.api}) {t.upstream_model}" for t in res.targets)
+            kind = "alias → " + res.name if name.lower() in cfg.aliases else (res.strategy if len(res.targets) > 1 else "")
+            print(f"  {name:<28} → {routes}" + (f"   [{kind}]" if kind else ""))
+        except ProxyError as e:
+            print(f"  {name:<28} → unresolved: {e.message}")
+    for rx, m in cfg.patterns:
+        t = m.routes[0]
+        print(f"  {m.name:<28} → {t.backend.name} ({t.backend.api}) {t.model or '*'}   [pattern]")
+    passthrough = [b.name for b in cfg.backends.values() if b.passthrough]
+    if passthrough:
+        print(f"  <backend>/<model> for: {', '.join(passthrough)}")
+    print(f"default_model: {cfg.default_model or '(none: unknown models get 404)'}")
+    print(f"access: {'off (no key asked)' if cfg.clients is None else f'{len(cfg.clients)} client(s)'}")
+    for note in cfg.pending:
+        print(f"not yet active: {note}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    db = Path(args.db) if args.db else None
+    if db is None:
+        from .config import ConfigError, load_config
+
+        try:
+            db = load_config(args.config).log_path
+        except ConfigError as e:
+            print(f"{args.config}: {e}\n(or give the database with --db)", file=sys.stderr)
+            return 1
+    if not db.exists():
+        print(f"{db}: no request log yet", file=sys.stderr)
+        return 1
+    since = time.time() - _duration(args.since)
+    key = {"model": "model", "backend": "backend", "client": "coalesce(client, '-')", "day": "date(ts, 'unixepoch', 'localtime')"}[args.by]
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    rows = con.execute(
+        f"""SELECT {key} AS k, count(*), sum(status >= 400 OR status IS NULL), avg(first_byte_ms), avg(total_ms),
+                   coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), sum(cost_usd)
+            FROM requests WHERE ts >= ? GROUP BY k ORDER BY count(*) DESC""",
+        (since,),
+    ).fetchall()
+    head = (args.by, "requests", "errors", "first byte", "latency", "prompt tok", "compl. tok", "cost USD")
+    table = [head] + [
+        (str(k or "-"), f"{n:,}", f"{e or 0:,}", f"{fb:.0f} ms" if fb is not None else "-", f"{lat:.0f} ms" if lat is not None else "-",
+         f"{p:,}", f"{c:,}", f"{cost:.4f}" if cost is not None else "-")
+        for k, n, e, fb, lat, p, c, cost in rows
+    ]
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    for j, r in enumerate(table):
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+    if len(table) == 1:
+        print(f"(no requests since {args.since} ago)")
+    return 0
+
+
+def _duration(s: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    try:
+        return float(s[:-1]) * units[s[-1]] if s[-1] in units else float(s) * 86400
+    except (ValueError, IndexError):
+        raise SystemExit(f"--since: expected a number with s, m, h, d or w (e.g. 7d), got {s!r}")
+
+
+def cmd_mock(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .mock import make_mock_app
+
+    _setup_logging("info")
+    logging.getLogger("llmproxy").info("llmproxy mock upstream on http://%s:%d (%d chunks, %g ms apart)", args.host, args.port, args.chunks, args.delay_ms)
+    web.run_app(make_mock_app(args.chunks, args.delay_ms / 1000), host=args.host, port=args.port, print=None, access_log=None)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llmproxy", description="A config-driven reverse proxy for LLM APIs: one process, one router.yaml.")
+    p.add_argument("--version", action="version", version=f"llmproxy {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the proxy (the default command)")
+    s.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="router.yaml to use (default: %(default)s, or $LLMPROXY_CONFIG)")
+    s.add_argument("--listen", help="host:port, overriding listen: in the file")
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="console log level (default: info)")
+    s.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("check", help="validate router.yaml exactly as a reload would, and show what each name resolves to")
+    c.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="router.yaml to check (default: %(default)s)")
+    c.set_defaults(func=cmd_check)
+
+    st = sub.add_parser("stats", help="usage, latency and cost from the request log")
+    st.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="router.yaml whose log.path to read (default: %(default)s)")
+    st.add_argument("--db", help="read this SQLite file instead")
+    st.add_argument("--since", default="7d", help="how far back: 30m, 24h, 7d, 4w (default: %(default)s)")
+    st.add_argument("--by", default="model", choices=["model", "backend", "client", "day"], help="group rows by (default: %(default)s)")
+    st.set_defaults(func=cmd_stats)
+
+    m = sub.add_parser("mock", help="run the built-in upstream emulator (OpenAI, Anthropic, Gemini and Ollama formats)")
+    m.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    m.add_argument("--port", type=int, default=4010, help="port (default: %(default)s)")
+    m.add_argument("--chunks", type=int, default=8, help="pieces per streamed answer (default: %(default)s)")
+    m.add_argument("--delay-ms", type=float, default=0.0, help="pause between streamed pieces (default: %(default)s)")
+    m.set_defaults(func=cmd_mock)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.command is None:
+        args = p.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
+    return args.func(args)

@@ -1,0 +1,388 @@
+"""router.yaml → ${ENV} expansion → JSON Schema → cross-checks → frozen objects.
+
+``load_config(path)`` is the only way in; it raises ``ConfigError`` naming the YAML path
+(and, for a mistyped name, the closest valid one).  A reload calls exactly the same function.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / "router.schema.json"
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+TIMEOUT_DEFAULTS = {"connect": 10.0, "first_byte": 120.0, "idle": 60.0, "total": 600.0}
+
+
+class ConfigError(Exception):
+    """A bad router.yaml; the message names the YAML path and says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    connect: float
+    first_byte: float
+    idle: float
+    total: float
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    name: str
+    api: str
+    url: str  # without trailing slash
+    headers: tuple[tuple[str, str], ...]  # templates; ${ENV} already expanded, {key} left
+    keys: tuple[str, ...]
+    discover: bool
+    passthrough: bool
+    timeout: Timeout
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One concrete way to serve a model: a backend, an upstream model, defaults and price."""
+
+    backend: Backend
+    model: str | None  # None: the requested name (or the part a pattern's * matched)
+    params: Mapping[str, Any]
+    price: Mapping[str, float] | None
+    weight: float = 1.0
+    context_fallback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    name: str
+    routes: tuple[Route, ...]
+    strategy: str = "fallback"
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    name: str
+    key_sha256: bytes
+    models: tuple[str, ...]
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    sha256: str
+    loaded_at: float
+    host: str
+    port: int
+    log_path: Path
+    log_bodies: bool
+    log_queue: int
+    max_body: int
+    shutdown_grace: float
+    backends: Mapping[str, Backend]
+    models: Mapping[str, Model]  # keyed by lower-case name, exact names only
+    patterns: tuple[tuple[re.Pattern[str], Model], ...]
+    aliases: Mapping[str, str]  # lower-case alias → target as written
+    default_model: str | None
+    clients: tuple[Client, ...] | None  # None: no access control
+    admin_key: str | None = field(repr=False, default=None)
+    pending: tuple[str, ...] = ()  # fields accepted whose behaviour arrives later
+    alias_names: tuple[str, ...] = ()  # as written, for listing
+
+    def model_names(self) -> list[str]:
+        """Every routable name a client may list: models and aliases, not patterns."""
+        return [m.name for m in self.models.values()] + list(self.alias_names)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> "Config":
+    """Read, expand, validate and build; raises ConfigError with the YAML path on any fault."""
+    p = Path(path).resolve()
+    try:
+        raw_bytes = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(raw_bytes) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p.name}:{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p.name}: the top level must be a mapping (listen:, backends:, models:, …)")
+    data = _expand(raw, os.environ if env is None else env, ())
+    _validate(data)
+    return _build(data, p, hashlib.sha256(raw_bytes).hexdigest())
+
+
+def _where(path: tuple[Any, ...]) -> str:
+    return ".".join(str(x) for x in path) if path else "(top level)"
+
+
+def _expand(node: Any, env: Mapping[str, str], path: tuple[Any, ...]) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string value (keys are left alone)."""
+    if isinstance(node, str):
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            val = env.get(name)
+            if val is None or (val == "" and default is not None):
+                if default is None:
+                    raise ConfigError(
+                        f"{_where(path)}: environment variable {name} is not set "
+                        f"(set it, or write ${{{name}:-default}})"
+                    )
+                return default
+            return val
+
+        return _ENV.sub(sub, node) if "${" in node else node
+    if isinstance(node, dict):
+        return {k: _expand(v, env, path + (k,)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, env, path + (i,)) for i, v in enumerate(node)]
+    return node
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    import json
+
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema())
+
+
+def _closest(word: str, options: Any) -> str:
+    opts = [str(o) for o in options]
+    m = difflib.get_close_matches(str(word), opts, n=1, cutoff=0.6) or difflib.get_close_matches(
+        str(word).lower(), [o.lower() for o in opts], n=1, cutoff=0.6
+    )
+    return f"; did you mean '{m[0]}'?" if m else ""
+
+
+def _validate(data: dict) -> None:
+    errors = sorted(_validator().iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if not errors:
+        return
+    raise ConfigError("\n".join(_explain(e) for e in errors[:5]))
+
+
+def _explain(err: jsonschema.ValidationError) -> str:
+    """One schema error as 'yaml.path: what is wrong; did you mean …'."""
+    path = tuple(err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = list(err.schema.get("properties", {}))
+        extra = [k for k in err.instance if k not in allowed]
+        return "; ".join(
+            f"{_where(path + (k,))}: unknown field '{k}'{_closest(k, allowed)}" for k in extra
+        )
+    if err.validator == "enum":
+        return f"{_where(path)}: {err.instance!r} is not one of {', '.join(map(str, err.validator_value))}{_closest(err.instance, err.validator_value)}"
+    if err.validator in ("oneOf", "anyOf") and err.context:
+        # Report the branch that got furthest, not the generic "is not valid under any".
+        best = max(err.context, key=lambda e: (len(e.absolute_path), -len(e.message)))
+        if err.validator == "oneOf" and isinstance(err.instance, dict) and "routes" in err.schema.get("properties", {}):
+            return f"{_where(path)}: a model needs either 'backend' (with optional 'model') or 'routes', not both"
+        if err.validator == "oneOf" and isinstance(err.instance, dict) and "key_sha256" in err.schema.get("properties", {}):
+            return f"{_where(path)}: a client needs exactly one of 'key' or 'key_sha256'"
+        return _explain(best)
+    if err.validator == "required":
+        return f"{_where(path)}: {err.message}"
+    return f"{_where(path)}: {err.message}"
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _timeout(d: Mapping[str, Any] | None) -> Timeout:
+    t = dict(TIMEOUT_DEFAULTS)
+    t.update(d or {})
+    return Timeout(**{k: float(v) for k, v in t.items()})
+
+
+def _frozen(d: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(d or {}))
+
+
+def _parse_listen(s: str) -> tuple[str, int]:
+    host, _, port = s.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _build(d: dict, path: Path, digest: str) -> Config:
+    pending: list[str] = []
+    backends: dict[str, Backend] = {}
+    for name, b in d["backends"].items():
+        if b.get("discover"):
+            pending.append(f"backends.{name}.discover: model discovery arrives with the resilience release; not listed yet")
+        headers = tuple((str(k), str(v)) for k, v in (b.get("headers") or {}).items())
+        keys = tuple(b.get("keys") or ())
+        uses_key = any("{key}" in v for _, v in headers)
+        if uses_key and not keys:
+            raise ConfigError(f"backends.{name}.headers: a header uses {{key}} but the backend has no 'keys:' list")
+        if keys and not uses_key:
+            raise ConfigError(f"backends.{name}.keys: keys are listed but no header template uses {{key}}")
+        backends[name] = Backend(
+            name=name,
+            api=b["api"],
+            url=b["url"].rstrip("/"),
+            headers=headers,
+            keys=keys,
+            discover=bool(b.get("discover", False)),
+            passthrough=bool(b.get("passthrough", True)),
+            timeout=_timeout(b.get("timeout")),
+        )
+    _no_clash("backends", list(backends))
+
+    raw_models: dict[str, dict] = d["models"]
+    _no_clash("models", list(raw_models))
+    aliases_raw: dict[str, str] = d.get("aliases") or {}
+    _no_clash("aliases", list(aliases_raw))
+    lower_models = {n.lower(): n for n in raw_models}
+    for a in aliases_raw:
+        if a.lower() in lower_models:
+            raise ConfigError(f"aliases.{a}: clashes with model '{lower_models[a.lower()]}' (names are case-insensitive)")
+
+    def backend_of(name: str, where: str) -> Backend:
+        if name not in backends:
+            raise ConfigError(f"{where}: backend '{name}' is not defined in backends{_closest(name, backends)}")
+        return backends[name]
+
+    def direct(m: dict, where: str) -> Route:
+        return Route(
+            backend=backend_of(m["backend"], f"{where}.backend"),
+            model=m.get("model"),
+            params=_frozen(m.get("params")),
+            price=_frozen(m["price"]) if m.get("price") else None,
+            weight=float(m.get("weight", 1)),
+            context_fallback=bool(m.get("context_fallback", False)),
+        )
+
+    models: dict[str, Model] = {}
+    patterns: list[tuple[re.Pattern[str], Model]] = []
+    # Direct models first, so routes may name them.
+    for name, m in raw_models.items():
+        if "backend" in m:
+            model = Model(name=name, routes=(direct(m, f"models.{name}"),))
+            _add_model(name, model, models, patterns)
+    for name, m in raw_models.items():
+        if "routes" not in m:
+            continue
+        where = f"models.{name}"
+        if "*" in name:
+            raise ConfigError(f"{where}: a pattern cannot have routes; give it a backend")
+        routes: list[Route] = []
+        for i, r in enumerate(m["routes"]):
+            rw = f"{where}.routes.{i}"
+            if isinstance(r, dict) and "backend" in r:
+                rr = direct(r, rw)
+                routes.append(rr if rr.model else _with(rr, model=name))
+                continue
+            ref = r if isinstance(r, str) else r["model"]
+            target = models.get(ref.lower())
+            if target is None:
+                hint = " (a route may only name a model with a backend, not one with routes)" if ref.lower() in lower_models else _closest(ref, [n for n in raw_models if "backend" in raw_models[n]])
+                raise ConfigError(f"{rw}: model '{ref}' is not defined in models{hint}")
+            base = target.routes[0]
+            extra = {}
+            if isinstance(r, dict):
+                extra = {"weight": float(r.get("weight", 1)), "context_fallback": bool(r.get("context_fallback", False))}
+            routes.append(_with(base, model=base.model or target.name, **extra))
+        strategy = m.get("strategy", "fallback")
+        if strategy != "fallback" or len(routes) > 1:
+            pending.append(f"models.{name}: strategy '{strategy}' and failover arrive with the resilience release; the first route is used")
+        models[name.lower()] = Model(name=name, routes=tuple(routes), strategy=strategy, max_attempts=int(m.get("max_attempts", 3)))
+
+    # Aliases: every chain must end, with no cycle.
+    aliases = {a.lower(): t for a, t in aliases_raw.items()}
+    for a in aliases_raw:
+        seen = [a]
+        cur = aliases[a.lower()]
+        while cur.lower() in aliases:
+            if cur.lower() in (s.lower() for s in seen):
+                raise ConfigError(f"aliases.{a}: alias cycle {' → '.join(seen + [cur])}")
+            seen.append(cur)
+            cur = aliases[cur.lower()]
+
+    default_model = d.get("default_model")
+    access = d.get("access")
+    clients: tuple[Client, ...] | None = None
+    admin_key = None
+    if access is not None:
+        admin_key = access.get("admin_key")
+        if admin_key:
+            pending.append("access.admin_key: the /admin page arrives with a later release")
+        cl: list[Client] = []
+        seen_names: set[str] = set()
+        for i, c in enumerate(access.get("clients") or ()):
+            if c["name"].lower() in seen_names:
+                raise ConfigError(f"access.clients.{i}.name: client '{c['name']}' is listed twice")
+            seen_names.add(c["name"].lower())
+            digest_ = bytes.fromhex(c["key_sha256"]) if "key_sha256" in c else hashlib.sha256(c["key"].encode()).digest()
+            for k in ("rpm", "tpm", "budget"):
+                if k in c:
+                    pending.append(f"access.clients.{i}.{k}: enforced by a later release; recorded, not enforced yet")
+            cl.append(Client(c["name"], digest_, tuple(c.get("models") or ("*",)), tuple(c.get("tags") or ())))
+        clients = tuple(cl)
+    log = d.get("log") or {}
+    if log.get("bodies"):
+        pending.append("log.bodies: storing bodies arrives with a later release; not stored yet")
+    limits = d.get("limits") or {}
+    host, port = _parse_listen(d.get("listen", "127.0.0.1:4000"))
+    cfg = Config(
+        path=path,
+        sha256=digest,
+        loaded_at=time.time(),
+        host=host,
+        port=port,
+        log_path=(path.parent / log.get("path", "llmproxy.db")).resolve(),
+        log_bodies=bool(log.get("bodies", False)),
+        log_queue=int(log.get("queue", 100000)),
+        max_body=int(float(limits.get("max_body_mb", 32)) * 1024 * 1024),
+        shutdown_grace=float(limits.get("shutdown_grace", 30)),
+        backends=MappingProxyType(backends),
+        models=MappingProxyType(models),
+        patterns=tuple(patterns),
+        aliases=MappingProxyType(aliases),
+        default_model=default_model,
+        clients=clients,
+        admin_key=admin_key,
+        pending=tuple(pending),
+        alias_names=tuple(aliases_raw),
+    )
+    return cfg
+
+
+def _with(route: Route, **changes: Any) -> Route:
+    from dataclasses import replace
+
+    return replace(route, **changes)
+
+
+def _add_model(name: str, model: Model, models: dict[str, Model], patterns: list) -> None:
+    if "*" in name:
+        rx = re.compile("^" + "(.*)".join(re.escape(p) for p in name.split("*")) + "$", re.IGNORECASE)
+        patterns.append((rx, model))
+    else:
+        models[name.lower()] = model
+
+
+def _no_clash(section: str, names: list[str]) -> None:
+    seen: dict[str, str] = {}
+    for n in names:
+        if n.lower() in seen:
+            raise ConfigError(f"{section}.{n}: clashes with '{seen[n.lower()]}' (names are case-insensitive)")
+        seen[n.lower()] = n

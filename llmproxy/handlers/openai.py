@@ -1,0 +1,120 @@
+"""The OpenAI front door: /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings."""
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from .. import access
+from ..errors import ProxyError, bad_request
+from ..proxy import Call, Front, backend_module, error_response, finish_upstream, open_upstream, serve, translated_chat
+from ..relay import relay_openai
+from ..state import STATE
+from ..translate import openai as fmt
+from ..usage import Usage
+
+OPENAI = Front("openai", fmt, "text/event-stream", "chatcmpl-", wants_usage=fmt.wants_usage)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await serve(request, OPENAI, "chat", _chat)
+
+
+async def _chat(call: Call) -> web.StreamResponse:
+    if call.target.backend.api == "openai":
+        return await relay_openai(call, "/chat/completions")
+    return await translated_chat(call)
+
+
+def _legacy(body: dict) -> dict:
+    fmt.require_model(body)
+    if "prompt" not in body:
+        raise bad_request("'prompt' is required", param="prompt")
+    fmt.check_fields(body)
+    return body
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await serve(request, OPENAI, "completions", _completions, parse=_legacy)
+
+
+async def _completions(call: Call) -> web.StreamResponse:
+    if call.target.backend.api != "openai":
+        raise ProxyError(400, f"/v1/completions (legacy) is only served by api: openai backends; '{call.target.backend.name}' is api: {call.target.backend.api} — use /v1/chat/completions", param="model")
+    return await relay_openai(call, "/completions")
+
+
+def _embeddings_body(body: dict) -> dict:
+    fmt.require_model(body)
+    inp = body.get("input")
+    if not isinstance(inp, (str, list)) or (isinstance(inp, list) and not inp):
+        raise bad_request("'input' must be a string or a non-empty array", param="input")
+    if body.get("stream"):
+        raise bad_request("embeddings cannot be streamed", param="stream")
+    return body
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await serve(request, OPENAI, "embeddings", _embeddings, parse=_embeddings_body)
+
+
+async def _embeddings(call: Call) -> web.StreamResponse:
+    api = call.target.backend.api
+    if api == "openai":
+        return await relay_openai(call, "/embeddings")
+    module = backend_module(call)
+    if not hasattr(module, "embeddings_to_upstream"):
+        raise ProxyError(400, f"backend '{call.target.backend.name}' (api: {api}) has no embeddings endpoint", param="model")
+    path, body = module.embeddings_to_upstream(call.body, call.target.upstream_model)
+    up = await open_upstream(call, path, orjson.dumps(body), False, module)
+    try:
+        raw = await up.read()
+    finally:
+        up.close()
+    out = module.embeddings_from_upstream(orjson.loads(raw), call.meta)
+    call.usage = Usage.from_hub(out.get("usage"))
+    finish_upstream(call, up)
+    return web.Response(body=orjson.dumps(out), content_type="application/json")
+
+
+def _model_entry(name: str, created: int, owner: str) -> dict:
+    return {"id": name, "object": "model", "created": created, "owned_by": owner}
+
+
+def _owner(snap, name: str) -> str:  # noqa: ANN001
+    try:
+        res = snap.resolver.resolve(name, default=False)
+    except ProxyError:
+        return "llmproxy"
+    backends = {t.backend.name for t in res.targets}
+    return backends.pop() if len(backends) == 1 else "llmproxy"
+
+
+async def list_models(request: web.Request) -> web.Response:
+    snap = request.app[STATE].snap
+    try:
+        client = access.authenticate(snap.config, request)
+    except ProxyError as e:
+        return error_response(OPENAI, e)
+    created = int(snap.config.loaded_at)
+    data = [_model_entry(n, created, _owner(snap, n)) for n in snap.config.model_names() if access.allowed(client, n)]
+    return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+
+
+async def get_model(request: web.Request) -> web.Response:
+    snap = request.app[STATE].snap
+    name = request.match_info["model"]
+    try:
+        client = access.authenticate(snap.config, request)
+        res = snap.resolver.resolve(name, default=False)
+        access.authorize(client, name, res.name)
+    except ProxyError as e:
+        return error_response(OPENAI, e)
+    return web.Response(body=orjson.dumps(_model_entry(name, int(snap.config.loaded_at), _owner(snap, name))), content_type="application/json")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/embeddings", embeddings)

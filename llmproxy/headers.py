@@ -1,0 +1,69 @@
+"""Header templates → the headers of one upstream request (pure), and secret redaction.
+
+``${ENV}`` was expanded at load; ``{key}`` is filled per request with the key the caller picked.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Iterable
+
+from .config import Backend, Config
+
+_API_DEFAULTS = {
+    # Anthropic refuses requests without a version; a config may still override it.
+    "anthropic": (("anthropic-version", "2023-06-01"),),
+}
+
+
+@lru_cache(maxsize=256)
+def _split(backend: Backend) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
+    """Static headers (rendered once) and the templates that need ``{key}``."""
+    static = {"Content-Type": "application/json"}
+    for k, v in _API_DEFAULTS.get(backend.api, ()):
+        static[k] = v
+    keyed = []
+    for k, v in backend.headers:
+        if "{key}" in v:
+            keyed.append((k, v))
+        else:
+            static[k] = v
+    return static, tuple(keyed)
+
+
+def render(backend: Backend, key: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Headers for one request: statics, then ``{key}`` templates, then per-request extras."""
+    static, keyed = _split(backend)
+    if not keyed and not extra:
+        return static
+    h = dict(static)
+    if extra:
+        # Client-supplied protocol headers (e.g. anthropic-beta) never override configured ones.
+        for k, v in extra.items():
+            if k.lower() not in (s.lower() for s in static):
+                h[k] = v
+    for k, v in keyed:
+        h[k] = v.replace("{key}", key or "")
+    return h
+
+
+def secrets_of(cfg: Config) -> tuple[str, ...]:
+    """Every string in the config that may be a secret: keys and long tokens in header values."""
+    out: set[str] = set()
+    for b in cfg.backends.values():
+        out.update(k for k in b.keys if len(k) >= 4)
+        for _, v in b.headers:
+            for tok in re.split(r"[\s,;]+", v):
+                if len(tok) >= 12 and "{key}" not in tok:
+                    out.add(tok)
+    if cfg.admin_key:
+        out.add(cfg.admin_key)
+    return tuple(sorted(out, key=len, reverse=True))
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret in ``text`` with ``***``."""
+    for s in secrets:
+        if s in text:
+            text = text.replace(s, "***")
+    return text

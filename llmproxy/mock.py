@@ -1,0 +1,186 @@
+"""``llmproxy mock``: a small upstream emulator speaking each wire format, for the demo, tests and bench.
+
+It answers every chat with an echo of the last user message, split into ``chunks`` pieces sent
+``delay`` seconds apart when streaming, with plausible usage.  Requests are parsed and answers
+encoded by llmproxy's own format modules (front-door direction), so the emulator speaks exactly
+what llmproxy's translators read.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator
+
+import orjson
+from aiohttp import web
+
+from .errors import ProxyError
+from .translate import BACKENDS, Meta
+from .translate import openai as oai
+from .translate.common import hub_chunk, hub_completion
+from .usage import hub_usage
+
+CHUNKS = web.AppKey("chunks", int)
+DELAY = web.AppKey("delay", float)
+
+
+def _text_of(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def reply_text(hub: dict) -> str:
+    users = [m for m in hub.get("messages", []) if m.get("role") == "user"]
+    said = _text_of(users[-1].get("content")) if users else ""
+    return f"Hello from the llmproxy mock! You said: {said[:200]}"
+
+
+def _pieces(text: str, n: int) -> list[str]:
+    n = max(1, min(n, len(text)))
+    size = -(-len(text) // n)
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _usage(hub: dict, text: str) -> dict:
+    prompt = sum(len(_text_of(m.get("content")).split()) + 3 for m in hub.get("messages", []))
+    return hub_usage(prompt, max(1, len(text.split())))
+
+
+def _tool_call(hub: dict) -> dict | None:
+    """Call the first tool when tools are offered and the last message is not a tool result."""
+    tools = hub.get("tools") or []
+    msgs = hub.get("messages") or []
+    if not tools or hub.get("tool_choice") == "none" or (msgs and msgs[-1].get("role") == "tool"):
+        return None
+    fn = tools[0].get("function", {})
+    props = (fn.get("parameters") or {}).get("properties") or {}
+    args = {k: ("mock" if (v or {}).get("type") == "string" else 1) for k, v in props.items()}
+    return {"id": "call_mock_0", "type": "function", "function": {"name": fn.get("name", "tool"), "arguments": orjson.dumps(args).decode()}}
+
+
+def hub_response(hub: dict, meta: Meta) -> dict:
+    call = _tool_call(hub)
+    text = reply_text(hub)
+    if call:
+        return hub_completion(meta, {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls", _usage(hub, ""))
+    return hub_completion(meta, {"role": "assistant", "content": text}, "stop", _usage(hub, text))
+
+
+async def hub_stream(hub: dict, meta: Meta, chunks: int, delay: float) -> AsyncIterator[dict]:
+    yield hub_chunk(meta, {"role": "assistant", "content": ""})
+    call = _tool_call(hub)
+    text = "" if call else reply_text(hub)
+    if call:
+        yield hub_chunk(meta, {"tool_calls": [{"index": 0, **call}]})
+    for piece in _pieces(text, chunks) if text else ():
+        if delay:
+            await asyncio.sleep(delay)
+        yield hub_chunk(meta, {"content": piece})
+    yield hub_chunk(meta, {}, "tool_calls" if call else "stop")
+    yield hub_chunk(meta, None, usage=_usage(hub, text))
+
+
+def _meta(hub: dict, prefix: str) -> Meta:
+    return Meta(f"{prefix}mock{time.monotonic_ns():x}", int(time.time()), str(hub.get("model", "mock")))
+
+
+async def _answer(request: web.Request, fmt_name: str, hub_of, stream_of) -> web.StreamResponse:  # noqa: ANN001
+    mod = BACKENDS[fmt_name]
+    try:
+        body = orjson.loads(await request.read())
+        hub = hub_of(mod, body, request)
+    except ProxyError as e:
+        return web.Response(status=e.status, body=mod.error_body(e), content_type="application/json")
+    except orjson.JSONDecodeError as e:
+        err = ProxyError(400, f"invalid JSON: {e}")
+        return web.Response(status=400, body=mod.error_body(err), content_type="application/json")
+    meta = _meta(hub, {"openai": "chatcmpl-", "anthropic": "msg_"}.get(fmt_name, ""))
+    if not stream_of(hub, body, request):
+        return web.Response(body=orjson.dumps(mod.response_to_client(hub_response(hub, meta), meta)), content_type="application/json")
+    ctype = {"ollama": "application/x-ndjson"}.get(fmt_name, "text/event-stream")
+    resp = web.StreamResponse(headers={"Content-Type": ctype})
+    await resp.prepare(request)
+    chunks = hub_stream(hub, meta, request.app[CHUNKS], request.app[DELAY])
+    if fmt_name == "openai" and not oai.wants_usage(body):
+        chunks = _without_usage(chunks)
+    async for piece in mod.stream_to_client(chunks, meta):
+        await resp.write(piece)
+    await resp.write_eof()
+    return resp
+
+
+async def _without_usage(chunks: AsyncIterator[dict]) -> AsyncIterator[dict]:
+    async for c in chunks:
+        if c.get("choices"):
+            yield c
+
+
+def _client(mod, body, request):  # noqa: ANN001
+    return mod.request_from_client(body)
+
+
+def _gemini(mod, body, request):  # noqa: ANN001
+    hub = mod.request_from_client(body)
+    hub["model"] = request.match_info["model"]
+    return hub
+
+
+async def openai_chat(request: web.Request) -> web.StreamResponse:
+    return await _answer(request, "openai", _client, lambda hub, body, r: bool(body.get("stream")))
+
+
+async def anthropic_messages(request: web.Request) -> web.StreamResponse:
+    return await _answer(request, "anthropic", _client, lambda hub, body, r: bool(body.get("stream")))
+
+
+async def ollama_chat(request: web.Request) -> web.StreamResponse:
+    return await _answer(request, "ollama", _client, lambda hub, body, r: body.get("stream", True) is not False)
+
+
+async def gemini_generate(request: web.Request) -> web.StreamResponse:
+    return await _answer(request, "gemini", _gemini, lambda hub, body, r: r.match_info["method"] == "streamGenerateContent")
+
+
+async def openai_embeddings(request: web.Request) -> web.Response:
+    body = orjson.loads(await request.read())
+    inputs = body.get("input")
+    inputs = [inputs] if isinstance(inputs, str) else inputs or []
+    data = [{"object": "embedding", "index": i, "embedding": [round((len(str(t)) % 7) / 7 + j / 10, 3) for j in range(8)]} for i, t in enumerate(inputs)]
+    n = sum(len(str(t).split()) for t in inputs)
+    out = {"object": "list", "data": data, "model": body.get("model"), "usage": {"prompt_tokens": n, "total_tokens": n}}
+    return web.Response(body=orjson.dumps(out), content_type="application/json")
+
+
+async def openai_completions(request: web.Request) -> web.Response:
+    body = orjson.loads(await request.read())
+    text = f"Hello from the llmproxy mock! You said: {str(body.get('prompt'))[:200]}"
+    out = {"id": "cmpl-mock", "object": "text_completion", "created": int(time.time()), "model": body.get("model"),
+           "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
+           "usage": {"prompt_tokens": 5, "completion_tokens": len(text.split()), "total_tokens": 5 + len(text.split())}}
+    return web.Response(body=orjson.dumps(out), content_type="application/json")
+
+
+async def openai_models(request: web.Request) -> web.Response:
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": "mock"} for m in ("mock-small", "mock-large")]
+    return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+
+
+def make_mock_app(chunks: int = 8, delay: float = 0.0) -> web.Application:
+    """The emulator; OpenAI under /v1 (and without the prefix), plus every other format that has a module."""
+    app = web.Application()
+    app[CHUNKS], app[DELAY] = chunks, delay
+    for prefix in ("/v1", ""):
+        app.router.add_post(prefix + "/chat/completions", openai_chat)
+        app.router.add_post(prefix + "/embeddings", openai_embeddings)
+        app.router.add_post(prefix + "/completions", openai_completions)
+        app.router.add_get(prefix + "/models", openai_models)
+    if "anthropic" in BACKENDS:
+        app.router.add_post("/v1/messages", anthropic_messages)
+    if "ollama" in BACKENDS:
+        app.router.add_post("/api/chat", ollama_chat)
+    if "gemini" in BACKENDS:
+        app.router.add_post("/v1beta/models/{model}:{method}", gemini_generate)
+    return app

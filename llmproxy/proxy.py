@@ -1,0 +1,275 @@
+"""The request story every front door shares: resolve → translate → call → stream → log.
+
+A front door supplies a ``Front`` (its wire-format module and a few facts about it); this module
+does the rest.  When the client's format equals the backend's, ``relay`` forwards the body and the
+upstream bytes untouched; otherwise the hub (OpenAI) format sits in the middle.
+"""
+from __future__ import annotations
+
+import asyncio
+import secrets as _secrets
+import time
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from . import access
+from .errors import ProxyError, bad_request
+from .headers import redact
+from .requestlog import LogRow, new_row
+from .resolve import Target
+from .sse import DECODERS, Event
+from .state import STATE, Snapshot, State
+from .translate import BACKENDS, Meta
+from .upstream import UpstreamCall, log_back
+from .usage import Usage
+
+
+@dataclass(frozen=True)
+class Front:
+    """What the pipeline needs to know about a front door's format."""
+
+    name: str  # openai | anthropic | ollama
+    module: ModuleType  # request_from_client, response_to_client, stream_to_client, error_body, stream_error
+    stream_type: str  # content type of a stream to this client
+    id_prefix: str
+    wants_usage: Callable[[dict], bool] = lambda body: True
+    default_stream: bool = False
+
+
+@dataclass
+class Call:
+    """One request in flight: its snapshot, log row and what was resolved."""
+
+    request: web.Request
+    state: State
+    snap: Snapshot
+    front: Front
+    row: LogRow
+    body: dict[str, Any]
+    target: Target | None = None
+    usage: Usage | None = None
+
+    @property
+    def meta(self) -> Meta:
+        return Meta(self.front.id_prefix + self.row.id, int(self.row.ts), self.target.upstream_model if self.target else "")
+
+
+def new_id() -> str:
+    return _secrets.token_hex(12)
+
+
+async def read_json(request: web.Request, limit: int) -> dict:
+    """The request body as a JSON object; 413 over ``limit`` bytes, 400 when not a JSON object."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ProxyError(413, f"request body is {request.content_length:,} bytes; the limit is {limit:,} (limits.max_body_mb)", code="request_too_large")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise ProxyError(413, f"request body is over the limit of {limit:,} bytes (limits.max_body_mb)", code="request_too_large")
+        parts.append(chunk)
+    raw = b"".join(parts)
+    if not raw.strip():
+        raise bad_request("request body is empty; send a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise bad_request(f"request body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object")
+    return body
+
+
+Handler = Callable[["Call"], Awaitable[web.StreamResponse]]
+
+
+async def serve(request: web.Request, front: Front, endpoint: str, handler: Handler, parse: Callable[[dict], dict] | None = None) -> web.StreamResponse:
+    """Authenticate, read, resolve and log around ``handler``; errors rendered in the front's shape."""
+    state = request.app[STATE]
+    snap = state.snap
+    row = new_row(new_id(), front.name, endpoint)
+    row.client_addr = request.remote
+    call = Call(request, state, snap, front, row, {})
+    state.in_flight += 1
+    try:
+        client = access.authenticate(snap.config, request)
+        if client is not None:
+            row.client, row.tags = client.name, ",".join(client.tags) or None
+        body = await read_json(request, snap.config.max_body)
+        call.body = (parse or front.module.request_from_client)(body)
+        requested = call.body["model"]
+        row.requested_model = requested
+        row.stream = int(bool(call.body.get("stream", front.default_stream)))
+        resolved = snap.resolver.resolve(requested)
+        access.authorize(client, requested, resolved.name)
+        target = call.target = resolved.targets[0]
+        row.model, row.backend, row.upstream_model = target.model, target.backend.name, target.upstream_model
+        resp = await handler(call)
+        if row.status is None:
+            row.status = resp.status
+        return resp
+    except ProxyError as e:
+        row.fail(e.status, e.type, e.message)
+        return error_response(front, e)
+    except asyncio.CancelledError:
+        row.fail(499, "cancelled", "client disconnected")
+        raise
+    except Exception as e:  # a bug: answer 500, keep serving, keep the row
+        import logging
+
+        logging.getLogger("llmproxy").exception("unexpected error in %s %s", request.method, request.path)
+        err = ProxyError(500, f"internal error in llmproxy: {type(e).__name__}")
+        row.fail(500, err.type, f"{type(e).__name__}: {e}")
+        return error_response(front, err)
+    finally:
+        state.in_flight -= 1
+        _finish_row(call)
+        state.log.put(row)
+
+
+def _finish_row(call: Call) -> None:
+    row = call.row
+    row.total_ms = round((time.monotonic() - row.t0) * 1000, 2)
+    u = call.usage
+    if u is not None:
+        row.prompt_tokens, row.completion_tokens = u.prompt, u.completion
+        row.cached_tokens, row.cache_write_tokens, row.reasoning_tokens = u.cached, u.cache_write, u.reasoning
+        if call.target is not None:
+            row.cost_usd = u.cost(call.target.route.price)
+
+
+def error_response(front: Front, err: ProxyError) -> web.Response:
+    headers = {"Retry-After": f"{err.retry_after:.0f}"} if err.retry_after else None
+    return web.Response(status=err.status, body=front.module.error_body(err), content_type="application/json", headers=headers)
+
+
+def upstream_body(call: Call) -> dict:
+    """The client's body with the route's ``params`` merged under it (the client's values win)."""
+    params = call.target.route.params if call.target else None
+    return {**params, **call.body} if params else call.body
+
+
+async def open_upstream(call: Call, path: str, body: bytes, stream: bool, module: ModuleType, extra_headers: dict | None = None) -> UpstreamCall:
+    """Send the upstream request; an error status becomes a ProxyError in the hub's terms."""
+    target = call.target
+    assert target is not None
+    call.row.attempts += 1
+    up = await call.state.upstream.open(target.backend, path, body, model=target.upstream_model, stream=stream, extra_headers=extra_headers)
+    if up.status >= 400:
+        try:
+            raw = await up.read()
+        except ProxyError:
+            raw = b""
+        finally:
+            up.close()
+        err = module.error_from_upstream(up.status, raw)
+        err.message = redact(err.message, call.snap.secrets)
+        log_back(target.backend, up.status, up.t0, up.first_byte_ms, err)
+        retry = up.resp.headers.get("Retry-After")
+        if retry and err.retry_after is None and retry.isdigit():
+            err.retry_after = float(retry)
+        raise err
+    return up
+
+
+def finish_upstream(call: Call, up: UpstreamCall, err: ProxyError | None = None) -> None:
+    log_back(up.backend, up.status, up.t0, up.first_byte_ms, err, call.usage.total if call.usage else None)
+
+
+async def stream_out(call: Call, up: UpstreamCall, pieces: AsyncIterator[bytes], content_type: str) -> web.StreamResponse:
+    """Write ``pieces`` to the client as they come; an error after the first byte ends the stream in-band."""
+    resp = web.StreamResponse(status=200, headers={"Content-Type": content_type, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    err: ProxyError | None = None
+    try:
+        await resp.prepare(call.request)
+        first = True
+        async for piece in pieces:
+            await resp.write(piece)
+            if first:
+                call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)
+                first = False
+    except ProxyError as e:
+        e.message = redact(e.message, call.snap.secrets)
+        err = e
+        call.row.fail(e.status, e.type, e.message)
+        try:
+            await resp.write(call.front.module.stream_error(e))
+        except ConnectionError:
+            pass
+    except ConnectionError:
+        call.row.fail(499, "cancelled", "client disconnected")
+        err = ProxyError(499, "client disconnected")
+    finally:
+        up.close()
+        finish_upstream(call, up, err)
+    if call.row.status is None:
+        call.row.status = 200
+    try:
+        await resp.write_eof()
+    except ConnectionError:
+        pass
+    return resp
+
+
+async def events_of(up: UpstreamCall, decoder: str) -> AsyncIterator[Event]:
+    """Decoded upstream events, as soon as each is complete."""
+    d = DECODERS[decoder]()
+    async for data in up.chunks():
+        for ev in d.decode(data):
+            yield ev
+    for ev in d.flush():
+        yield ev
+
+
+# ------------------------------------------------------------------ translated (through the hub)
+
+
+def backend_module(call: Call) -> ModuleType:
+    api = call.target.backend.api if call.target else "?"
+    mod = BACKENDS.get(api)
+    if mod is None:
+        raise ProxyError(501, f"backends of api '{api}' are not supported by this llmproxy version yet", code="not_implemented")
+    return mod
+
+
+async def translated_chat(call: Call) -> web.StreamResponse:
+    """Front format → hub → backend format, and the answer back the same way."""
+    module = backend_module(call)
+    hub = upstream_body(call)
+    stream = bool(hub.get("stream", call.front.default_stream))
+    meta = call.meta
+    path, body = module.request_to_upstream(hub, call.target.upstream_model, stream)
+    up = await open_upstream(call, path, orjson.dumps(body), stream, module)
+    if not stream:
+        try:
+            raw = await up.read()
+        finally:
+            up.close()
+        try:
+            hub_resp = module.response_from_upstream(orjson.loads(raw), meta)
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
+            err = ProxyError(502, f"backend '{up.backend.name}' sent a response llmproxy cannot read: {e}")
+            finish_upstream(call, up, err)
+            raise err from None
+        call.usage = Usage.from_hub(hub_resp.get("usage"))
+        finish_upstream(call, up)
+        out = call.front.module.response_to_client(hub_resp, meta)
+        return web.Response(body=orjson.dumps(out), content_type="application/json")
+
+    wants_usage = call.front.wants_usage(call.body)
+
+    async def hub_chunks() -> AsyncIterator[dict]:
+        async for chunk in module.stream_from_upstream(events_of(up, module.STREAM_DECODER), meta):
+            u = chunk.get("usage")
+            if u:
+                call.usage = Usage.from_hub(u)
+                if not chunk.get("choices") and not wants_usage:
+                    continue
+            yield chunk
+
+    return await stream_out(call, up, call.front.module.stream_to_client(hub_chunks(), meta), call.front.stream_type)

@@ -1,0 +1,164 @@
+"""The request log: ``LogRow``, one background writer (batched, WAL), ordered migrations.
+
+A request only ever calls ``RequestLog.put(row)``, which never waits: rows go to a bounded
+queue and a single task writes them in batches.  A full queue is counted in ``dropped``
+(shown in /health), never silently lost.  ``flush()`` waits until everything queued is on disk.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
+from pathlib import Path
+from typing import Callable
+
+import aiosqlite
+import orjson
+
+log = logging.getLogger("llmproxy")
+
+
+@dataclass(slots=True)
+class LogRow:
+    """One request, as stored; filled in as the request goes and written once in a ``finally:``."""
+
+    id: str
+    ts: float
+    client_addr: str | None = None
+    client: str | None = None
+    tags: str | None = None
+    front: str = "openai"
+    endpoint: str = "chat"
+    requested_model: str | None = None
+    model: str | None = None
+    backend: str | None = None
+    upstream_model: str | None = None
+    stream: int = 0
+    status: int | None = None
+    error_type: str | None = None
+    error: str | None = None
+    first_byte_ms: float | None = None
+    total_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_usd: float | None = None
+    attempts: int = 0
+    attempt_log: str | None = None
+    t0: float = field(default=0.0, repr=False)  # monotonic start; not stored
+
+    def fail(self, status: int, error_type: str, message: str) -> None:
+        self.status, self.error_type, self.error = status, error_type, message[:1000]
+
+
+COLUMNS = tuple(f.name for f in fields(LogRow) if f.name != "t0")
+_values = attrgetter(*COLUMNS)
+_INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+def _m1(db_sql: list[str]) -> None:
+    db_sql.append(
+        """CREATE TABLE requests (
+            id TEXT PRIMARY KEY, ts REAL NOT NULL, client_addr TEXT, client TEXT, tags TEXT,
+            front TEXT NOT NULL, endpoint TEXT NOT NULL, requested_model TEXT, model TEXT,
+            backend TEXT, upstream_model TEXT, stream INTEGER NOT NULL DEFAULT 0, status INTEGER,
+            error_type TEXT, error TEXT, first_byte_ms REAL, total_ms REAL,
+            prompt_tokens INTEGER, completion_tokens INTEGER, cached_tokens INTEGER,
+            cache_write_tokens INTEGER, reasoning_tokens INTEGER, cost_usd REAL,
+            attempts INTEGER NOT NULL DEFAULT 0, attempt_log TEXT)"""
+    )
+    db_sql.append("CREATE INDEX requests_ts ON requests (ts)")
+    db_sql.append("CREATE INDEX requests_model ON requests (model, ts)")
+
+
+# Ordered migrations: index i brings the schema to user_version i+1. Append, never edit.
+MIGRATIONS: list[Callable[[list[str]], None]] = [_m1]
+
+
+async def migrate(db: aiosqlite.Connection) -> int:
+    """Apply the migrations the file has not seen; returns the schema version."""
+    (version,) = await (await db.execute("PRAGMA user_version")).fetchone()
+    for i in range(version, len(MIGRATIONS)):
+        stmts: list[str] = []
+        MIGRATIONS[i](stmts)
+        for s in stmts:
+            await db.execute(s)
+        await db.execute(f"PRAGMA user_version = {i + 1}")
+        await db.commit()
+    return len(MIGRATIONS)
+
+
+class RequestLog:
+    """Bounded queue + one writer task; rows are written in batches of up to ``batch``."""
+
+    def __init__(self, path: Path, maxsize: int = 100_000, batch: int = 2000) -> None:
+        self.path = path
+        self.queue: asyncio.Queue[LogRow] = asyncio.Queue(maxsize)
+        self.batch = batch
+        self.written = 0
+        self.dropped = 0
+        self._db: aiosqlite.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await migrate(self._db)
+        self._task = asyncio.create_task(self._run(), name="requestlog-writer")
+
+    def put(self, row: LogRow) -> None:
+        """Queue a row; never blocks. A full queue counts the row as dropped."""
+        try:
+            self.queue.put_nowait(row)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.error("request log queue full: row %s dropped (%d so far)", row.id, self.dropped)
+
+    async def flush(self) -> None:
+        """Return once every row queued so far is committed."""
+        if self._task is not None and not self._task.done():
+            await self.queue.join()
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def _run(self) -> None:
+        assert self._db is not None
+        q = self.queue
+        while True:
+            rows = [await q.get()]
+            while len(rows) < self.batch and not q.empty():
+                rows.append(q.get_nowait())
+            try:
+                await self._db.executemany(_INSERT, [_values(r) for r in rows])
+                await self._db.commit()
+                self.written += len(rows)
+            except Exception:  # a disk error must not kill the writer
+                log.exception("request log: writing %d rows failed", len(rows))
+                self.dropped += len(rows)
+            finally:
+                for _ in rows:
+                    q.task_done()
+
+
+def new_row(request_id: str, front: str, endpoint: str) -> LogRow:
+    return LogRow(id=request_id, ts=time.time(), front=front, endpoint=endpoint, t0=time.monotonic())
+
+
+def attempt_json(attempts: list[dict]) -> str:
+    return orjson.dumps(attempts).decode()

@@ -1,0 +1,105 @@
+"""Model name → the routes that can serve it, in the order product.md gives.
+
+exact name → alias (chains) → pattern → ``backend/model`` → discovered (later) → default_model → 404.
+Everything is case-insensitive.  A ``Resolver`` belongs to one frozen Config, so its cache
+never outlives a reload.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from .config import Config, Model, Route
+from .errors import ProxyError
+
+_CACHE_MAX = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A route with the upstream model name filled in."""
+
+    model: str  # the configured model name the request resolved to
+    route: Route
+    upstream_model: str
+
+    @property
+    def backend(self):  # noqa: ANN201 - Backend
+        return self.route.backend
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    requested: str
+    name: str  # resolved (configured) name
+    targets: tuple[Target, ...]
+    strategy: str = "fallback"
+    max_attempts: int = 3
+
+
+class Resolver:
+    """Resolves names against one Config; results are cached (the Config never changes)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._cache: dict[str, Resolved] = {}
+
+    def resolve(self, requested: str, default: bool = True) -> Resolved:
+        """Targets for a name; ``default=False`` answers 404 instead of using default_model."""
+        if not default:
+            return self._resolve(requested, requested.lower(), set(), allow_default=False)
+        key = requested.lower()
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        res = self._resolve(requested, key, set(), allow_default=True)
+        if len(self._cache) < _CACHE_MAX:
+            self._cache[key] = res
+        return res
+
+    def _resolve(self, requested: str, key: str, seen: set[str], allow_default: bool) -> Resolved:
+        cfg = self.cfg
+        model = cfg.models.get(key)
+        if model is not None:
+            return _from_model(requested, model, None)
+        if key in cfg.aliases and key not in seen:
+            seen.add(key)
+            target = cfg.aliases[key]
+            res = self._resolve(requested, target.lower(), seen, allow_default)
+            return res
+        for rx, pmodel in cfg.patterns:
+            m = rx.match(requested)
+            if m:
+                return _from_model(requested, pmodel, m)
+        backend_name, slash, rest = requested.partition("/")
+        if slash and rest:
+            for b in cfg.backends.values():
+                if b.name.lower() == backend_name.lower() and b.passthrough:
+                    route = Route(backend=b, model=rest, params={}, price=None)
+                    return Resolved(requested, requested, (Target(requested, route, rest),))
+        if allow_default and cfg.default_model:
+            return self._resolve(requested, cfg.default_model.lower(), seen, allow_default=False)
+        raise not_found(requested, cfg.model_names())
+
+
+def _from_model(requested: str, model: Model, match) -> Resolved:  # noqa: ANN001 - re.Match | None
+    targets = []
+    for r in model.routes:
+        if match is not None:
+            captured = "".join(match.groups()) if match.groups() else requested
+            upstream = r.model.replace("*", captured) if r.model else captured
+            name = requested
+        else:
+            upstream = r.model or model.name
+            name = model.name
+        targets.append(Target(name, r, upstream))
+    return Resolved(requested, targets[0].model, tuple(targets), model.strategy, model.max_attempts)
+
+
+def not_found(requested: str, names: list[str]) -> ProxyError:
+    close = difflib.get_close_matches(requested, names, n=3, cutoff=0.4)
+    if not close:
+        low = {n.lower(): n for n in names}
+        close = [low[c] for c in difflib.get_close_matches(requested.lower(), list(low), n=3, cutoff=0.4)]
+    hint = f"; closest: {', '.join(close)}" if close else "; GET /v1/models lists what is available"
+    return ProxyError(404, f"model '{requested}' not found{hint}", param="model", code="model_not_found")

@@ -1,0 +1,44 @@
+"""The one mutable holder of a running llmproxy: the current config snapshot and shared services.
+
+The aiohttp app is frozen after start, so a reload swaps ``State.snap`` — one attribute, one step.
+A request takes ``state.snap`` once and uses that snapshot to the end.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from .config import Config
+from .headers import secrets_of
+from .requestlog import RequestLog
+from .resolve import Resolver
+from .upstream import Upstream
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything built from one router.yaml, swapped as a whole on reload."""
+
+    config: Config
+    resolver: Resolver
+    secrets: tuple[str, ...]
+
+    @classmethod
+    def build(cls, cfg: Config) -> "Snapshot":
+        return cls(cfg, Resolver(cfg), secrets_of(cfg))
+
+
+@dataclass(slots=True)
+class State:
+    snap: Snapshot
+    log: RequestLog
+    upstream: Upstream = field(default_factory=Upstream)
+    started: float = field(default_factory=time.time)
+    reload_error: str | None = None
+    reload_error_at: float | None = None
+    in_flight: int = 0
+
+
+STATE = web.AppKey("state", State)

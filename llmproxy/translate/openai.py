@@ -1,0 +1,154 @@
+"""OpenAI Chat Completions: the hub format itself, so this module mostly validates and frames.
+
+Same-format traffic (OpenAI client → OpenAI-compatible backend) never comes through here: it is
+relayed byte for byte by ``llmproxy.relay``.  This module serves the other pairings.
+"""
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+import orjson
+
+from ..errors import ProxyError, bad_request
+from ..sse import Event
+from . import Meta
+
+STREAM_DECODER = "sse"
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+DONE = b"data: [DONE]\n\n"
+
+# field → (accepted types, name used in the message)
+_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "stream": ((bool,), "a boolean"),
+    "stream_options": ((dict,), "an object"),
+    "tools": ((list,), "an array"),
+    "max_tokens": ((int,), "an integer"),
+    "max_completion_tokens": ((int,), "an integer"),
+    "temperature": ((int, float), "a number"),
+    "top_p": ((int, float), "a number"),
+    "n": ((int,), "an integer"),
+    "stop": ((str, list), "a string or an array of strings"),
+}
+
+
+def check_fields(body: dict, types: dict[str, tuple[tuple[type, ...], str]] = _TYPES) -> None:
+    """400 naming the first field whose JSON type is wrong (null counts as absent)."""
+    for name, (ok, what) in types.items():
+        v = body.get(name)
+        if v is not None and (not isinstance(v, ok) or (isinstance(v, bool) and bool not in ok)):
+            raise bad_request(f"'{name}' must be {what}, got {_json_type(v)}", param=name)
+
+
+def _json_type(v: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(v), "a number"
+    )
+
+
+def require_model(body: dict) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        got = "missing" if model is None else _json_type(model)
+        raise bad_request(f"'model' must be a non-empty string (got {got})", param="model")
+    return model
+
+
+def request_from_client(body: dict) -> dict:
+    """Validate an OpenAI chat request; the hub request is the body itself."""
+    require_model(body)
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise bad_request("'messages' must be a non-empty array of messages", param="messages")
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            raise bad_request(f"'messages[{i}]' must be an object, got {_json_type(m)}", param=f"messages[{i}]")
+        if m.get("role") not in ROLES:
+            raise bad_request(
+                f"'messages[{i}].role' must be one of {', '.join(sorted(ROLES))}, got {m.get('role')!r}",
+                param=f"messages[{i}].role",
+            )
+    check_fields(body)
+    return body
+
+
+def wants_usage(body: dict) -> bool:
+    """Whether the client asked for the final usage chunk of a stream."""
+    so = body.get("stream_options")
+    return bool(isinstance(so, dict) and so.get("include_usage"))
+
+
+# ------------------------------------------------------------------ backend direction
+
+
+def request_to_upstream(hub: dict, model: str, stream: bool) -> tuple[str, dict]:
+    body = dict(hub)
+    body["model"] = model
+    body["stream"] = stream
+    if stream:
+        body["stream_options"] = {**(hub.get("stream_options") or {}), "include_usage": True}
+    else:
+        body.pop("stream_options", None)
+    return "/chat/completions", body
+
+
+def response_from_upstream(body: dict, meta: Meta) -> dict:
+    return body
+
+
+async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> AsyncIterator[dict]:
+    async for ev in events:
+        if ev.data == b"[DONE]":
+            return
+        chunk = orjson.loads(ev.data)
+        if "error" in chunk and "choices" not in chunk:
+            raise error_from_body(502, chunk)
+        yield chunk
+
+
+def error_from_upstream(status: int, body: bytes) -> ProxyError:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace").strip()[:500]
+        return ProxyError(status, text or f"upstream answered HTTP {status} with an empty body")
+    return error_from_body(status, data)
+
+
+def error_from_body(status: int, data: Any) -> ProxyError:
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        return ProxyError(
+            status,
+            str(err.get("message") or f"upstream error {status}"),
+            type=err.get("type") if isinstance(err.get("type"), str) else None,
+            param=err.get("param"),
+            code=err.get("code") if isinstance(err.get("code"), str) else None,
+        )
+    if isinstance(err, str):
+        return ProxyError(status, err)
+    return ProxyError(status, f"upstream answered HTTP {status}: {orjson.dumps(data).decode()[:300]}")
+
+
+# ------------------------------------------------------------------ front-door direction
+
+
+def response_to_client(hub: dict, meta: Meta) -> dict:
+    return hub
+
+
+async def stream_to_client(chunks: AsyncIterator[dict], meta: Meta) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+    yield DONE
+
+
+def error_dict(err: ProxyError) -> dict:
+    return {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
+
+
+def error_body(err: ProxyError) -> bytes:
+    return orjson.dumps(error_dict(err))
+
+
+def stream_error(err: ProxyError) -> bytes:
+    return b"data: " + orjson.dumps(error_dict(err)) + b"\n\n"

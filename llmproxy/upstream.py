@@ -1,0 +1,155 @@
+"""The only module that talks to backends: one pooled keep-alive session, timeouts, console lines.
+
+``Upstream.open()`` sends a request and returns an ``UpstreamCall`` once the response headers are
+in (within ``timeout.first_byte``); ``UpstreamCall.chunks()`` yields body bytes as they arrive,
+each within ``timeout.idle`` of the last.  Connection failures become 502, timeouts 504.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import AsyncIterator
+
+import aiohttp
+
+from .config import Backend
+from .errors import ProxyError
+from .headers import render
+
+log = logging.getLogger("llmproxy")
+
+
+class UpstreamCall:
+    """One upstream response being read; ``close()`` releases (or aborts) the connection."""
+
+    __slots__ = ("backend", "resp", "status", "t0", "first_byte_ms", "_deadline_total", "url", "model", "stream")
+
+    def __init__(self, backend: Backend, resp: aiohttp.ClientResponse, t0: float, url: str, model: str, stream: bool) -> None:
+        self.backend = backend
+        self.resp = resp
+        self.status = resp.status
+        self.t0 = t0
+        self.first_byte_ms: float | None = None
+        self.url = url
+        self.model = model
+        self.stream = stream
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive; the first within first_byte, then each within idle."""
+        t = self.backend.timeout
+        loop = asyncio.get_running_loop()
+        read = self.resp.content.readany
+        first = self.first_byte_ms is None
+        left = t.first_byte - (time.monotonic() - self.t0) if first else t.idle
+        async with asyncio.timeout_at(loop.time() + left) as cm:
+            while True:
+                try:
+                    data = await read()
+                except aiohttp.ClientPayloadError as e:
+                    raise ProxyError(502, f"backend '{self.backend.name}' broke off the response: {e}") from None
+                except aiohttp.ClientConnectionError as e:
+                    raise ProxyError(502, f"backend '{self.backend.name}' closed the connection: {e}") from None
+                except TimeoutError:
+                    raise self._timeout() from None
+                if not data:
+                    return
+                if first:
+                    self.first_byte_ms = (time.monotonic() - self.t0) * 1000
+                    first = False
+                cm.reschedule(loop.time() + t.idle)
+                yield data
+
+    async def read(self) -> bytes:
+        """The whole body (non-stream responses and errors)."""
+        parts = [c async for c in self.chunks()]
+        return b"".join(parts)
+
+    def _timeout(self) -> ProxyError:
+        t = self.backend.timeout
+        which, secs = ("first_byte", t.first_byte) if self.first_byte_ms is None else ("idle", t.idle)
+        return ProxyError(504, f"backend '{self.backend.name}' sent nothing for {secs:g} s (timeout.{which})", code="upstream_timeout")
+
+    def close(self) -> None:
+        self.resp.release() if self.resp.content.at_eof() else self.resp.close()
+
+
+class Upstream:
+    """The process-wide client: one ClientSession with a keep-alive pool, shared by every request."""
+
+    def __init__(self) -> None:
+        self.session: aiohttp.ClientSession | None = None
+        self._rr: dict[str, int] = {}
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+            json_serialize=None,  # we always send bytes
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    def next_key(self, backend: Backend) -> str | None:
+        """Round-robin over the backend's keys."""
+        if not backend.keys:
+            return None
+        i = self._rr.get(backend.name, 0)
+        self._rr[backend.name] = i + 1
+        return backend.keys[i % len(backend.keys)]
+
+    async def open(
+        self,
+        backend: Backend,
+        path: str,
+        body: bytes,
+        *,
+        model: str,
+        stream: bool,
+        extra_headers: dict[str, str] | None = None,
+        method: str = "POST",
+    ) -> UpstreamCall:
+        """Send the request; return once response headers are in. Raises ProxyError 502/504."""
+        assert self.session is not None
+        t = backend.timeout
+        url = backend.url + path
+        headers = render(backend, self.next_key(backend), extra_headers)
+        log.info("→ %s %s%s %s", backend.name, model, " (stream)" if stream else "", url)
+        t0 = time.monotonic()
+        timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_connect=t.connect)
+        try:
+            async with asyncio.timeout(t.first_byte):
+                resp = await self.session.request(method, url, data=body if method == "POST" else None, headers=headers, timeout=timeout)
+        except TimeoutError:
+            elapsed = time.monotonic() - t0
+            if elapsed < t.first_byte - 0.05:
+                err = ProxyError(504, f"backend '{backend.name}' did not accept a connection within {t.connect:g} s (timeout.connect)", code="upstream_timeout")
+            else:
+                err = ProxyError(504, f"backend '{backend.name}' sent no response within {t.first_byte:g} s (timeout.first_byte)", code="upstream_timeout")
+            log_back(backend, None, t0, None, err)
+            raise err from None
+        except aiohttp.ClientConnectorError as e:
+            err = ProxyError(502, f"backend '{backend.name}' is unreachable at {backend.url}: {e.os_error.strerror or e.os_error}", code="upstream_unreachable")
+            log_back(backend, None, t0, None, err)
+            raise err from None
+        except aiohttp.ClientError as e:
+            err = ProxyError(502, f"backend '{backend.name}' failed: {type(e).__name__}: {e}", code="upstream_error")
+            log_back(backend, None, t0, None, err)
+            raise err from None
+        return UpstreamCall(backend, resp, t0, url, model, stream)
+
+
+def log_back(backend: Backend, status: int | None, t0: float, first_byte_ms: float | None, err: ProxyError | None, tokens: int | None = None) -> None:
+    """The console's ``←`` line for one upstream call."""
+    total = time.monotonic() - t0
+    took = f"{total * 1000:.0f} ms" if total < 10 else f"{total:.1f} s"
+    fb = f"first byte {first_byte_ms:.0f} ms, " if first_byte_ms is not None else ""
+    if err is None:
+        tok = f", {tokens:,} tokens" if tokens is not None else ""
+        log.info("← %s ✓ %s %s%s%s", backend.name, status, fb, took, tok)
+    else:
+        log.warning("← %s ✗ %s %s%s: %s", backend.name, status or err.status, fb, took, err.message)
