@@ -1,0 +1,1056 @@
+"""Google Gemini (Generative Language API) ``generateContent`` <-> hub (OpenAI Chat Completions).
+
+Backend direction: ``request_to_upstream`` / ``response_from_upstream`` / ``stream_from_upstream`` /
+``error_from_upstream`` / ``embeddings_*``.  Front-door direction (used by ``llmproxy mock``):
+``request_from_client`` / ``response_to_client`` / ``stream_to_client`` / ``error_body`` / ``stream_error``.
+
+Decisions worth knowing (see also the docstrings below):
+
+- Model names become part of the URL path, so they must match ``_MODEL_RE``: an optional
+  ``models/`` or ``tunedModels/`` prefix, then letters, digits, ``.``, ``-``, ``_`` (first
+  character alphanumeric, at most 128).  Anything else is a 400 naming the model; the name is
+  percent-escaped as well.  ``tunedModels/x`` goes to ``/v1beta/tunedModels/x:…``.
+- System/developer messages anywhere in the conversation are all folded, in order, into
+  ``systemInstruction`` (Gemini has no mid-conversation system turn).
+- Tool schemas go into ``parameters`` (OpenAPI subset, accepted by every model) after
+  ``clean_schema``; ``response_format.json_schema`` goes unchanged into ``responseJsonSchema``.
+- Gemini gives no tool-call ids: ids are ``call_<meta.id>_<k>`` (``call_<meta.id>_<c>_<k>`` for
+  candidate c > 0); results are routed back by looking the id up in the earlier assistant turn.
+- Dropped on the way to Gemini: ``parallel_tool_calls``, ``logit_bias``, ``user``, ``metadata``,
+  ``store``, ``stream_options``, ``modalities``/``audio``, ``thinking_blocks`` and
+  ``reasoning_content`` of assistant turns (Gemini wants only signatures back, not thoughts).
+- Dropped on the way back: output ``inlineData`` (generated images), ``executableCode`` /
+  ``codeExecutionResult`` parts, thought signatures on text parts (only functionCall signatures
+  matter for replay), safety ratings, grounding and citation metadata.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, AsyncIterator
+from urllib.parse import quote, urlsplit
+
+import orjson
+
+from llmproxy.errors import ProxyError
+from llmproxy.sse import Event
+from llmproxy.translate import Meta
+from llmproxy.translate.common import (
+    dump_args, hub_chunk, hub_usage_chunk, parse_tool_args, split_data_url, synth_tool_call_id, text_of,
+)
+from llmproxy.usage import hub_usage
+
+STREAM_DECODER = "sse"
+
+# ---------------------------------------------------------------------------------------------
+# URL safety
+
+_MODEL_RE = re.compile(r"(?:(models|tunedModels)/)?([A-Za-z0-9][A-Za-z0-9._-]{0,127})")
+
+
+def model_resource(model: str) -> tuple[str, str]:
+    """``(collection, escaped_name)`` for a model name; ProxyError(400) for anything path-unsafe.
+
+    ``models/gemini-2.5-flash`` and ``gemini-2.5-flash`` are the same model; ``tunedModels/x`` a tuned one.
+    """
+    m = _MODEL_RE.fullmatch(model) if isinstance(model, str) else None
+    if m is None:
+        shown = repr(model)
+        shown = shown if len(shown) <= 100 else shown[:97] + "..."
+        raise ProxyError(
+            400,
+            f"model {shown} is not a valid Gemini model name: use letters, digits, '.', '-', '_' "
+            "with an optional 'models/' or 'tunedModels/' prefix",
+            param="model",
+        )
+    # Second line of defence: the validated name cannot contain anything quote() changes.
+    return m.group(1) or "models", quote(m.group(2), safe="")
+
+
+def _method_path(model: str, method: str) -> str:
+    collection, name = model_resource(model)
+    return f"/v1beta/{collection}/{name}:{method}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Hub request -> Gemini request
+
+_EFFORT_BUDGET = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 24576}
+_TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+_EXT_MIME = {
+    "png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp",
+    "gif": "image/gif", "heic": "image/heic", "heif": "image/heif", "pdf": "application/pdf",
+}
+_AUDIO_MIME = {"wav": "audio/wav", "mp3": "audio/mp3", "flac": "audio/flac", "ogg": "audio/ogg",
+               "aac": "audio/aac", "aiff": "audio/aiff"}
+
+
+def request_to_upstream(hub: dict, model: str, stream: bool) -> tuple[str, dict]:
+    """Hub request -> (path, GenerateContentRequest body)."""
+    path = _method_path(model, "streamGenerateContent?alt=sse" if stream else "generateContent")
+    system, contents = _contents(hub.get("messages"))
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": system}
+    tools = _tools(hub)
+    if tools:
+        body["tools"] = [{"functionDeclarations": tools}]
+    tool_config = _tool_config(hub.get("tool_choice", hub.get("function_call")))
+    if tool_config:
+        body["toolConfig"] = {"functionCallingConfig": tool_config}
+    config = _generation_config(hub)
+    if config:
+        body["generationConfig"] = config
+    return path, body
+
+
+def _contents(messages: Any) -> tuple[list[dict], list[dict]]:
+    """OpenAI messages -> (systemInstruction parts, contents) with same-role turns merged."""
+    if not isinstance(messages, list) or not messages:
+        raise ProxyError(400, "messages: must be a non-empty array", param="messages")
+    system: list[dict] = []
+    contents: list[dict] = []
+    calls: dict[str, str] = {}  # tool_call_id -> function name
+    pending: list[str] = []  # names of the last assistant turn's calls not yet answered, in order
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise ProxyError(400, f"messages[{i}]: must be an object", param=f"messages[{i}]")
+        role = msg.get("role")
+        where = f"messages[{i}]"
+        if role in ("system", "developer"):
+            system.extend({"text": t} for t in [text_of(msg.get("content"), f"{where}.content")] if t)
+            continue
+        if role == "user":
+            turn, parts = "user", _user_parts(msg.get("content"), where)
+        elif role == "assistant":
+            turn, parts = "model", _assistant_parts(msg, where, calls)
+            pending = [p["functionCall"]["name"] for p in parts if "functionCall" in p]
+        elif role in ("tool", "function"):
+            name = _result_name(msg, calls, pending, where)
+            turn, parts = "user", [{"functionResponse": {"name": name, "response": _result_obj(msg, where)}}]
+        else:
+            raise ProxyError(400, f"{where}.role: unsupported role {role!r}", param=f"{where}.role")
+        if not parts:
+            continue  # Gemini rejects empty turns (e.g. an assistant message with content null)
+        if contents and contents[-1]["role"] == turn:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": turn, "parts": parts})
+    if not contents:
+        raise ProxyError(400, "messages: Gemini needs at least one user or assistant message", param="messages")
+    return system, contents
+
+
+def _user_parts(content: Any, where: str) -> list[dict]:
+    if content is None or isinstance(content, str):
+        return [{"text": content}] if content else []
+    if not isinstance(content, list):
+        raise ProxyError(400, f"{where}.content: must be a string or an array of parts", param=f"{where}.content")
+    parts = []
+    for j, part in enumerate(content):
+        at = f"{where}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if part.get("text"):
+                parts.append({"text": str(part["text"])})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            parts.append(_media_part(url, at))
+        elif kind == "input_audio":
+            audio = part.get("input_audio") or {}
+            fmt = str(audio.get("format") or "wav").lower()
+            parts.append({"inlineData": {"mimeType": _AUDIO_MIME.get(fmt, f"audio/{fmt}"), "data": audio.get("data") or ""}})
+        elif kind == "file":
+            data = (part.get("file") or {}).get("file_data")
+            if not isinstance(data, str) or not data.startswith("data:"):
+                raise ProxyError(400, f"{at}: Gemini needs file parts as file_data data URLs", param=at)
+            parts.append(_media_part(data, at))
+        else:
+            raise ProxyError(400, f"{at}: unsupported content part type {kind!r}", param=at)
+    return parts
+
+
+def _media_part(url: Any, at: str) -> dict:
+    """An image/file URL -> inlineData (data URL) or fileData (http(s)/gs URI, MIME from the extension).
+
+    A remote URL without a known extension gets ``mimeType: "image/*"``; Gemini fetches public
+    http(s) URLs and Files API / ``gs://`` URIs itself, so nothing is downloaded here.
+    """
+    if not isinstance(url, str) or not url:
+        raise ProxyError(400, f"{at}: missing url", param=at)
+    if url.startswith("data:"):
+        split = split_data_url(url)
+        if split is None or not split[0]:
+            raise ProxyError(400, f"{at}: expected a data:<mime>;base64,<data> URL", param=at)
+        return {"inlineData": {"mimeType": split[0], "data": split[1]}}
+    scheme = url.split(":", 1)[0].lower()
+    if scheme not in ("http", "https", "gs"):
+        raise ProxyError(400, f"{at}: only data:, http(s): and gs: URLs are supported", param=at)
+    ext = urlsplit(url).path.rsplit("/", 1)[-1].rpartition(".")[2].lower()
+    return {"fileData": {"mimeType": _EXT_MIME.get(ext, "image/*"), "fileUri": url}}
+
+
+def _assistant_parts(msg: dict, where: str, calls: dict[str, str]) -> list[dict]:
+    text = text_of(msg.get("content"), f"{where}.content")
+    parts: list[dict] = [{"text": text}] if text else []
+    tool_calls = msg.get("tool_calls") or []
+    if msg.get("function_call"):  # legacy functions API
+        tool_calls = [{"function": msg["function_call"]}]
+    for j, tc in enumerate(tool_calls):
+        at = f"{where}.tool_calls[{j}]"
+        fn = tc.get("function") if isinstance(tc, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise ProxyError(400, f"{at}.function: needs a name", param=at)
+        args = parse_tool_args(fn.get("arguments"), f"{at}.function.arguments")
+        part: dict[str, Any] = {"functionCall": {"name": fn["name"], "args": args}}
+        sig = ((tc.get("extra_content") or {}).get("google") or {}).get("thought_signature")
+        if sig:
+            part["thoughtSignature"] = sig
+        parts.append(part)
+        if tc.get("id"):
+            calls[tc["id"]] = fn["name"]
+    return parts
+
+
+def _result_name(msg: dict, calls: dict[str, str], pending: list[str], where: str) -> str:
+    """The function a tool result answers: by tool_call_id, else by order within the last assistant turn."""
+    name = calls.get(msg.get("tool_call_id")) or msg.get("name")
+    if not name and pending:
+        name = pending[0]
+    if not name:
+        raise ProxyError(400, f"{where}.tool_call_id: no earlier assistant tool call with id "
+                         f"{msg.get('tool_call_id')!r}", param=f"{where}.tool_call_id")
+    if name in pending:
+        pending.remove(name)
+    return name
+
+
+def _result_obj(msg: dict, where: str) -> dict:
+    """Tool result content -> functionResponse.response (a JSON object; other values wrapped in ``result``)."""
+    text = text_of(msg.get("content"), f"{where}.content")
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = None
+    return value if isinstance(value, dict) else {"result": text}
+
+
+def _tools(hub: dict) -> list[dict]:
+    tools = hub.get("tools")
+    if tools is None and hub.get("functions"):
+        tools = [{"type": "function", "function": f} for f in hub["functions"]]
+    if not tools:
+        return []
+    if not isinstance(tools, list):
+        raise ProxyError(400, "tools: must be an array", param="tools")
+    out = []
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) and tool.get("type", "function") == "function" else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise ProxyError(400, f"tools[{i}]: only function tools with a name are supported by Gemini",
+                             param=f"tools[{i}]")
+        decl: dict[str, Any] = {"name": fn["name"]}
+        if fn.get("description"):
+            decl["description"] = fn["description"]
+        if isinstance(fn.get("parameters"), dict):
+            decl["parameters"] = clean_schema(fn["parameters"])
+        out.append(decl)
+    return out
+
+
+def _tool_config(choice: Any) -> dict | None:
+    if choice is None:
+        return None
+    if isinstance(choice, str) and choice in _TOOL_MODES:
+        return {"mode": _TOOL_MODES[choice]}
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name") if choice.get("type", "function") == "function" else None
+        name = name or choice.get("name")  # legacy function_call={"name": ...}
+        if isinstance(name, str):
+            return {"mode": "ANY", "allowedFunctionNames": [name]}
+        if choice.get("type") == "allowed_tools":
+            allowed = choice.get("allowed_tools") or {}
+            if allowed.get("mode") == "required":
+                names = [(t.get("function") or {}).get("name") for t in allowed.get("tools") or []]
+                return {"mode": "ANY", "allowedFunctionNames": [n for n in names if n]}
+            return {"mode": "AUTO"}  # Gemini cannot restrict names in AUTO mode
+    raise ProxyError(400, f"tool_choice: unsupported value {choice!r}", param="tool_choice")
+
+
+def _generation_config(hub: dict) -> dict:
+    cfg: dict[str, Any] = {}
+    max_tokens = hub.get("max_completion_tokens", hub.get("max_tokens"))
+    for key, value in (
+        ("maxOutputTokens", max_tokens), ("temperature", hub.get("temperature")), ("topP", hub.get("top_p")),
+        ("topK", hub.get("top_k")), ("seed", hub.get("seed")), ("candidateCount", hub.get("n")),
+        ("presencePenalty", hub.get("presence_penalty")), ("frequencyPenalty", hub.get("frequency_penalty")),
+    ):
+        if value is not None:
+            cfg[key] = value
+    stop = hub.get("stop")
+    if stop:
+        cfg["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    fmt = hub.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+        cfg["responseMimeType"] = "application/json"
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        if fmt["type"] == "json_schema" and isinstance(schema, dict):
+            cfg["responseJsonSchema"] = schema
+    effort = hub.get("reasoning_effort")
+    if effort is not None:
+        if effort not in _EFFORT_BUDGET:
+            raise ProxyError(400, f"reasoning_effort: unsupported value {effort!r} "
+                             f"(one of {', '.join(_EFFORT_BUDGET)})", param="reasoning_effort")
+        budget = _EFFORT_BUDGET[effort]
+        cfg["thinkingConfig"] = {"thinkingBudget": budget, "includeThoughts": True} if budget else {"thinkingBudget": 0}
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON Schema -> Gemini OpenAPI-subset Schema
+
+_KEEP = ("description", "minimum", "maximum", "minItems", "maxItems", "minLength", "maxLength",
+         "pattern", "minProperties", "maxProperties", "propertyOrdering")
+_FORMATS = {"string": {"enum", "date-time"}, "integer": {"int32", "int64"}, "number": {"float", "double"}}
+_TYPES = {"string", "number", "integer", "boolean", "array", "object"}
+
+
+def clean_schema(schema: Any) -> dict:
+    """A JSON Schema -> the OpenAPI subset Gemini's ``parameters`` accepts; never raises.
+
+    Inlines local ``$ref``s (recursive ones become ``{"type": "object"}``), merges ``allOf``,
+    turns ``const`` into ``enum``, ``null`` variants / ``type: [x, "null"]`` into ``nullable``,
+    collapses one-variant ``anyOf``/``oneOf``, keeps non-string enums as a description note,
+    keeps only the formats Gemini knows and drops everything else (``$schema``, ``title``,
+    ``default``, ``examples``, ``additionalProperties``, ``$defs``, …).  Gemini requires a type
+    everywhere: an untyped schema becomes ``object`` (with properties / at the top), ``array``
+    (with items) or else ``string``; arrays without ``items`` get string items.
+    """
+    root = schema if isinstance(schema, dict) else {}
+    out = _clean(root, root, (), 0)
+    if "type" not in out and "anyOf" not in out:
+        out["type"] = "object"
+    return out
+
+
+def _clean(s: Any, root: dict, refs: tuple, depth: int) -> dict:
+    if not isinstance(s, dict) or depth > 40:
+        return {}
+    ref = s.get("$ref")
+    if isinstance(ref, str):
+        target = _resolve(ref, root)
+        if target is None or ref in refs:
+            out = {"type": "object"}
+        else:
+            out = _clean(target, root, refs + (ref,), depth + 1)
+        if isinstance(s.get("description"), str):
+            out["description"] = s["description"]
+        return out
+    if isinstance(s.get("allOf"), list):
+        merged: dict = {k: v for k, v in s.items() if k != "allOf"}
+        for sub in s["allOf"]:
+            sub = _resolve(sub["$ref"], root) if isinstance(sub, dict) and isinstance(sub.get("$ref"), str) else sub
+            if isinstance(sub, dict):
+                for k, v in sub.items():
+                    if k == "properties" and isinstance(v, dict):
+                        merged["properties"] = {**v, **(merged.get("properties") or {})}
+                    elif k == "required" and isinstance(v, list):
+                        merged["required"] = list(dict.fromkeys([*(merged.get("required") or []), *v]))
+                    else:
+                        merged.setdefault(k, v)
+        s = merged
+    out: dict[str, Any] = {}
+    nullable = s.get("nullable") is True
+    types = s.get("type")
+    types = [types] if isinstance(types, str) else [t for t in types if isinstance(t, str)] if isinstance(types, list) else []
+    if "null" in types:
+        nullable, types = True, [t for t in types if t != "null"]
+    variants = s.get("anyOf") if isinstance(s.get("anyOf"), list) else s.get("oneOf")
+    if isinstance(variants, list):
+        variants = [v for v in variants if isinstance(v, dict)]
+        if any(v.get("type") == "null" for v in variants):
+            nullable, variants = True, [v for v in variants if v.get("type") != "null"]
+        if len(variants) == 1 and not types:
+            inner = _clean(variants[0], root, refs, depth + 1)
+            if isinstance(s.get("description"), str):
+                inner["description"] = s["description"]
+            if nullable:
+                inner["nullable"] = True
+            return inner
+        if variants:
+            out["anyOf"] = [_clean(v, root, refs, depth + 1) for v in variants]
+    if len(types) > 1:
+        out["anyOf"] = [{"type": t.lower()} for t in types if t.lower() in _TYPES]
+        types = []
+    kind = types[0].lower() if types and types[0].lower() in _TYPES else None
+    enum = [s["const"]] if "const" in s else s.get("enum")
+    if isinstance(enum, list):
+        if None in enum:
+            nullable, enum = True, [e for e in enum if e is not None]
+        if enum and all(isinstance(e, str) for e in enum) and kind in (None, "string"):
+            kind, out["enum"] = "string", enum
+        elif enum:
+            if kind is None:
+                first = enum[0]
+                kind = ("boolean" if isinstance(first, bool) else "integer" if isinstance(first, int)
+                        else "number" if isinstance(first, float) else None)
+            note = "Allowed values: " + ", ".join(orjson.dumps(e).decode() for e in enum)
+            desc = s.get("description")
+            s = {**s, "description": f"{desc} ({note})" if isinstance(desc, str) and desc else note}
+    if kind is None and "anyOf" not in out:
+        # Gemini rejects a schema without a type: guess from the keywords, else "string".
+        kind = "object" if "properties" in s else "array" if "items" in s or "prefixItems" in s else "string"
+    if kind:
+        out["type"] = kind
+    fmt = s.get("format")
+    if isinstance(fmt, str) and fmt in _FORMATS.get(kind or "", ()):
+        out["format"] = fmt
+    for key in _KEEP:
+        if key in s and isinstance(s[key], (str, int, float, list)) and not isinstance(s[key], bool):
+            out[key] = s[key]
+    if nullable:
+        out["nullable"] = True
+    props = s.get("properties")
+    if isinstance(props, dict) and kind in (None, "object"):
+        out["properties"] = {str(k): _clean(v, root, refs, depth + 1) for k, v in props.items()}
+        required = [r for r in s.get("required") or [] if isinstance(r, str) and r in props]
+        if required:
+            out["required"] = required
+    if kind == "array":
+        items = s.get("items")
+        if isinstance(items, list):  # tuple form
+            items = items[0] if items else None
+        if not isinstance(items, dict) and isinstance(s.get("prefixItems"), list) and s["prefixItems"]:
+            items = s["prefixItems"][0]
+        out["items"] = _clean(items, root, refs, depth + 1) if isinstance(items, dict) else {}
+        if not out["items"]:
+            out["items"] = {"type": "string"}
+    return out
+
+
+def _resolve(ref: str, root: dict) -> dict | None:
+    """A local ``#/…`` JSON pointer into the root schema, or None."""
+    if not ref.startswith("#"):
+        return None
+    node: Any = root
+    for key in ref[1:].split("/")[1:] if ref != "#" else []:
+        key = key.replace("~1", "/").replace("~0", "~")
+        node = node.get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Gemini response / stream -> hub
+
+_FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "MODEL_ARMOR",
+             "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "IMAGE_OTHER"}
+
+
+def _finish(reason: str | None, tool_calls: bool) -> str:
+    """Gemini finishReason -> hub finish_reason; tool calls in the content win over ``STOP``."""
+    if tool_calls:
+        return "tool_calls"
+    if reason == "MAX_TOKENS":
+        return "length"
+    if reason in _FILTERED or (reason or "").startswith("IMAGE_"):
+        return "content_filter"
+    return "stop"
+
+
+def _usage(meta_usage: dict) -> dict:
+    """usageMetadata -> hub usage (completion = candidates + thoughts; tool-use prompt counted as input)."""
+    thoughts = int(meta_usage.get("thoughtsTokenCount") or 0)
+    return hub_usage(
+        int(meta_usage.get("promptTokenCount") or 0) + int(meta_usage.get("toolUsePromptTokenCount") or 0),
+        int(meta_usage.get("candidatesTokenCount") or 0) + thoughts,
+        cached=int(meta_usage.get("cachedContentTokenCount") or 0),
+        reasoning=thoughts,
+    )
+
+
+def _has_counts(meta_usage: Any) -> bool:
+    return isinstance(meta_usage, dict) and any(k.endswith("TokenCount") for k in meta_usage)
+
+
+def _call_id(meta: Meta, cand: int, k: int) -> str:
+    return synth_tool_call_id(meta.id if cand == 0 else f"{meta.id}_{cand}", k)
+
+
+def _tool_call(meta: Meta, cand: int, k: int, name: str, arguments: str, sig: str | None) -> dict:
+    call: dict[str, Any] = {"id": _call_id(meta, cand, k), "type": "function",
+                            "function": {"name": name, "arguments": arguments}}
+    if sig:
+        call["extra_content"] = {"google": {"thought_signature": sig}}
+    return call
+
+
+def _raise_if_error(body: Any) -> None:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        raise _error_from_obj(body["error"], 0)
+
+
+def response_from_upstream(body: dict, meta: Meta) -> dict:
+    """GenerateContentResponse -> hub chat.completion (one choice per candidate)."""
+    _raise_if_error(body)
+    choices = []
+    for cand in sorted(body.get("candidates") or [], key=lambda c: c.get("index") or 0):
+        idx = cand.get("index") or 0
+        text, reasoning, calls = [], [], []
+        for part in (cand.get("content") or {}).get("parts") or []:
+            fc = part.get("functionCall")
+            if isinstance(fc, dict) and fc.get("name"):
+                args = dump_args(fc.get("args") or {})
+                calls.append(_tool_call(meta, idx, len(calls), fc["name"], args, part.get("thoughtSignature")))
+            elif isinstance(part.get("text"), str):
+                (reasoning if part.get("thought") else text).append(part["text"])
+        content = "".join(text)
+        message: dict[str, Any] = {"role": "assistant", "content": content or (None if calls else "")}
+        if reasoning:
+            message["reasoning_content"] = "".join(reasoning)
+        if calls:
+            message["tool_calls"] = calls
+        choices.append({"index": idx, "message": message, "finish_reason": _finish(cand.get("finishReason"), bool(calls))})
+    if not choices:  # prompt blocked (promptFeedback.blockReason) or an empty answer
+        blocked = bool((body.get("promptFeedback") or {}).get("blockReason"))
+        choices.append({"index": 0, "message": {"role": "assistant", "content": ""},
+                        "finish_reason": "content_filter" if blocked else "stop"})
+    return {"id": meta.id, "object": "chat.completion", "created": meta.created, "model": meta.model,
+            "choices": choices, "usage": _usage(body.get("usageMetadata") or {})}
+
+
+def _chunk(meta: Meta, idx: int, delta: dict, finish: str | None = None) -> dict:
+    chunk = hub_chunk(meta, delta, finish)
+    chunk["choices"][0]["index"] = idx  # candidateCount > 1: one choice per candidate
+    return chunk
+
+
+async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> AsyncIterator[dict]:
+    """Gemini SSE (or JSON-array) events -> hub chunks; finish chunks and usage once, at EOF.
+
+    Vertex ``functionCall.partialArgs`` streams are assembled: the call's first delta (id, name,
+    ``""``) is sent when it opens and the whole arguments JSON as one fragment when it closes
+    (an empty ``functionCall`` part, the next named call, or the end of the candidate).
+    """
+    cands: dict[int, dict] = {}  # candidate index -> {"calls": n, "finish": str|None, "open": partial call}
+    usage: Any = None
+    blocked = False
+    async for event in events:
+        try:
+            body = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            raise ProxyError(502, f"Gemini sent a stream event that is not JSON: {event.data[:200]!r}") from None
+        _raise_if_error(body)
+        if not isinstance(body, dict):
+            continue
+        if body.get("usageMetadata"):
+            usage = body["usageMetadata"]
+        if (body.get("promptFeedback") or {}).get("blockReason"):
+            blocked = True
+        for idx in [0] if not cands else []:
+            cands[idx] = {"calls": 0, "finish": None, "open": None}
+            yield _chunk(meta, idx, {"role": "assistant", "content": ""})
+        for cand in body.get("candidates") or []:
+            idx = cand.get("index") or 0
+            if idx not in cands:
+                cands[idx] = {"calls": 0, "finish": None, "open": None}
+                yield _chunk(meta, idx, {"role": "assistant", "content": ""})
+            state = cands[idx]
+            for part in (cand.get("content") or {}).get("parts") or []:
+                for delta in _part_deltas(part, state, meta, idx):
+                    yield _chunk(meta, idx, delta)
+            if cand.get("finishReason"):
+                state["finish"] = cand["finishReason"]
+    for idx in sorted(cands):
+        state = cands[idx]
+        for delta in _close_partial(state):
+            yield _chunk(meta, idx, delta)
+    if not blocked and not any(s["finish"] for s in cands.values()):
+        raise ProxyError(502, "Gemini stream ended without a finishReason (upstream connection cut?)")
+    for idx in sorted(cands):
+        state = cands[idx]
+        reason = "content_filter" if blocked and not state["finish"] else _finish(state["finish"], state["calls"] > 0)
+        yield _chunk(meta, idx, {}, reason)
+    if _has_counts(usage):
+        yield hub_usage_chunk(meta, _usage(usage))
+
+
+def _part_deltas(part: dict, state: dict, meta: Meta, idx: int) -> list[dict]:
+    """The hub deltas of one streamed part (empty text / signature-only parts give none)."""
+    fc = part.get("functionCall")
+    if isinstance(fc, dict):
+        return _call_deltas(fc, part.get("thoughtSignature"), state, meta, idx)
+    text = part.get("text")
+    if isinstance(text, str) and text:
+        return [{"reasoning_content": text} if part.get("thought") else {"content": text}]
+    return []
+
+
+def _call_deltas(fc: dict, sig: str | None, state: dict, meta: Meta, idx: int) -> list[dict]:
+    out: list[dict] = []
+    name, partial = fc.get("name"), fc.get("partialArgs")
+    if name or not (partial or fc.get("willContinue")):
+        out += _close_partial(state)  # a new call, or an empty functionCall{} terminator
+    if name:
+        k = state["calls"]
+        state["calls"] += 1
+        if fc.get("willContinue"):  # Vertex streamed arguments follow
+            state["open"] = {"k": k, "args": dict(fc.get("args") or {}), "cont": set()}
+            call = _tool_call(meta, idx, k, name, "", sig)
+        else:
+            call = _tool_call(meta, idx, k, name, dump_args(fc.get("args") or {}), sig)
+        out.append({"tool_calls": [{"index": k, **call}]})
+    elif partial and state["open"] is not None:
+        _apply_partial(state["open"], partial)
+        if not fc.get("willContinue"):
+            out += _close_partial(state)
+    return out
+
+
+def _close_partial(state: dict) -> list[dict]:
+    call, state["open"] = state["open"], None
+    if call is None:
+        return []
+    return [{"tool_calls": [{"index": call["k"], "function": {"arguments": dump_args(call["args"])}}]}]
+
+
+_PATH_RE = re.compile(r"\.([A-Za-z_$][\w$-]*)|\[(\d+)\]|\['((?:[^'\\]|\\.)*)'\]|\[\"((?:[^\"\\]|\\.)*)\"\]")
+
+
+def _apply_partial(call: dict, partial: list) -> None:
+    """Apply Vertex ``partialArgs[{jsonPath, stringValue|numberValue|boolValue|nullValue, willContinue}]``.
+
+    String pieces of one path are concatenated while the previous piece said ``willContinue``.
+    Paths that cannot be parsed are ignored.
+    """
+    for arg in partial:
+        if not isinstance(arg, dict) or not isinstance(arg.get("jsonPath"), str):
+            continue
+        path = arg["jsonPath"]
+        keys = _parse_path(path)
+        if not keys:
+            continue
+        if "stringValue" in arg:
+            value = str(arg["stringValue"])
+            if path in call["cont"]:
+                value = str(_get_path(call["args"], keys) or "") + value
+        elif "numberValue" in arg:
+            value = arg["numberValue"]
+        elif "boolValue" in arg:
+            value = arg["boolValue"]
+        elif "nullValue" in arg:
+            value = None
+        else:
+            continue
+        _set_path(call["args"], keys, value)
+        (call["cont"].add if arg.get("willContinue") else call["cont"].discard)(path)
+
+
+def _parse_path(path: str) -> list:
+    if not path.startswith("$"):
+        return []
+    keys: list = []
+    pos = 1
+    while pos < len(path):
+        m = _PATH_RE.match(path, pos)
+        if not m:
+            return []
+        name, num, sq, dq = m.groups()
+        keys.append(int(num) if num is not None else name if name is not None else sq if sq is not None else dq)
+        pos = m.end()
+    return keys
+
+
+def _get_path(node: Any, keys: list) -> Any:
+    for key in keys:
+        if isinstance(key, int):
+            node = node[key] if isinstance(node, list) and key < len(node) else None
+        else:
+            node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def _set_path(node: Any, keys: list, value: Any) -> None:
+    for key, nxt in zip(keys, keys[1:] + [None]):
+        fresh: Any = value if nxt is None else [] if isinstance(nxt, int) else {}
+        if isinstance(key, int):
+            if not isinstance(node, list) or key > len(node):
+                return
+            if key == len(node):
+                node.append(fresh)
+            elif nxt is None or not isinstance(node[key], (dict, list)):
+                node[key] = fresh
+            node = node[key]
+        else:
+            if not isinstance(node, dict):
+                return
+            if nxt is None or not isinstance(node.get(key), (dict, list)):
+                node[key] = fresh
+            node = node[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+_RPC_STATUS = {
+    "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400, "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403, "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "ABORTED": 409,
+    "RESOURCE_EXHAUSTED": 429, "CANCELLED": 499, "UNKNOWN": 500, "INTERNAL": 500, "DATA_LOSS": 500,
+    "UNIMPLEMENTED": 501, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504,
+}
+_HTTP_RPC = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+             409: "ABORTED", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
+             500: "INTERNAL", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
+             504: "DEADLINE_EXCEEDED", 529: "UNAVAILABLE"}
+
+
+def error_from_upstream(status: int, body: bytes) -> ProxyError:
+    """A Gemini error body (``{"error":{code,message,status,details}}``, maybe wrapped in ``[ ]``) -> ProxyError."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, list) and data:
+        data = data[0]
+    err = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(err, dict):
+        text = body.decode("utf-8", "replace").strip()[:500]
+        return ProxyError(status if status >= 400 else 502, f"Gemini returned HTTP {status}: {text or '(empty body)'}")
+    return _error_from_obj(err, status)
+
+
+def _error_from_obj(err: dict, status: int) -> ProxyError:
+    rpc = err.get("status") if isinstance(err.get("status"), str) else None
+    if status < 400:  # an error inside a 200 stream: trust the body
+        code = err.get("code")
+        status = code if isinstance(code, int) and code >= 400 else _RPC_STATUS.get(rpc or "", 502)
+    retry = reason = None
+    for detail in err.get("details") or []:
+        if not isinstance(detail, dict):
+            continue
+        kind = str(detail.get("@type", ""))
+        if kind.endswith("google.rpc.RetryInfo"):
+            m = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(detail.get("retryDelay", "")))
+            retry = float(m.group(1)) if m else None
+        elif kind.endswith("google.rpc.ErrorInfo") and isinstance(detail.get("reason"), str):
+            reason = detail["reason"]
+    message = err.get("message") if isinstance(err.get("message"), str) and err.get("message") else (rpc or "Gemini error")
+    return ProxyError(status, message, code=reason or rpc, retry_after=retry)
+
+
+# ---------------------------------------------------------------------------------------------
+# Embeddings
+
+
+def embeddings_to_upstream(hub: dict, model: str) -> tuple[str, dict]:
+    """OpenAI embeddings request -> batchEmbedContents (one request per input string)."""
+    path = _method_path(model, "batchEmbedContents")
+    collection, name = model_resource(model)
+    texts = hub.get("input")
+    texts = [texts] if isinstance(texts, str) else texts
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise ProxyError(400, "input: Gemini embeddings need a string or a non-empty array of strings", param="input")
+    base: dict[str, Any] = {"model": f"{collection}/{name}"}
+    dims = hub.get("dimensions")
+    if dims is not None:
+        if not isinstance(dims, int) or isinstance(dims, bool) or dims < 1:
+            raise ProxyError(400, "dimensions: must be a positive integer", param="dimensions")
+        base["outputDimensionality"] = dims
+    return path, {"requests": [{**base, "content": {"parts": [{"text": t}]}} for t in texts]}
+
+
+def embeddings_from_upstream(body: dict, meta: Meta) -> dict:
+    """batchEmbedContents response -> OpenAI embeddings list (floats; Gemini reports no token count)."""
+    _raise_if_error(body)
+    data = [{"object": "embedding", "index": i, "embedding": (e or {}).get("values") or []}
+            for i, e in enumerate(body.get("embeddings") or [])]
+    prompt = int((body.get("usageMetadata") or {}).get("promptTokenCount") or 0)
+    return {"object": "list", "data": data, "model": meta.model, "usage": hub_usage(prompt, 0)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Front door: Gemini request -> hub, hub -> Gemini response / stream / errors
+
+_MODE_CHOICE = {"AUTO": "auto", "NONE": "none", "ANY": "required", "VALIDATED": "auto"}
+_GEN_KEYS = {"maxOutputTokens": "max_completion_tokens", "temperature": "temperature", "topP": "top_p",
+             "topK": "top_k", "seed": "seed", "candidateCount": "n", "presencePenalty": "presence_penalty",
+             "frequencyPenalty": "frequency_penalty"}
+
+
+def _get(obj: dict, camel: str) -> Any:
+    """``obj[camel]``, or its snake_case spelling (the API accepts both)."""
+    if camel in obj:
+        return obj[camel]
+    return obj.get(re.sub(r"[A-Z]", lambda m: "_" + m.group().lower(), camel))
+
+
+def _want(value: Any, kind: type, param: str) -> Any:
+    if value is not None and not isinstance(value, kind):
+        raise ProxyError(400, f"{param}: must be {'an array' if kind is list else 'an object'}", param=param)
+    return value
+
+
+def request_from_client(body: dict) -> dict:
+    """GenerateContentRequest -> hub request (contents, systemInstruction, generationConfig, tools, toolConfig)."""
+    if not isinstance(body, dict):
+        raise ProxyError(400, "body: must be a JSON object")
+    hub: dict[str, Any] = {"model": body["model"]} if "model" in body else {}
+    messages: list[dict] = []
+    system = _get(body, "systemInstruction")
+    if isinstance(system, str):
+        system = {"parts": [{"text": system}]}
+    if _want(system, dict, "systemInstruction"):
+        text = "\n".join(p["text"] for p in system.get("parts") or [] if isinstance(p, dict) and isinstance(p.get("text"), str))
+        if text:
+            messages.append({"role": "system", "content": text})
+    contents = _want(body.get("contents"), list, "contents")
+    if not contents:
+        raise ProxyError(400, "contents: must be a non-empty array", param="contents")
+    calls: list[dict] = []  # every tool call so far, to answer functionResponses
+    for i, turn in enumerate(contents):
+        _want(turn, dict, f"contents[{i}]")
+        parts = _want(turn.get("parts"), list, f"contents[{i}].parts") or []
+        if turn.get("role") == "model":
+            messages.append(_assistant_from_parts(parts, calls, i))
+        else:
+            messages.extend(_user_from_parts(parts, calls, i))
+    hub["messages"] = messages
+    tools = []
+    for i, tool in enumerate(_want(body.get("tools"), list, "tools") or []):
+        for j, decl in enumerate(_get(_want(tool, dict, f"tools[{i}]"), "functionDeclarations") or []):
+            _want(decl, dict, f"tools[{i}].functionDeclarations[{j}]")
+            schema = _get(decl, "parametersJsonSchema") or decl.get("parameters")
+            fn = {"name": decl.get("name")}
+            if decl.get("description"):
+                fn["description"] = decl["description"]
+            if isinstance(schema, dict):
+                fn["parameters"] = _lower_types(schema)
+            tools.append({"type": "function", "function": fn})
+    if tools:
+        hub["tools"] = tools
+    fcc = _get(_want(_get(body, "toolConfig"), dict, "toolConfig") or {}, "functionCallingConfig") or {}
+    if fcc.get("mode") in _MODE_CHOICE:
+        names = _get(fcc, "allowedFunctionNames") or []
+        hub["tool_choice"] = ({"type": "function", "function": {"name": names[0]}}
+                              if fcc["mode"] == "ANY" and len(names) == 1 else _MODE_CHOICE[fcc["mode"]])
+    hub.update(_hub_generation(_want(_get(body, "generationConfig"), dict, "generationConfig") or {}))
+    return hub
+
+
+def _assistant_from_parts(parts: list, calls: list[dict], i: int) -> dict:
+    text, reasoning, tool_calls = [], [], []
+    for part in parts:
+        fc = _get(part, "functionCall") if isinstance(part, dict) else None
+        if isinstance(fc, dict):
+            call = {"id": fc.get("id") or f"call_{len(calls)}", "type": "function",
+                    "function": {"name": fc.get("name"), "arguments": dump_args(fc.get("args") or {})}}
+            if _get(part, "thoughtSignature"):
+                call["extra_content"] = {"google": {"thought_signature": _get(part, "thoughtSignature")}}
+            tool_calls.append(call)
+            calls.append({"id": call["id"], "name": fc.get("name"), "answered": False})
+        elif isinstance(part, dict) and isinstance(part.get("text"), str):
+            (reasoning if part.get("thought") else text).append(part["text"])
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or (None if tool_calls else "")}
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return message
+
+
+def _user_from_parts(parts: list, calls: list[dict], i: int) -> list[dict]:
+    results, content = [], []
+    for j, part in enumerate(parts):
+        at = f"contents[{i}].parts[{j}]"
+        _want(part, dict, at)
+        fr = _get(part, "functionResponse")
+        inline, file = _get(part, "inlineData"), _get(part, "fileData")
+        if isinstance(fr, dict):
+            results.append(_tool_result(fr, calls))
+        elif isinstance(part.get("text"), str):
+            if not part.get("thought"):
+                content.append({"type": "text", "text": part["text"]})
+        elif isinstance(inline, dict):
+            mime, data = str(_get(inline, "mimeType") or ""), str(inline.get("data") or "")
+            if mime.startswith("audio/"):
+                content.append({"type": "input_audio", "input_audio": {"data": data, "format": mime[6:]}})
+            elif mime.startswith("image/"):
+                content.append({"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}})
+            else:
+                content.append({"type": "file", "file": {"file_data": f"data:{mime};base64,{data}"}})
+        elif isinstance(file, dict):
+            content.append({"type": "image_url", "image_url": {"url": str(_get(file, "fileUri") or "")}})
+        else:
+            raise ProxyError(400, f"{at}: unsupported part (keys: {', '.join(map(str, part))})", param=at)
+    out = results
+    if content:
+        only_text = all(c["type"] == "text" for c in content)
+        out.append({"role": "user", "content": "".join(c["text"] for c in content) if only_text else content})
+    return out
+
+
+def _tool_result(fr: dict, calls: list[dict]) -> dict:
+    """functionResponse -> tool message, matched to the call by id, else the oldest unanswered call of that name."""
+    match = next((c for c in calls if fr.get("id") and c["id"] == fr.get("id")), None) or next(
+        (c for c in calls if not c["answered"] and c["name"] == fr.get("name")), None)
+    if match:
+        match["answered"] = True
+    response = fr.get("response")
+    if isinstance(response, dict) and list(response) == ["result"] and isinstance(response["result"], str):
+        content = response["result"]  # our own wrapping of a plain string, undone
+    else:
+        content = orjson.dumps(response if response is not None else {}).decode()
+    return {"role": "tool", "tool_call_id": match["id"] if match else fr.get("id") or f"call_{fr.get('name')}",
+            "content": content}
+
+
+def _lower_types(schema: Any) -> Any:
+    """OpenAPI-style upper-case type names (``"OBJECT"``) -> JSON Schema lower case, recursively."""
+    if isinstance(schema, list):
+        return [_lower_types(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {k: (v.lower() if k == "type" and isinstance(v, str) else _lower_types(v)) for k, v in schema.items()}
+
+
+def _hub_generation(cfg: dict) -> dict:
+    hub: dict[str, Any] = {}
+    for camel, key in _GEN_KEYS.items():
+        if _get(cfg, camel) is not None:
+            hub[key] = _get(cfg, camel)
+    if _get(cfg, "stopSequences"):
+        hub["stop"] = _get(cfg, "stopSequences")
+    schema = _get(cfg, "responseJsonSchema") or _get(cfg, "responseSchema")
+    if isinstance(schema, dict):
+        hub["response_format"] = {"type": "json_schema", "json_schema": {"name": "response", "schema": _lower_types(schema)}}
+    elif _get(cfg, "responseMimeType") == "application/json":
+        hub["response_format"] = {"type": "json_object"}
+    thinking = _get(cfg, "thinkingConfig")
+    if isinstance(thinking, dict):
+        level, budget = _get(thinking, "thinkingLevel"), _get(thinking, "thinkingBudget")
+        if isinstance(level, str) and level.lower() in ("minimal", "low", "medium", "high"):
+            hub["reasoning_effort"] = level.lower()
+        elif isinstance(budget, int):
+            hub["reasoning_effort"] = ("none" if budget == 0 else "medium" if budget < 0 else
+                                       "low" if budget <= 1024 else "medium" if budget <= 8192 else "high")
+    return hub
+
+
+_FINISH_OUT = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "function_call": "STOP",
+               "content_filter": "SAFETY"}
+
+
+def _usage_metadata(usage: dict) -> dict:
+    prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
+    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    out = {"promptTokenCount": prompt, "candidatesTokenCount": completion - reasoning,
+           "totalTokenCount": prompt + completion}
+    if reasoning:
+        out["thoughtsTokenCount"] = reasoning
+    if cached:
+        out["cachedContentTokenCount"] = cached
+    return out
+
+
+def _args_obj(arguments: Any) -> dict:
+    try:
+        value = orjson.loads(arguments) if isinstance(arguments, str) and arguments.strip() else arguments
+    except orjson.JSONDecodeError:
+        value = None
+    return value if isinstance(value, dict) else {}
+
+
+def _call_part(call: dict) -> dict:
+    fn = call.get("function") or {}
+    part: dict[str, Any] = {"functionCall": {"name": fn.get("name"), "args": _args_obj(fn.get("arguments"))}}
+    sig = ((call.get("extra_content") or {}).get("google") or {}).get("thought_signature")
+    if sig:
+        part["thoughtSignature"] = sig
+    return part
+
+
+def _candidate(parts: list[dict], idx: int, finish: str | None = None) -> dict:
+    cand: dict[str, Any] = {"content": {"parts": parts, "role": "model"} if parts else {"role": "model"}}
+    if finish:
+        cand["finishReason"] = _FINISH_OUT.get(finish, "STOP")
+    cand["index"] = idx
+    return cand
+
+
+def response_to_client(hub: dict, meta: Meta) -> dict:
+    """Hub chat.completion -> GenerateContentResponse (thoughts, text, functionCalls; usageMetadata)."""
+    candidates = []
+    for choice in hub.get("choices") or []:
+        msg = choice.get("message") or {}
+        parts: list[dict] = []
+        if msg.get("reasoning_content"):
+            parts.append({"text": msg["reasoning_content"], "thought": True})
+        if isinstance(msg.get("content"), str) and msg["content"]:
+            parts.append({"text": msg["content"]})
+        parts.extend(_call_part(c) for c in msg.get("tool_calls") or [])
+        candidates.append(_candidate(parts, choice.get("index") or 0, choice.get("finish_reason") or "stop"))
+    out: dict[str, Any] = {"candidates": candidates}
+    out["usageMetadata"] = _usage_metadata(hub.get("usage") or {})
+    out["modelVersion"], out["responseId"] = meta.model, meta.id
+    return out
+
+
+def _sse(obj: dict) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\r\n\r\n"
+
+
+async def stream_to_client(chunks: AsyncIterator[dict], meta: Meta) -> AsyncIterator[bytes]:
+    """Hub chunks -> Gemini ``data: {…}\\r\\n\\r\\n`` events with only the new parts.
+
+    Tool calls are collected until their choice finishes (Gemini sends whole functionCall parts);
+    the final event carries them, the finishReason and the usageMetadata.
+    """
+    calls: dict[int, dict[int, dict]] = {}  # choice index -> tool index -> accumulated call
+    finish: dict[int, str] = {}
+    usage = None
+    async for chunk in chunks:
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        candidates = []
+        for choice in chunk.get("choices") or []:
+            idx, delta = choice.get("index") or 0, choice.get("delta") or {}
+            parts: list[dict] = []
+            if delta.get("reasoning_content"):
+                parts.append({"text": delta["reasoning_content"], "thought": True})
+            if delta.get("content"):
+                parts.append({"text": delta["content"]})
+            for tc in delta.get("tool_calls") or []:
+                acc = calls.setdefault(idx, {}).setdefault(tc.get("index") or 0, {"function": {"arguments": ""}})
+                fn = tc.get("function") or {}
+                acc["function"]["name"] = fn.get("name") or acc["function"].get("name")
+                acc["function"]["arguments"] += fn.get("arguments") or ""
+                if tc.get("extra_content"):
+                    acc["extra_content"] = tc["extra_content"]
+            if choice.get("finish_reason"):
+                finish[idx] = choice["finish_reason"]
+            if parts:
+                candidates.append(_candidate(parts, idx))
+        if candidates:
+            yield _sse({"candidates": candidates, "modelVersion": meta.model, "responseId": meta.id})
+    final = [_candidate([_call_part(c) for _, c in sorted(calls.get(idx, {}).items())], idx, finish.get(idx, "stop"))
+             for idx in sorted(set(finish) | set(calls) or {0})]
+    out: dict[str, Any] = {"candidates": final}
+    if usage:
+        out["usageMetadata"] = _usage_metadata(usage)
+    out["modelVersion"], out["responseId"] = meta.model, meta.id
+    yield _sse(out)
+
+
+def error_body(err: ProxyError) -> bytes:
+    """Google error shape ``{"error":{code,message,status[,details:[RetryInfo]]}}``."""
+    rpc = _HTTP_RPC.get(err.status, "INTERNAL" if err.status >= 500 else "INVALID_ARGUMENT")
+    inner: dict[str, Any] = {"code": err.status, "message": err.message, "status": rpc}
+    if err.retry_after is not None:
+        inner["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                             "retryDelay": f"{err.retry_after:g}s"}]
+    return orjson.dumps({"error": inner})
+
+
+def stream_error(err: ProxyError) -> bytes:
+    """The same error as a final SSE event (what Gemini clients see after a 200 stream started)."""
+    return b"data: " + error_body(err) + b"\r\n\r\n"
