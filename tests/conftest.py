@@ -1,0 +1,181 @@
+"""Shared test rig: fake upstreams as real aiohttp servers on 127.0.0.1 port 0, and llmproxy itself."""
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import orjson
+import pytest
+import yaml
+from aiohttp import web
+
+from llmproxy.app import make_app
+from llmproxy.state import STATE
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture_bytes(name: str) -> bytes:
+    """A recorded upstream body, e.g. ``fixture_bytes("openai/stream-text-usage.sse")``."""
+    return (FIXTURES / name).read_bytes()
+
+
+def splits(data: bytes, mode: str | int | list[int] | None, seed: int = 0) -> list[bytes]:
+    """Cut ``data`` the way a network might: ``None`` whole, ``"random"``, ``1`` byte by byte, or at offsets."""
+    if mode is None:
+        return [data]
+    if mode == "random":
+        rnd = random.Random(seed)
+        out, i = [], 0
+        while i < len(data):
+            n = rnd.randint(1, 64)
+            out.append(data[i : i + n])
+            i += n
+        return out
+    if isinstance(mode, int):
+        return [data[i : i + mode] for i in range(0, len(data), mode)]
+    cuts = [0, *mode, len(data)]
+    return [data[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+@dataclass
+class Reply:
+    """What a fake upstream answers on one path."""
+
+    body: bytes = b"{}"
+    status: int = 200
+    content_type: str = "application/json"
+    split: Any = None  # see splits()
+    gap: float = 0.0  # seconds between pieces
+    hang_before: float = 0.0  # seconds before the response headers
+    hang_after: int | None = None  # stop sending after this many pieces and hang
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Seen:
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: Any
+
+
+class FakeUpstream:
+    """A real HTTP server replaying fixed replies and recording what it was sent."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Reply | Callable[[web.Request], Awaitable[web.StreamResponse]]] = {}
+        self.seen: list[Seen] = []
+        self.url = ""
+        self.cancelled = 0  # responses whose client went away mid-way
+        self.done = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = raw
+        self.seen.append(Seen(request.path, request.query_string, dict(request.headers), body))
+        reply = self.routes.get(request.path)
+        if reply is None:
+            return web.json_response({"error": {"message": f"fake upstream: no route {request.path}"}}, status=404)
+        if callable(reply):
+            return await reply(request)
+        if reply.hang_before:
+            await asyncio.sleep(reply.hang_before)
+        resp = web.StreamResponse(status=reply.status, headers={"Content-Type": reply.content_type, **reply.headers})
+        try:
+            await resp.prepare(request)
+            for i, piece in enumerate(splits(reply.body, reply.split)):
+                if reply.hang_after is not None and i >= reply.hang_after:
+                    await asyncio.sleep(3600)
+                await resp.write(piece)
+                if reply.gap:
+                    await asyncio.sleep(reply.gap)
+            await resp.write_eof()
+        except (asyncio.CancelledError, ConnectionError):
+            self.cancelled += 1
+            self.done.set()
+            raise
+        self.done.set()
+        return resp
+
+
+@pytest.fixture
+async def upstream(aiohttp_server):
+    """``fake = await upstream({"/v1/chat/completions": Reply(...)})`` → a running FakeUpstream."""
+
+    async def start(routes: dict | None = None) -> FakeUpstream:
+        fake = FakeUpstream()
+        fake.routes.update(routes or {})
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", fake.handle)
+        server = await aiohttp_server(app)
+        fake.url = str(server.make_url("")).rstrip("/")
+        return fake
+
+    return start
+
+
+class Proxy:
+    """A running llmproxy (in this process, on a real socket) with its config file and log."""
+
+    def __init__(self, app: web.Application, url: str, path: Path) -> None:
+        self.app, self.url, self.path = app, url, path
+        self.clients: list[Any] = []  # SDK clients to close at teardown
+
+    @property
+    def state(self):  # noqa: ANN201
+        return self.app[STATE]
+
+    async def rows(self) -> list[dict]:
+        await self.state.log.flush()
+        con = sqlite3.connect(self.state.snap.config.log_path)
+        con.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in con.execute("SELECT * FROM requests ORDER BY ts")]
+        finally:
+            con.close()
+
+    def openai(self, **kw: Any):  # noqa: ANN201
+        import openai
+
+        c = openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=kw.pop("api_key", "sk-test"), max_retries=0, **kw)
+        self.clients.append(c)
+        return c
+
+
+def openai_config(url: str, **extra: Any) -> dict:
+    """A minimal router.yaml dict: backend 'up' (api: openai) at ``url`` and model 'gpt' on it."""
+    cfg = {
+        "backends": {"up": {"api": "openai", "url": url + "/v1", "headers": {"Authorization": "Bearer sk-upstream-secret-0123456789"}}},
+        "models": {"gpt": {"backend": "up", "model": "gpt-4o-mini"}},
+    }
+    cfg.update(extra)
+    return cfg
+
+
+@pytest.fixture
+async def proxy(aiohttp_server, tmp_path):
+    """``p = await proxy(config_dict)`` → a running Proxy on that config."""
+
+    started: list[Proxy] = []
+
+    async def start(config: dict) -> Proxy:
+        path = tmp_path / "router.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        app = make_app(path, signals=False)
+        server = await aiohttp_server(app)
+        p = Proxy(app, str(server.make_url("")).rstrip("/"), path)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        for c in p.clients:
+            await c.close()
