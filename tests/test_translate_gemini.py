@@ -462,6 +462,12 @@ def test_tool_calls_results_and_signatures():
         {"functionResponse": {"name": "weather", "response": {"result": "[1, 2]"}}},
         {"functionResponse": {"name": "time", "response": {"result": "late"}}},
         {"text": "thanks"}]}
+    _, body = up({"messages": [  # an empty assistant message between call and result keeps the order match
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "assistant", "content": None},
+        {"role": "tool", "content": "1"}]})
+    assert body["contents"][2]["parts"] == [{"functionResponse": {"name": "f", "response": {"result": "1"}}}]
     with pytest.raises(ProxyError) as exc:
         up({"messages": [{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "nope", "content": "1"}]})
     assert "nope" in exc.value.message

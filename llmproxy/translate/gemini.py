@@ -123,7 +123,8 @@ def _contents(messages: Any) -> tuple[list[dict], list[dict]]:
             turn, parts = "user", _user_parts(msg.get("content"), where)
         elif role == "assistant":
             turn, parts = "model", _assistant_parts(msg, where, calls)
-            pending = [p["functionCall"]["name"] for p in parts if "functionCall" in p]
+            if parts:  # an empty assistant message (some clients send one) keeps the open calls
+                pending = [p["functionCall"]["name"] for p in parts if "functionCall" in p]
         elif role in ("tool", "function"):
             name = _result_name(msg, calls, pending, where)
             turn, parts = "user", [{"functionResponse": {"name": name, "response": _result_obj(msg, where)}}]
