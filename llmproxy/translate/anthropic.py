@@ -1,0 +1,924 @@
+"""Anthropic Messages (``POST /v1/messages``) <-> hub (OpenAI Chat Completions), both directions.
+
+Backend direction (hub request -> Anthropic, Anthropic answer -> hub):
+
+- every ``system``/``developer`` message, wherever it stands, becomes top-level ``system``: a string
+  for one plain text, else a list of text blocks (one per part, ``cache_control`` kept);
+- ``role:"tool"`` results become ``tool_result`` blocks at the head of the next user turn;
+  consecutive same-role turns are merged; a trailing assistant turn is a prefill and loses its
+  trailing whitespace (the API rejects it);
+- ``max_tokens`` is required: ``max_completion_tokens`` / ``max_tokens``, else ``DEFAULT_MAX_TOKENS``;
+- ``reasoning_effort`` -> ``thinking.budget_tokens`` from ``THINKING_BUDGET`` (kept below
+  ``max_tokens``; with no client limit, ``max_tokens`` grows by the budget). With thinking on,
+  ``temperature`` and ``top_p`` are dropped: the API rejects anything but their defaults then;
+- ``temperature`` is clamped to 0..1; ``stop`` -> ``stop_sequences``; ``user`` -> ``metadata.user_id``;
+- ``response_format`` json_schema -> ``output_config.format``; json_object has no Anthropic
+  equivalent and becomes ``JSON_OBJECT_INSTRUCTION`` appended to ``system``;
+- dropped (no Anthropic equivalent): ``seed``, ``frequency_penalty``, ``presence_penalty``,
+  ``logit_bias``, ``logprobs``, ``top_logprobs``, ``stream_options``, ``store``, ``metadata``,
+  ``service_tier``, ``prediction``, ``modalities``, ``audio``, a message's ``name``, a tool's
+  ``strict``, a tool call's ``extra_content``; ``n`` > 1 is a 400.
+- stop reasons: ``end_turn``/``stop_sequence``/``pause_turn`` -> ``stop`` (pause_turn: a server
+  tool paused the turn; the client sees what was produced so far), ``max_tokens`` and
+  ``model_context_window_exceeded`` -> ``length``, ``refusal`` -> ``content_filter``, any tool
+  call -> ``tool_calls``. Unknown blocks (server tools, ``compaction``), ``citations`` and
+  ``stop_sequence`` are dropped.
+- usage: ``input_tokens`` excludes the cache, so prompt = input + cache read + cache write. When
+  ``usage.iterations`` is present (compaction runs an extra sampling step) the top-level counts
+  cover only the last step, so the billed total is the sum over the iterations.
+
+Front-door direction (Anthropic client -> hub -> Anthropic client), used for non-Anthropic
+backends and by ``llmproxy mock``. Dropped because other providers cannot take them:
+``cache_control`` (everywhere), ``context_management``, ``container``, ``mcp_servers``,
+``metadata``, ``service_tier``, ``inference_geo``, ``top_k``, ``output_config`` except ``format``
+(``effort`` only picks the effort of adaptive thinking), tools' ``defer_loading`` /
+``input_examples`` / ``strict`` / ``cache_control``, ``tool_result.is_error``, ``citations``.
+Server tools (typed tools without ``input_schema``) and unknown content blocks are a 400.
+``system`` blocks and ``role:"system"`` messages become one system message (texts joined by a
+blank line). Thinking -> ``reasoning_effort`` via ``_effort_for_budget``. In a client stream the
+input token counts are only known at the end: ``message_start`` carries zeros and the final
+``message_delta`` the real counts (the SDK takes them from there).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, AsyncIterator
+
+import orjson
+
+from ..errors import ProxyError
+from ..sse import Event, sse_event
+from ..usage import hub_usage
+from . import Meta
+from .common import dump_args, hub_chunk, hub_completion, hub_usage_chunk, parse_tool_args, split_data_url, synth_tool_call_id
+
+STREAM_DECODER = "sse"
+PATH = "/v1/messages"
+
+DEFAULT_MAX_TOKENS = 4096
+"""``max_tokens`` sent when the hub request names none (Anthropic requires one)."""
+
+THINKING_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 32768}
+"""``reasoning_effort`` -> ``thinking.budget_tokens``; 1024 is Anthropic's minimum budget."""
+MIN_THINKING_BUDGET = 1024
+
+JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object only, with no text before or after it."
+
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+FINISH_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+_ERROR_TYPE = {**{s: t for t, s in ERROR_STATUS.items()}, 408: "timeout_error", 502: "api_error", 503: "overloaded_error"}
+_USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _bad(where: str, what: str) -> ProxyError:
+    return ProxyError(400, f"{where}: {what}", param=where)
+
+
+def _tool_id(raw: Any, meta_id: str, k: int) -> str:
+    """A tool_use id matching ``^[A-Za-z0-9_-]+$``; synthesised from the response id when missing."""
+    return _UNSAFE_ID.sub("_", raw) if isinstance(raw, str) and raw else synth_tool_call_id(meta_id, k)
+
+
+# ======================================================================= hub request -> Anthropic
+
+
+def request_to_upstream(hub: dict, model: str, stream: bool) -> tuple[str, dict]:
+    """Hub (OpenAI chat) request -> ``("/v1/messages", Anthropic body)``."""
+    messages = hub.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages", "must be a non-empty list")
+    if hub.get("n") not in (None, 1):
+        raise _bad("n", "Anthropic returns one choice; n must be 1")
+    system, turns = _turns(messages)
+    if not turns:
+        raise _bad("messages", "needs at least one user or assistant message besides system messages")
+    body: dict[str, Any] = {"model": model}
+    limit = hub.get("max_completion_tokens") or hub.get("max_tokens")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise _bad("max_tokens", "must be a positive integer")
+    thinking = _thinking(hub.get("reasoning_effort"), limit)
+    body["max_tokens"] = limit or DEFAULT_MAX_TOKENS + (thinking["budget_tokens"] if thinking else 0)
+    fmt = hub.get("response_format") or {}
+    if not isinstance(fmt, dict):
+        raise _bad("response_format", "must be an object")
+    if fmt.get("type") == "json_object":
+        system.append({"type": "text", "text": JSON_OBJECT_INSTRUCTION})
+    if system:
+        plain = len(system) == 1 and system[0].keys() == {"type", "text"}
+        body["system"] = system[0]["text"] if plain else system
+    body["messages"] = [{"role": role, "content": _compact(blocks)} for role, blocks in turns]
+    if thinking:
+        body["thinking"] = thinking
+    else:
+        _sampling(hub, body)
+    stop = hub.get("stop")
+    if stop:
+        body["stop_sequences"] = _stop_sequences(stop)
+    _tools(hub, body)
+    if fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise _bad("response_format.json_schema.schema", "must be a JSON Schema object")
+        body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+    if isinstance(hub.get("user"), str) and hub["user"]:
+        body["metadata"] = {"user_id": hub["user"]}
+    if stream:
+        body["stream"] = True
+    return PATH, body
+
+
+def _turns(messages: list) -> tuple[list[dict], list[tuple[str, list[dict]]]]:
+    """OpenAI messages -> (system blocks, [(role, blocks)]) with same-role runs merged."""
+    system: list[dict] = []
+    turns: list[tuple[str, list[dict]]] = []
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise _bad(where, "must be an object")
+        role = m.get("role")
+        if role in ("system", "developer"):
+            system.extend(_text_blocks(m.get("content"), f"{where}.content"))
+            continue
+        if role == "user":
+            role, blocks = "user", _user_blocks(m.get("content"), f"{where}.content")
+        elif role == "assistant":
+            blocks = _assistant_blocks(m, where)
+        elif role == "tool":
+            role, blocks = "user", [_tool_result(m, where)]
+        else:
+            raise _bad(f"{where}.role", f"{role!r} is not one of system, developer, user, assistant, tool")
+        if not blocks:
+            continue
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(blocks)
+        else:
+            turns.append((role, blocks))
+    for role, blocks in turns:
+        if role == "user":  # tool results must open the user turn that answers the tool calls
+            blocks.sort(key=lambda b: b["type"] != "tool_result")
+    if turns and turns[-1][0] == "assistant":
+        _trim_prefill(turns)
+    return system, turns
+
+
+def _trim_prefill(turns: list[tuple[str, list[dict]]]) -> None:
+    """A final assistant turn is a prefill, which must not end in whitespace."""
+    blocks = turns[-1][1]
+    last = blocks[-1]
+    if last["type"] == "text":
+        last["text"] = last["text"].rstrip()
+        if not last["text"]:
+            blocks.pop()
+    if not blocks:
+        turns.pop()
+
+
+def _compact(blocks: list[dict]) -> str | list[dict]:
+    """One plain text block -> a string (the common short form); anything else stays blocks."""
+    if len(blocks) == 1 and blocks[0].keys() == {"type", "text"}:
+        return blocks[0]["text"]
+    return blocks
+
+
+def _text_block(part: dict) -> dict:
+    block = {"type": "text", "text": str(part.get("text") or "")}
+    if "cache_control" in part:  # OpenRouter/LiteLLM-style hint, meaningful to Anthropic
+        block["cache_control"] = part["cache_control"]
+    return block
+
+
+def _text_blocks(content: Any, where: str) -> list[dict]:
+    """System content (string or text parts) -> non-empty text blocks."""
+    return _user_blocks(content, where, text_only=True)
+
+
+def _user_blocks(content: Any, where: str, text_only: bool = False) -> list[dict]:
+    """User (or tool) content -> text/image/document blocks; empty texts are dropped."""
+    if content is None or content == "":
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise _bad(where, "must be a string or a list of content parts")
+    out = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if part.get("text"):
+                out.append(_text_block(part))
+        elif text_only:
+            raise _bad(f"{where}[{j}]", "only text parts are allowed here")
+        elif kind == "image_url":
+            out.append(_image_block(part.get("image_url"), f"{where}[{j}].image_url"))
+        elif kind == "file":
+            out.append(_document_block(part.get("file"), f"{where}[{j}].file"))
+        else:
+            raise _bad(f"{where}[{j}]", f"content part type {kind!r} cannot be sent to Anthropic")
+    return out
+
+
+def _image_block(image: Any, where: str) -> dict:
+    """OpenAI ``image_url`` -> Anthropic image: data URL -> base64 source, http(s) URL -> url source."""
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str):
+        raise _bad(where, "needs a url")
+    data = split_data_url(url)
+    if data:
+        return {"type": "image", "source": {"type": "base64", "media_type": data[0], "data": data[1]}}
+    if url.startswith(("https://", "http://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise _bad(where, "url must be a base64 data URL or an http(s) URL")
+
+
+def _document_block(file: Any, where: str) -> dict:
+    """OpenAI ``file`` part with a base64 PDF data URL -> Anthropic document block."""
+    data = split_data_url(file.get("file_data") or "") if isinstance(file, dict) else None
+    if not data or data[0] != "application/pdf":
+        raise _bad(where, "only inline PDF files (file_data data URL) can be sent to Anthropic")
+    return {"type": "document", "source": {"type": "base64", "media_type": data[0], "data": data[1]}}
+
+
+def _assistant_blocks(m: dict, where: str) -> list[dict]:
+    """Assistant message -> thinking blocks (unchanged, first), text, then tool_use blocks."""
+    out = [dict(b) for b in m.get("thinking_blocks") or () if isinstance(b, dict)
+           and b.get("type") in ("thinking", "redacted_thinking")]
+    content = m.get("content")
+    if isinstance(content, str):
+        if content:
+            out.append({"type": "text", "text": content})
+    elif isinstance(content, list):
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
+                raise _bad(f"{where}.content[{j}]", "only text parts are allowed in an assistant message")
+            text = part.get("text") or part.get("refusal")
+            if text:
+                out.append(_text_block({**part, "text": text}))
+    elif content is not None:
+        raise _bad(f"{where}.content", "must be a string, a list of text parts or null")
+    for k, call in enumerate(m.get("tool_calls") or ()):
+        at = f"{where}.tool_calls[{k}]"
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _bad(at, "needs function.name")
+        args = parse_tool_args(fn.get("arguments"), f"{at}.function.arguments")
+        out.append({"type": "tool_use", "id": _tool_id(call.get("id"), "", k), "name": fn["name"], "input": args})
+    return out
+
+
+def _tool_result(m: dict, where: str) -> dict:
+    """``role:"tool"`` message -> ``tool_result`` block (string content, or text/image blocks)."""
+    call_id = m.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise _bad(f"{where}.tool_call_id", "is required for a tool message")
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": _tool_id(call_id, "", 0)}
+    content = m.get("content")
+    if isinstance(content, list):
+        content = _compact(blocks) if (blocks := _user_blocks(content, f"{where}.content")) else ""
+    if content:
+        block["content"] = content
+    return block
+
+
+def _thinking(effort: Any, limit: int | None) -> dict | None:
+    """``reasoning_effort`` -> Anthropic ``thinking`` (None: thinking off)."""
+    if effort in (None, "none"):
+        return None
+    if effort not in THINKING_BUDGET:
+        raise _bad("reasoning_effort", f"must be one of none, {', '.join(THINKING_BUDGET)}")
+    budget = THINKING_BUDGET[effort]
+    if limit is not None:
+        budget = min(budget, limit - 1)  # Anthropic: budget_tokens < max_tokens
+        if budget < MIN_THINKING_BUDGET:
+            raise _bad("max_tokens", f"must be above {MIN_THINKING_BUDGET} for reasoning_effort on Anthropic")
+    return {"type": "enabled", "budget_tokens": budget}
+
+
+def _sampling(hub: dict, body: dict) -> None:
+    temperature = hub.get("temperature")
+    if isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
+        body["temperature"] = min(max(float(temperature), 0.0), 1.0)  # OpenAI allows 0..2
+    if isinstance(hub.get("top_p"), (int, float)):
+        body["top_p"] = hub["top_p"]
+
+
+def _stop_sequences(stop: Any) -> list[str]:
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise _bad("stop", "must be a string or a list of strings")
+    return [s for s in stops if s]
+
+
+def _tools(hub: dict, body: dict) -> None:
+    """``tools`` / ``tool_choice`` / ``parallel_tool_calls`` -> Anthropic ``tools`` / ``tool_choice``."""
+    tools = hub.get("tools")
+    if not tools:
+        return
+    out = []
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _bad(f"tools[{i}]", "only function tools with a name can be sent to Anthropic")
+        entry = {"name": fn["name"]}
+        if fn.get("description"):
+            entry["description"] = fn["description"]
+        entry["input_schema"] = fn.get("parameters") or {"type": "object", "properties": {}}
+        out.append(entry)
+    body["tools"] = out
+    choice = hub.get("tool_choice")
+    if choice in (None, "auto"):
+        tc: dict[str, Any] = {"type": "auto"}
+    elif choice == "none":
+        body["tool_choice"] = {"type": "none"}
+        return
+    elif choice == "required":
+        tc = {"type": "any"}
+    elif isinstance(choice, dict) and isinstance((choice.get("function") or {}).get("name"), str):
+        tc = {"type": "tool", "name": choice["function"]["name"]}
+    else:
+        raise _bad("tool_choice", "must be auto, none, required or {type: function, function: {name}}")
+    if hub.get("parallel_tool_calls") is False:
+        tc["disable_parallel_tool_use"] = True
+    if choice is not None or len(tc) > 1:
+        body["tool_choice"] = tc
+
+
+# ======================================================================= Anthropic answer -> hub
+
+
+def _usage_counts(usage: Any) -> dict[str, int]:
+    """The integer counts present in an Anthropic usage object (summed over ``iterations`` if given)."""
+    if not isinstance(usage, dict):
+        return {}
+    steps = usage.get("iterations")
+    if isinstance(steps, list) and steps:
+        return {k: sum(s.get(k) or 0 for s in steps if isinstance(s, dict)) for k in _USAGE_KEYS}
+    return {k: v for k in _USAGE_KEYS if isinstance(v := usage.get(k), int)}
+
+
+def _hub_usage(counts: dict[str, int]) -> dict:
+    read = counts.get("cache_read_input_tokens", 0)
+    write = counts.get("cache_creation_input_tokens", 0)
+    prompt = counts.get("input_tokens", 0) + read + write  # input_tokens excludes the cache
+    return hub_usage(prompt, counts.get("output_tokens", 0), cached=read, cache_write=write)
+
+
+def response_from_upstream(body: dict, meta: Meta) -> dict:
+    """Anthropic ``message`` -> hub ``chat.completion``."""
+    texts: list[str] = []
+    reasoning: list[str] = []
+    thinking_blocks: list[dict] = []
+    calls: list[dict] = []
+    for block in body.get("content") or ():
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "tool_use":
+            fn = {"name": block.get("name") or "", "arguments": dump_args(block.get("input"))}
+            calls.append({"id": _tool_id(block.get("id"), meta.id, len(calls)), "type": "function", "function": fn})
+        elif kind == "thinking":
+            reasoning.append(block.get("thinking") or "")
+            thinking_blocks.append({"type": "thinking", "thinking": reasoning[-1], "signature": block.get("signature") or ""})
+        elif kind == "redacted_thinking":
+            thinking_blocks.append({"type": "redacted_thinking", "data": block.get("data")})
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    if thinking_blocks:
+        message["thinking_blocks"] = thinking_blocks
+    if calls:
+        message["tool_calls"] = calls
+    finish = "tool_calls" if calls else STOP_REASONS.get(body.get("stop_reason"), "stop")
+    return hub_completion(meta, message, finish, _hub_usage(_usage_counts(body.get("usage"))))
+
+
+async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> AsyncIterator[dict]:
+    """Anthropic SSE events -> hub chunks; ``event: error`` or EOF before ``message_stop`` raise."""
+    blocks: dict[int, dict] = {}  # Anthropic block index -> what we keep of the open block
+    counts: dict[str, int] = {}
+    stop_reason = None
+    tools = 0
+    async for event in events:
+        try:
+            data = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            raise ProxyError(502, f"Anthropic sent an unreadable stream event: {event.data[:200]!r}") from None
+        if not isinstance(data, dict):
+            continue
+        kind = event.name or data.get("type")  # the `event:` line is the dispatch key, as in Anthropic's SDK
+        if kind == "error":
+            raise _error(200, data)
+        if kind == "message_start":
+            counts.update(_usage_counts((data.get("message") or {}).get("usage")))
+            yield hub_chunk(meta, {"role": "assistant", "content": ""})
+        elif kind == "content_block_start":
+            block = data.get("content_block")
+            block = block if isinstance(block, dict) else {}
+            state = {"type": block.get("type"), "text": [], "signature": "", "args": False, "block": block}
+            blocks[data.get("index", 0)] = state
+            if state["type"] == "tool_use":
+                state["k"], tools = tools, tools + 1
+                call = {"index": state["k"], "id": _tool_id(block.get("id"), meta.id, state["k"]), "type": "function",
+                        "function": {"name": block.get("name") or "", "arguments": ""}}
+                yield hub_chunk(meta, {"tool_calls": [call]})
+            for delta in _start_text(state, block):
+                yield hub_chunk(meta, delta)
+        elif kind == "content_block_delta":
+            delta = data.get("delta")
+            delta = _block_delta(blocks.get(data.get("index", 0)), delta) if isinstance(delta, dict) else None
+            if delta:
+                yield hub_chunk(meta, delta)
+        elif kind == "content_block_stop":
+            delta = _block_stop(blocks.pop(data.get("index", 0), None))
+            if delta:
+                yield hub_chunk(meta, delta)
+        elif kind == "message_delta":
+            stop_reason = (data.get("delta") or {}).get("stop_reason") or stop_reason
+            counts.update(_usage_counts(data.get("usage")))
+        elif kind == "message_stop":
+            finish = "tool_calls" if tools else STOP_REASONS.get(stop_reason, "stop")
+            yield hub_chunk(meta, {}, finish)
+            if counts:
+                yield hub_usage_chunk(meta, _hub_usage(counts))
+            return
+        # ping and event types added later: nothing to do
+    raise ProxyError(502, "Anthropic stream ended before message_stop")
+
+
+def _start_text(state: dict, block: dict) -> list[dict]:
+    """Text already present in a content_block_start (normally empty)."""
+    if state["type"] == "text" and block.get("text"):
+        return [{"content": block["text"]}]
+    if state["type"] == "thinking" and block.get("thinking"):
+        state["text"].append(block["thinking"])
+        return [{"reasoning_content": block["thinking"]}]
+    return []
+
+
+def _block_delta(state: dict | None, delta: dict) -> dict | None:
+    """One content_block_delta -> a hub delta (or None for empty/unknown deltas)."""
+    kind = delta.get("type")
+    if kind == "text_delta" and delta.get("text"):
+        return {"content": delta["text"]}
+    if state is None:
+        return None
+    if kind == "input_json_delta" and state["type"] == "tool_use" and delta.get("partial_json"):
+        state["args"] = True
+        return {"tool_calls": [{"index": state["k"], "function": {"arguments": delta["partial_json"]}}]}
+    if kind == "thinking_delta" and state["type"] == "thinking" and delta.get("thinking"):
+        state["text"].append(delta["thinking"])
+        return {"reasoning_content": delta["thinking"]}
+    if kind == "signature_delta" and state["type"] == "thinking":
+        state["signature"] += delta.get("signature") or ""
+    return None
+
+
+def _block_stop(state: dict | None) -> dict | None:
+    """A closing block: a tool without input gets ``{}``; thinking gets its signature block."""
+    if state is None:
+        return None
+    if state["type"] == "tool_use" and not state["args"]:
+        return {"tool_calls": [{"index": state["k"], "function": {"arguments": "{}"}}]}
+    if state["type"] == "thinking":
+        block = {"type": "thinking", "thinking": "".join(state["text"]), "signature": state["signature"]}
+        return {"thinking_blocks": [block]}
+    if state["type"] == "redacted_thinking":
+        return {"thinking_blocks": [{"type": "redacted_thinking", "data": state["block"].get("data")}]}
+    return None
+
+
+def _error(status: int, payload: Any) -> ProxyError:
+    """Anthropic ``{"type":"error","error":{type,message}}`` -> ProxyError; a generic status
+    (no HTTP error status, as in a stream, or a bare 500) is replaced by the one the type implies."""
+    err = payload.get("error") if isinstance(payload, dict) else None
+    err = err if isinstance(err, dict) else {}
+    kind = err.get("type")
+    if status < 400 or status == 500:
+        status = ERROR_STATUS.get(kind, status if status >= 400 else 502)
+    message = err.get("message") if isinstance(err.get("message"), str) else None
+    return ProxyError(status, message or f"Anthropic {kind or 'error'} (HTTP {status})")
+
+
+def error_from_upstream(status: int, body: bytes) -> ProxyError:
+    """Anthropic error body -> ProxyError with Anthropic's message; non-JSON bodies keep their text."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace").strip()[:500]
+        return ProxyError(status, text or f"Anthropic returned HTTP {status}")
+    return _error(status, payload)
+
+
+# ======================================================================= Anthropic client -> hub
+
+
+def request_from_client(body: dict) -> dict:
+    """Anthropic Messages request -> hub request (``model`` kept; see the module doc for drops)."""
+    if not isinstance(body, dict):
+        raise _bad("body", "must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise _bad("messages", "must be a list of messages")
+    system = _client_texts(body.get("system"), "system")
+    out: list[dict] = []
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise _bad(where, "must be an object")
+        role, content = m.get("role"), m.get("content")
+        if not isinstance(content, (str, list)):
+            raise _bad(f"{where}.content", "must be a string or a list of content blocks")
+        if role == "system":
+            system.extend(_client_texts(content, f"{where}.content"))
+        elif role == "user":
+            out.extend(_client_user(content, f"{where}.content"))
+        elif role == "assistant":
+            out.append(_client_assistant(content, f"{where}.content"))
+        else:
+            raise _bad(f"{where}.role", f"{role!r} must be user or assistant")
+    if system:
+        out.insert(0, {"role": "system", "content": "\n\n".join(system)})
+    hub: dict[str, Any] = {"model": body.get("model"), "messages": out}
+    _client_params(body, hub)
+    _client_tools(body, hub)
+    return hub
+
+
+def _client_texts(content: Any, where: str) -> list[str]:
+    """``system`` (string or text blocks) -> texts."""
+    if content is None or content == "":
+        return []
+    if isinstance(content, str):
+        return [content]
+    if not isinstance(content, list):
+        raise _bad(where, "must be a string or a list of text blocks")
+    texts = []
+    for j, block in enumerate(content):
+        if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
+            raise _bad(f"{where}[{j}]", "must be a text block")
+        texts.append(block["text"])
+    return texts
+
+
+def _client_user(content: str | list, where: str) -> list[dict]:
+    """A user turn -> one ``tool`` message per tool_result, then the user message with the rest."""
+    if isinstance(content, str):
+        return [{"role": "user", "content": content}]
+    tools: list[dict] = []
+    parts: list[dict] = []
+    for j, block in enumerate(content):
+        at = f"{where}[{j}]"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "tool_result":
+            text, images = _client_tool_content(block.get("content"), f"{at}.content")
+            tools.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text})
+            parts.extend(images)  # OpenAI tool messages carry text only: images follow in the user turn
+        else:
+            parts.append(_client_part(block, at))
+    if parts:
+        single = len(parts) == 1 and parts[0]["type"] == "text"
+        tools.append({"role": "user", "content": parts[0]["text"] if single else parts})
+    return tools
+
+
+def _client_tool_content(content: Any, where: str) -> tuple[str, list[dict]]:
+    if content is None or isinstance(content, str):
+        return content or "", []
+    if not isinstance(content, list):
+        raise _bad(where, "must be a string or a list of blocks")
+    parts = [_client_part(b, f"{where}[{j}]") for j, b in enumerate(content)]
+    text = "\n".join(p["text"] for p in parts if p["type"] == "text")
+    return text, [p for p in parts if p["type"] != "text"]
+
+
+def _client_part(block: Any, where: str) -> dict:
+    """Anthropic text/image/document block -> OpenAI content part."""
+    kind = block.get("type") if isinstance(block, dict) else None
+    if kind == "text":
+        return {"type": "text", "text": str(block.get("text") or "")}
+    source = block.get("source") if kind in ("image", "document") else None
+    if not isinstance(source, dict):
+        raise _bad(where, f"content block type {kind!r} cannot be sent to this backend")
+    if source.get("type") == "base64":
+        url = f"data:{source.get('media_type')};base64,{source.get('data')}"
+        if kind == "image":
+            return {"type": "image_url", "image_url": {"url": url}}
+        return {"type": "file", "file": {"filename": block.get("title") or "document.pdf", "file_data": url}}
+    if kind == "image" and source.get("type") == "url":
+        return {"type": "image_url", "image_url": {"url": source.get("url")}}
+    if kind == "document" and source.get("type") == "text":
+        return {"type": "text", "text": str(source.get("data") or "")}
+    raise _bad(f"{where}.source", f"{kind} source type {source.get('type')!r} cannot be sent to this backend")
+
+
+def _client_assistant(content: str | list, where: str) -> dict:
+    """An assistant turn -> hub assistant message with content, tool_calls and thinking_blocks."""
+    if isinstance(content, str):
+        return {"role": "assistant", "content": content}
+    texts: list[str] = []
+    calls: list[dict] = []
+    thinking: list[dict] = []
+    for j, block in enumerate(content):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            texts.append(str(block.get("text") or ""))
+        elif kind == "tool_use":
+            fn = {"name": block.get("name"), "arguments": dump_args(block.get("input"))}
+            calls.append({"id": block.get("id"), "type": "function", "function": fn})
+        elif kind == "thinking":
+            thinking.append({"type": "thinking", "thinking": block.get("thinking") or "",
+                             "signature": block.get("signature") or ""})
+        elif kind == "redacted_thinking":
+            thinking.append({"type": "redacted_thinking", "data": block.get("data")})
+        else:
+            raise _bad(f"{where}[{j}]", f"content block type {kind!r} cannot be sent to this backend")
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
+    if thinking:
+        message["thinking_blocks"] = thinking
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _effort_for_budget(budget: Any) -> str:
+    """The inverse of ``THINKING_BUDGET``: below 4096 -> low, below 16384 -> medium, else high."""
+    budget = budget if isinstance(budget, int) else 0
+    return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+
+
+def _client_params(body: dict, hub: dict) -> None:
+    for name, kinds in (("max_tokens", int), ("temperature", (int, float)), ("top_p", (int, float))):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            raise _bad(name, "must be a number")
+    if body.get("max_tokens") is not None:
+        hub["max_completion_tokens"] = body["max_tokens"]
+    for name in ("temperature", "top_p"):
+        if body.get(name) is not None:
+            hub[name] = body[name]
+    stops = body.get("stop_sequences")
+    if stops:
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise _bad("stop_sequences", "must be a list of strings")
+        hub["stop"] = stops
+    thinking = body.get("thinking") or {}
+    config = body.get("output_config") or {}
+    if not isinstance(thinking, dict) or not isinstance(config, dict):
+        raise _bad("thinking" if not isinstance(thinking, dict) else "output_config", "must be an object")
+    if thinking.get("type") == "enabled":
+        hub["reasoning_effort"] = _effort_for_budget(thinking.get("budget_tokens"))
+    elif thinking.get("type") == "adaptive":
+        effort = config.get("effort")
+        hub["reasoning_effort"] = effort if effort in ("low", "medium", "high") else "high" if effort else "medium"
+    fmt = config.get("format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        hub["response_format"] = {"type": "json_schema", "json_schema": {"name": "response", "schema": fmt.get("schema")}}
+    if body.get("stream"):
+        hub["stream"] = True
+        hub["stream_options"] = {"include_usage": True}
+
+
+def _client_tools(body: dict, hub: dict) -> None:
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise _bad("tools", "must be a list")
+    out = []
+    for i, tool in enumerate(tools or ()):
+        if not isinstance(tool, dict) or tool.get("type") not in (None, "custom") or not isinstance(tool.get("name"), str):
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            raise _bad(f"tools[{i}]", f"server tool {kind!r} cannot be sent to this backend; only custom tools")
+        fn = {"name": tool["name"]}
+        if tool.get("description"):
+            fn["description"] = tool["description"]
+        fn["parameters"] = tool.get("input_schema") or {"type": "object", "properties": {}}
+        out.append({"type": "function", "function": fn})
+    if out:
+        hub["tools"] = out
+    choice = body.get("tool_choice")
+    if choice is None:
+        return
+    if not isinstance(choice, dict):
+        raise _bad("tool_choice", "must be an object")
+    kind = choice.get("type")
+    if kind == "tool":
+        hub["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+    elif kind in ("auto", "any", "none"):
+        hub["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[kind]
+    else:
+        raise _bad("tool_choice.type", "must be auto, any, tool or none")
+    if choice.get("disable_parallel_tool_use"):
+        hub["parallel_tool_calls"] = False
+
+
+# ======================================================================= hub -> Anthropic client
+
+
+def _client_usage(usage: Any) -> dict[str, int]:
+    """Hub usage -> Anthropic usage (input_tokens without the cached and cache-written tokens)."""
+    if not isinstance(usage, dict):
+        return {"input_tokens": 0, "output_tokens": 0}
+    details = usage.get("prompt_tokens_details") or {}
+    read = details.get("cached_tokens") or 0
+    write = details.get("cache_write_tokens") or 0
+    return {
+        "input_tokens": max((usage.get("prompt_tokens") or 0) - read - write, 0),
+        "cache_creation_input_tokens": write,
+        "cache_read_input_tokens": read,
+        "output_tokens": usage.get("completion_tokens") or 0,
+    }
+
+
+def _client_input(arguments: Any) -> dict:
+    """Tool-call arguments for a tool_use ``input``; arguments that are not a JSON object become {}."""
+    try:
+        return parse_tool_args(arguments, "arguments")
+    except ProxyError:
+        return {}
+
+
+def response_to_client(hub: dict, meta: Meta) -> dict:
+    """Hub ``chat.completion`` -> Anthropic ``message``."""
+    choice = (hub.get("choices") or [{}])[0]
+    msg = choice.get("message") or {}
+    content: list[dict] = [dict(b) for b in msg.get("thinking_blocks") or () if isinstance(b, dict)]
+    if not content and msg.get("reasoning_content"):
+        content.append({"type": "thinking", "thinking": msg["reasoning_content"], "signature": ""})
+    text = msg.get("content")
+    if isinstance(text, list):
+        text = "".join(p.get("text") or "" for p in text if isinstance(p, dict))
+    if text:
+        content.append({"type": "text", "text": text})
+    calls = msg.get("tool_calls") or []
+    for k, call in enumerate(calls):
+        fn = call.get("function") or {}
+        content.append({"type": "tool_use", "id": _tool_id(call.get("id"), meta.id, k), "name": fn.get("name") or "",
+                        "input": _client_input(fn.get("arguments"))})
+    return {
+        "id": meta.id,
+        "type": "message",
+        "role": "assistant",
+        "model": meta.model,
+        "content": content,
+        "stop_reason": "tool_use" if calls else FINISH_REASONS.get(choice.get("finish_reason"), "end_turn"),
+        "stop_sequence": None,
+        "usage": _client_usage(hub.get("usage")),
+    }
+
+
+def _event(name: str, data: dict) -> bytes:
+    return sse_event(orjson.dumps({"type": name, **data}), name)
+
+
+class _Blocks:
+    """Content blocks of one client stream: fresh consecutive indexes, one block open at a time.
+
+    One instance per stream, created inside ``stream_to_client``; nothing is shared between streams.
+    """
+
+    __slots__ = ("index", "kind", "tool")
+
+    def __init__(self) -> None:
+        self.index = -1
+        self.kind: str | None = None
+        self.tool: int | None = None  # hub tool-call index of the open tool_use block
+
+    def open(self, kind: str, block: dict, tool: int | None = None) -> list[bytes]:
+        out = self.close()
+        self.index += 1
+        self.kind, self.tool = kind, tool
+        out.append(_event("content_block_start", {"index": self.index, "content_block": block}))
+        return out
+
+    def close(self) -> list[bytes]:
+        if self.kind is None:
+            return []
+        self.kind = self.tool = None
+        return [_event("content_block_stop", {"index": self.index})]
+
+    def delta(self, delta: dict) -> bytes:
+        return _event("content_block_delta", {"index": self.index, "delta": delta})
+
+
+async def stream_to_client(chunks: AsyncIterator[dict], meta: Meta) -> AsyncIterator[bytes]:
+    """Hub chunks -> Anthropic SSE events; ``message_delta`` waits for the hub's trailing usage chunk."""
+    blocks = _Blocks()
+    started = False
+    finish = None
+    usage = None
+    tools_seen: set[int] = set()
+    async for chunk in chunks:
+        if not started:
+            started = True
+            yield _message_start(meta)
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        for choice in (chunk.get("choices") or ())[:1]:
+            for event in _encode_delta(blocks, choice.get("delta") or {}, tools_seen, meta):
+                yield event
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+                for event in blocks.close():
+                    yield event
+    if not started:
+        yield _message_start(meta)
+    for event in blocks.close():
+        yield event
+    stop_reason = "tool_use" if tools_seen else FINISH_REASONS.get(finish, "end_turn")
+    delta = {"stop_reason": stop_reason, "stop_sequence": None}
+    final = _client_usage(usage) if usage else {"output_tokens": 0}
+    yield _event("message_delta", {"delta": delta, "usage": final})
+    yield _event("message_stop", {})
+
+
+def _message_start(meta: Meta) -> bytes:
+    message = {"id": meta.id, "type": "message", "role": "assistant", "model": meta.model, "content": [],
+               "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}
+    return _event("message_start", {"message": message})
+
+
+def _encode_delta(blocks: _Blocks, delta: dict, tools_seen: set[int], meta: Meta) -> list[bytes]:
+    """One hub delta -> Anthropic block events (opening/closing blocks as the kind changes)."""
+    out: list[bytes] = []
+    if delta.get("reasoning_content"):
+        if blocks.kind != "thinking":
+            out += blocks.open("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+        out.append(blocks.delta({"type": "thinking_delta", "thinking": delta["reasoning_content"]}))
+    for block in delta.get("thinking_blocks") or ():
+        out += _encode_thinking_block(blocks, block)
+    text = delta.get("content") or delta.get("refusal")
+    if text:
+        if blocks.kind != "text":
+            out += blocks.open("text", {"type": "text", "text": ""})
+        out.append(blocks.delta({"type": "text_delta", "text": text}))
+    for call in delta.get("tool_calls") or ():
+        k = call.get("index", 0)
+        fn = call.get("function") or {}
+        if blocks.kind != "tool" or blocks.tool != k:
+            if k in tools_seen:
+                raise ProxyError(502, f"tool call {k} continued after another began; cannot re-open its tool_use block")
+            tools_seen.add(k)
+            start = {"type": "tool_use", "id": _tool_id(call.get("id"), meta.id, k), "name": fn.get("name") or "", "input": {}}
+            out += blocks.open("tool", start, k)
+        args = fn.get("arguments")
+        if args:
+            out.append(blocks.delta({"type": "input_json_delta",
+                                     "partial_json": args if isinstance(args, str) else dump_args(args)}))
+    return out
+
+
+def _encode_thinking_block(blocks: _Blocks, block: Any) -> list[bytes]:
+    """A complete hub thinking block: finish the open thinking block with its signature, or emit it whole."""
+    if not isinstance(block, dict):
+        return []
+    out: list[bytes] = []
+    if block.get("type") == "redacted_thinking":
+        out += blocks.open("redacted", {"type": "redacted_thinking", "data": block.get("data")})
+        return out + blocks.close()
+    if block.get("type") != "thinking":
+        return []
+    if blocks.kind != "thinking":  # not streamed as reasoning_content before: send the text now
+        out += blocks.open("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+        if block.get("thinking"):
+            out.append(blocks.delta({"type": "thinking_delta", "thinking": block["thinking"]}))
+    if block.get("signature"):
+        out.append(blocks.delta({"type": "signature_delta", "signature": block["signature"]}))
+    return out + blocks.close()
+
+
+def error_body(err: ProxyError) -> bytes:
+    """Anthropic error body: ``{"type":"error","error":{"type","message"}}``."""
+    kind = err.type if err.type in ERROR_STATUS else _ERROR_TYPE.get(err.status)
+    if kind is None:
+        kind = "api_error" if err.status >= 500 else "invalid_request_error"
+    return orjson.dumps({"type": "error", "error": {"type": kind, "message": err.message}})
+
+
+def stream_error(err: ProxyError) -> bytes:
+    """The same error as a final ``event: error`` in a started stream."""
+    return sse_event(error_body(err), "error")
