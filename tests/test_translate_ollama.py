@@ -526,7 +526,9 @@ async def sdk(aiohttp_server):
     app.router.add_post("/api/chat", _serve)
     app.router.add_post("/api/generate", _serve)
     server = await aiohttp_server(app, host="127.0.0.1", port=0)
-    return ollama, ollama.AsyncClient(host=f"http://127.0.0.1:{server.port}"), app[SEEN]
+    client = ollama.AsyncClient(host=f"http://127.0.0.1:{server.port}")
+    yield ollama, client, app[SEEN]
+    await client._client.aclose()  # the SDK has no public close; an unclosed httpx client warns
 
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "weather",
