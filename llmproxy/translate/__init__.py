@@ -24,18 +24,6 @@ class Meta:
     model: str
 
 
-def _backends() -> dict:
-    """api name → module, for the formats whose translators exist."""
-    import importlib
+from . import anthropic, gemini, ollama, openai  # noqa: E402  (the modules import Meta from here)
 
-    out = {}
-    for api in ("openai", "anthropic", "gemini", "ollama"):
-        try:
-            out[api] = importlib.import_module(f"{__name__}.{api}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{api}":
-                raise
-    return out
-
-
-BACKENDS = _backends()
+BACKENDS = {"openai": openai, "anthropic": anthropic, "gemini": gemini, "ollama": ollama}
