@@ -7,6 +7,7 @@ upstream bytes untouched; otherwise the hub (OpenAI) format sits in the middle.
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets as _secrets
 import time
 from dataclasses import dataclass
@@ -144,7 +145,7 @@ def _finish_row(call: Call) -> None:
 
 
 def error_response(front: Front, err: ProxyError) -> web.Response:
-    headers = {"Retry-After": f"{err.retry_after:.0f}"} if err.retry_after else None
+    headers = {"Retry-After": str(math.ceil(err.retry_after))} if err.retry_after else None  # 34.4 s -> 35: never invite an early retry
     return web.Response(status=err.status, body=front.module.error_body(err), content_type="application/json", headers=headers)
 
 
