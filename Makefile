@@ -26,5 +26,8 @@ run: $(BIN)/.installed  ## llmproxy on router.yaml, for real use
 check: $(BIN)/.installed  ## validate router.yaml and show what each model resolves to
 	$(BIN)/llmproxy check -c $(CONFIG)
 
+bench: $(BIN)/.installed  ## not part of test: llmproxy vs a bare aiohttp pass-through; table + bench-results/*.json (SOAK=100000 BENCH_SECONDS=5)
+	$(BIN)/python bench/run.py --soak $(or $(SOAK),100000) --seconds $(or $(BENCH_SECONDS),5)
+
 clean:
 	rm -rf $(VENV) *.egg-info llmproxy.db llmproxy.db-*

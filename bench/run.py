@@ -1,0 +1,463 @@
+"""``make bench``: llmproxy against a bare aiohttp pass-through (the floor) and a direct call.
+
+Starts the fast fake upstream (bench/upstream.py), the floor (bench/floor.py) and llmproxy as
+subprocesses; the proxy under test is pinned to CPU 0 with taskset, the upstream and the load
+generator to CPU 1 (when taskset exists and there are two CPUs).  Plain requests are driven by
+``wrk`` when it is installed, else by bench/loadgen.py; streams always by bench/loadgen.py.
+Prints one table and writes bench-results/<time>-<commit>.json so two runs can be compared.
+
+    python bench/run.py [--seconds 5] [--soak 100000] [--loop asyncio|uvloop] [--no-wrk]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PY = sys.executable
+GAP_CHUNKS, GAP_MS = 20, 10  # the paced stream: 20 chunks 10 ms apart
+SLOW_CHUNKS, SLOW_MS = 20, 250  # the 1,000 slow streams: 5 s each
+PROMPT = [{"role": "user", "content": "Say hello to the benchmark, please."}]
+
+PINNED = bool(shutil.which("taskset")) and (os.cpu_count() or 1) >= 2
+
+
+def pin(cpu: int) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if PINNED else []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mib(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Proc:
+    """A server subprocess, its log in the work folder."""
+
+    def __init__(self, name: str, cmd: list[str], port: int, work: Path, cpu: int | None) -> None:
+        self.name, self.port = name, port
+        self.log = work / f"{name}.log"
+        self.t0 = time.perf_counter()
+        self.p = subprocess.Popen((pin(cpu) if cpu is not None else []) + cmd, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, cwd=work)
+
+    def wait_port(self, timeout: float = 15) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.p.poll() is not None:
+                raise SystemExit(f"{self.name} exited:\n{self.log.read_text()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.01)
+        raise SystemExit(f"{self.name} did not listen on {self.port}")
+
+    def peak_mib(self) -> float:
+        return mib(self.p.pid, "VmHWM")
+
+    def rss_mib(self) -> float:
+        return mib(self.p.pid, "VmRSS")
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+
+def post(port: int, path: str, body: dict) -> tuple[int, bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+# ------------------------------------------------------------------ load generators
+
+
+def loadgen(**o: object) -> dict:
+    out = subprocess.run(pin(1) + [PY, str(HERE / "loadgen.py"), json.dumps(o)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(s: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", s)
+    return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
+
+
+def wrk(url: str, path: str, body: dict, conns: int, seconds: float, work: Path) -> dict:
+    script = work / "post.lua"
+    script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\nwrk.headers["Content-Type"] = "application/json"\n')
+    cmd = pin(1) + ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url + path]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    pcts = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.M))
+    done = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    return {"requests": int(done.group(1)) if done else 0, "errors": errors, "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "lat": {"p50": _ms(pcts.get("50", "nan")), "p99": _ms(pcts.get("99", "nan"))}, "tool": "wrk"}
+
+
+def plain(o: argparse.Namespace, url: str, path: str, body: dict, conns: int, work: Path) -> dict:
+    if o.wrk:
+        return wrk(url, path, body, conns, o.seconds, work)
+    return {**loadgen(url=url, path=path, body=body, conns=conns, seconds=o.seconds), "tool": "loadgen"}
+
+
+# ------------------------------------------------------------------ what is measured
+
+
+def bodies(fmt: str, model: str, stream: bool = False) -> dict:
+    b: dict = {"model": model, "max_tokens": 64, "messages": PROMPT}
+    if stream:
+        b["stream"] = True
+    return b
+
+
+def suite(o: argparse.Namespace, url: str, path: str, fmt: str, prefix: str, end: str, work: Path) -> dict:
+    """Plain at 1 and 64 connections, paced streams at 64, stream rate at 64."""
+    r = {"c1": plain(o, url, path, bodies(fmt, prefix + "plain"), 1, work), "c64": plain(o, url, path, bodies(fmt, prefix + "plain"), 64, work)}
+    paced = loadgen(url=url, path=path, body=bodies(fmt, f"{prefix}c{GAP_CHUNKS}g{GAP_MS}", True), conns=64, seconds=o.seconds, end=end)
+    paced["gap_added_ms"] = paced["span"]["mean"] / (GAP_CHUNKS - 1) - GAP_MS if paced["requests"] else None
+    r["paced"] = paced
+    r["rate"] = loadgen(url=url, path=path, body=bodies(fmt, prefix + "fast", True), conns=64, seconds=o.seconds, end=end)
+    return r
+
+
+def llmproxy_config(work: Path, port: int, up: int) -> Path:
+    cfg = work / "router.yaml"
+    cfg.write_text(f"""listen: 127.0.0.1:{port}
+log: {{path: {work / 'bench.db'}}}
+backends:
+  oa: {{api: openai, url: "http://127.0.0.1:{up}/v1", headers: {{Authorization: "Bearer sk-bench-0123456789abcdef"}}}}
+  an: {{api: anthropic, url: "http://127.0.0.1:{up}", headers: {{x-api-key: "sk-ant-bench-0123456789abcdef"}}}}
+models:
+  bench: {{backend: oa, model: plain}}
+""")
+    return cfg
+
+
+def start_llmproxy(o: argparse.Namespace, work: Path, up: int, name: str) -> tuple[Proc, float]:
+    """llmproxy as users run it (log level info, request log on); returns it and seconds to first answer."""
+    port = free_port()
+    (work / name).mkdir(exist_ok=True)
+    cfg = llmproxy_config(work / name, port, up)
+    if o.loop == "uvloop":
+        cmd = [PY, "-c", "import sys, uvloop; uvloop.install(); from llmproxy.cli import main; sys.exit(main(sys.argv[1:]))", "serve", "-c", str(cfg)]
+    else:
+        cmd = [PY, "-m", "llmproxy", "serve", "-c", str(cfg)]
+    p = Proc(name, cmd, port, work, cpu=0)
+    end = time.monotonic() + 15
+    while True:
+        try:
+            status, raw = post(port, "/v1/chat/completions", bodies("openai", "oa/plain"))
+            if status == 200:
+                break
+            raise SystemExit(f"llmproxy answered {status}: {raw[:300]!r}")
+        except OSError:
+            if p.p.poll() is not None or time.monotonic() > end:
+                raise SystemExit(f"llmproxy did not start:\n{p.log.read_text()[-2000:]}") from None
+            time.sleep(0.005)
+    return p, time.perf_counter() - p.t0
+
+
+def start_floor(o: argparse.Namespace, work: Path, up: int, name: str) -> Proc:
+    port = free_port()
+    p = Proc(name, [PY, str(HERE / "floor.py"), str(port), f"http://127.0.0.1:{up}", o.loop], port, work, cpu=0)
+    p.wait_port()
+    return p
+
+
+def log_writer(n: int, rate: int, work: Path) -> dict:
+    """RequestLog on its own: n rows queued at ``rate``/s, then flushed; and n rows at once."""
+    from llmproxy.requestlog import RequestLog, new_row
+
+    async def run(db: Path, rate: int | None) -> dict:
+        rl = RequestLog(db)
+        await rl.start()
+        t0 = time.perf_counter()
+        tick = 0.005
+        per_tick = n if rate is None else max(1, int(rate * tick))
+        sent = 0
+        while sent < n:
+            for _ in range(min(per_tick, n - sent)):
+                row = new_row(f"r{sent:08d}", "openai", "chat")
+                row.model, row.backend, row.status, row.prompt_tokens, row.completion_tokens = "bench", "oa", 200, 12, 9
+                rl.put(row)
+                sent += 1
+            if rate is not None:
+                await asyncio.sleep(max(0.0, t0 + sent / rate - time.perf_counter()))
+        await rl.flush()
+        took = time.perf_counter() - t0
+        written, dropped = rl.written, rl.dropped
+        await rl.close()
+        stored = sqlite3.connect(db).execute("SELECT count(*) FROM requests").fetchone()[0]
+        return {"rows": n, "seconds": round(took, 3), "rows_per_s": round(n / took), "written": written, "dropped": dropped, "stored": stored}
+
+    return {"at_once": asyncio.run(run(work / "log-burst.db", None)), "paced": asyncio.run(run(work / "log-paced.db", rate))}
+
+
+def soak(o: argparse.Namespace, work: Path, up: int) -> dict:
+    p, _ = start_llmproxy(o, work, up, "llmproxy-soak")
+    url = f"http://127.0.0.1:{p.port}"
+    body = bodies("openai", "oa/plain")
+    done, samples, errors, t0 = 0, [], 0, time.perf_counter()
+    try:
+        while done < o.soak:
+            if o.wrk:
+                r = wrk(url, "/v1/chat/completions", body, 64, 1, work)
+            else:
+                r = loadgen(url=url, path="/v1/chat/completions", body=body, conns=64, count=max(1, min(200, (o.soak - done) // 64)))
+            done += r["requests"]
+            errors += r["errors"]
+            samples.append((done, round(p.rss_mib(), 2)))
+        peak = p.peak_mib()
+        status, raw = http_get(p.port, "/health")
+        health = json.loads(raw)["log"] if status == 200 else {}
+    finally:
+        p.stop()
+    warm = next((s for s in samples if s[0] >= o.soak * 0.1), samples[0])[1]
+    last = samples[-1][1]
+    stored = sqlite3.connect(work / "llmproxy-soak" / "bench.db").execute("SELECT count(*) FROM requests").fetchone()[0]
+    return {"requests": done, "errors": errors, "seconds": round(time.perf_counter() - t0, 1), "rss_warm_mib": warm, "rss_end_mib": last,
+            "growth": round(last / warm - 1, 4), "peak_mib": round(peak, 1), "samples": samples, "log": health, "rows_stored": stored}
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+# ------------------------------------------------------------------ the table
+
+
+def commit() -> str:
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+
+    sha = git("rev-parse", "--short", "HEAD") or "unknown"
+    return sha + ("+dirty" if git("status", "--porcelain", "--", "llmproxy", "bench") else "")
+
+
+def fmt(v: float | None, d: int = 2) -> str:
+    return "—" if v is None or v != v else f"{v:,.{d}f}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "—" if not a or not b or a != a or b != b else f"{a / b:.2f}×"
+
+
+ROWS = [  # label, getter, decimals
+    ("req/s @1 conn", lambda r: r["c1"]["rps"], 0),
+    ("p50 ms @1", lambda r: r["c1"]["lat"]["p50"], 3),
+    ("p99 ms @1", lambda r: r["c1"]["lat"]["p99"], 3),
+    ("req/s @64 conns", lambda r: r["c64"]["rps"], 0),
+    ("p50 ms @64", lambda r: r["c64"]["lat"]["p50"], 2),
+    ("p99 ms @64", lambda r: r["c64"]["lat"]["p99"], 2),
+    (f"stream first byte p50 ms @64 ({GAP_CHUNKS}×{GAP_MS} ms)", lambda r: r["paced"]["first"]["p50"], 2),
+    ("stream first byte p99 ms @64", lambda r: r["paced"]["first"]["p99"], 2),
+    ("stream total p50 ms @64", lambda r: r["paced"]["lat"]["p50"], 1),
+    ("inter-chunk delay added ms", lambda r: r["paced"]["gap_added_ms"], 3),
+    ("streams/s @64 (8 chunks, no gap)", lambda r: r["rate"]["rps"], 0),
+    ("peak RSS MiB", lambda r: r.get("peak_mib"), 1),
+]
+
+
+def table(res: dict) -> str:
+    out = []
+    for key, title in (("openai", "OpenAI client → OpenAI backend (relay)"), ("anthropic", "Anthropic client → Anthropic backend (relay)"),
+                       ("translated", "OpenAI client → Anthropic backend (translated; floor and direct: OpenAI relay)")):
+        lp = res["llmproxy"].get(key)
+        base = "openai" if key == "translated" else key
+        direct, floor = res["direct"][base], res["floor"][base]
+        out.append(f"\n{title}")
+        if lp is None or "skipped" in lp:
+            out.append(f"  not measured: {lp['skipped'] if lp else 'no result'}")
+            continue
+        out.append(f"  {'':<42}{'direct':>10}{'floor':>10}{'llmproxy':>10}{'×floor':>9}{'×direct':>9}")
+        for label, get, d in ROWS:
+            vals = [get(x) for x in (direct, floor, lp)]
+            out.append(f"  {label:<42}" + "".join(f"{fmt(v, d):>10}" for v in vals) + f"{ratio(vals[2], vals[1]):>9}{ratio(vals[2], vals[0]):>9}")
+        added = [x["c1"]["lat"]["p50"] - direct["c1"]["lat"]["p50"] for x in (floor, lp)]
+        out.append(f"  {'added p50 ms @1 (vs direct)':<42}{'':>10}{fmt(added[0], 3):>10}{fmt(added[1], 3):>10}{ratio(added[1], added[0]):>9}")
+        errs = sum(x[k]["errors"] for x in (floor, lp) for k in ("c1", "c64", "paced", "rate"))
+        out.append(f"  errors (floor + llmproxy, all tests): {errs}")
+    return "\n".join(out)
+
+
+def targets(res: dict) -> list[tuple[str, bool | None, str]]:
+    t: list[tuple[str, bool | None, str]] = []
+    d, f = res["direct"], res["floor"]
+    for key in ("openai", "anthropic"):
+        lp = res["llmproxy"].get(key)
+        if not lp or "skipped" in lp:
+            t.append((f"{key} relay", None, "not measured"))
+            continue
+        x = lp["c64"]["rps"] / f[key]["c64"]["rps"]
+        t.append((f"{key} relay req/s @64 ≥ 0.8× floor", x >= 0.8, f"{x:.2f}×"))
+        a = (lp["c1"]["lat"]["p50"] - d[key]["c1"]["lat"]["p50"]) / max(1e-9, f[key]["c1"]["lat"]["p50"] - d[key]["c1"]["lat"]["p50"])
+        t.append((f"{key} relay added p50 @1 ≤ 1.3× floor's", a <= 1.3, f"{a:.2f}×"))
+        x = lp["paced"]["first"]["p50"] / f[key]["paced"]["first"]["p50"]
+        t.append((f"{key} relay stream first byte ≤ 1.2× floor", x <= 1.2, f"{x:.2f}×"))
+    tr = res["llmproxy"].get("translated")
+    if tr and "skipped" not in tr:
+        x = tr["rate"]["rps"] / f["openai"]["rate"]["rps"]
+        t.append(("translated streams/s ≥ 0.5× floor's relay", x >= 0.5, f"{x:.2f}×"))
+    s = res.get("slow")
+    if s:
+        t.append(("1,000 slow streams: no error, RSS ≤ 120 MiB", s["errors"] == 0 and s["peak_mib"] <= 120, f"{s['errors']} errors, {s['peak_mib']:.1f} MiB"))
+    lw = res.get("log_writer")
+    if lw:
+        ok = all(v["dropped"] == 0 and v["stored"] == v["rows"] for v in lw.values())
+        t.append(("log writer ≥ 10,000 rows/s, none lost", ok and lw["at_once"]["rows_per_s"] >= 10000,
+                  f"{lw['at_once']['rows_per_s']:,} rows/s at once; paced {lw['paced']['rows_per_s']:,}/s; lost {sum(v['rows'] - v['stored'] for v in lw.values())}"))
+    sk = res.get("soak")
+    if sk:
+        t.append((f"RSS flat (±5%) across a soak of {sk['requests']:,}", abs(sk["growth"]) <= 0.05 and sk["errors"] == 0,
+                  f"{sk['rss_warm_mib']:.1f} → {sk['rss_end_mib']:.1f} MiB ({sk['growth'] * 100:+.1f}%), {sk['errors']} errors, log dropped {sk['log'].get('dropped')}"))
+    st = res.get("startup_s")
+    if st:
+        t.append(("start-up to first served request < 1 s", max(st) < 1, f"{max(st):.3f} s (worst of {len(st)})"))
+    return t
+
+
+# ------------------------------------------------------------------ main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", 5)), help="length of each load test")
+    ap.add_argument("--soak", type=int, default=int(os.environ.get("SOAK", 100_000)), help="requests in the RSS soak (0 skips)")
+    ap.add_argument("--slow", type=int, default=1000, help="concurrent slow streams (0 skips)")
+    ap.add_argument("--log-rows", type=int, default=100_000, help="rows for the log writer test")
+    ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop of the floor and llmproxy")
+    ap.add_argument("--no-wrk", dest="wrk", action="store_false", help="use the asyncio load generator even when wrk is installed")
+    ap.add_argument("--only", help="comma list of: openai,anthropic,translated (default all)")
+    ap.add_argument("--out", default=str(ROOT / "bench-results"))
+    o = ap.parse_args()
+    o.wrk = o.wrk and bool(shutil.which("wrk"))
+    t_start = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="llmproxy-bench-"))
+    res: dict = {"commit": commit(), "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "loop": o.loop, "pinned": PINNED,
+                 "plain_load": "wrk" if o.wrk else "asyncio loadgen", "stream_load": "asyncio loadgen", "cpus": os.cpu_count(),
+                 "python": platform.python_version(), "seconds": o.seconds, "direct": {}, "floor": {}, "llmproxy": {}, "startup_s": []}
+    try:
+        import aiohttp
+
+        res["aiohttp"] = aiohttp.__version__
+    except ImportError:
+        pass
+    only = set((o.only or "openai,anthropic,translated").split(","))
+    ends = {"openai": "[DONE]", "anthropic": "message_stop"}
+    paths = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
+    up_port = free_port()
+    up = Proc("upstream", [PY, str(HERE / "upstream.py"), str(up_port)], up_port, work, cpu=1)
+    up.wait_port()
+    upstream_urls = {"openai": f"http://127.0.0.1:{up_port}/v1", "anthropic": f"http://127.0.0.1:{up_port}"}
+    say = lambda m: print(f"[{time.perf_counter() - t_start:6.1f} s] {m}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        for fmt_ in ("openai", "anthropic"):
+            say(f"direct {fmt_}")
+            res["direct"][fmt_] = suite(o, upstream_urls[fmt_], paths[fmt_].removeprefix("/v1") if fmt_ == "openai" else paths[fmt_], fmt_, "", ends[fmt_], work)
+            say(f"floor {fmt_}")
+            f = start_floor(o, work, up_port, f"floor-{fmt_}")
+            try:
+                r = suite(o, f"http://127.0.0.1:{f.port}", paths[fmt_], fmt_, "", ends[fmt_], work)
+                r["peak_mib"] = f.peak_mib()
+                res["floor"][fmt_] = r
+            finally:
+                f.stop()
+        for key, fmt_, prefix in (("openai", "openai", "oa/"), ("anthropic", "anthropic", "an/"), ("translated", "openai", "an/")):
+            if key not in only:
+                continue
+            say(f"llmproxy {key}")
+            p, startup = start_llmproxy(o, work, up_port, f"llmproxy-{key}")
+            res["startup_s"].append(round(startup, 3))
+            try:
+                if key == "anthropic":
+                    status, raw = post(p.port, "/v1/messages", bodies("anthropic", "an/plain"))
+                    if status in (404, 405) and b"/v1/messages" not in raw and b"model" not in raw:
+                        res["llmproxy"][key] = {"skipped": f"this llmproxy has no POST /v1/messages yet (answered {status})"}
+                        continue
+                r = suite(o, f"http://127.0.0.1:{p.port}", paths[fmt_], fmt_, prefix, ends[fmt_], work)
+                r["peak_mib"] = p.peak_mib()
+                res["llmproxy"][key] = r
+            finally:
+                p.stop()
+        if o.slow:
+            say(f"{o.slow:,} slow streams ({SLOW_CHUNKS}×{SLOW_MS} ms)")
+            p, startup = start_llmproxy(o, work, up_port, "llmproxy-slow")
+            try:
+                r = loadgen(url=f"http://127.0.0.1:{p.port}", path=paths["openai"], body=bodies("openai", f"oa/c{SLOW_CHUNKS}g{SLOW_MS}", True),
+                            conns=o.slow, count=1, end=ends["openai"], timeout=120)
+                r["peak_mib"] = round(p.peak_mib(), 1)
+                res["slow"] = r
+            finally:
+                p.stop()
+        say(f"log writer, {o.log_rows:,} rows")
+        res["log_writer"] = log_writer(o.log_rows, 20_000, work)
+        if o.soak:
+            say(f"soak, {o.soak:,} requests")
+            res["soak"] = soak(o, work, up_port)
+    finally:
+        up.stop()
+    res["targets"] = [{"target": n, "met": ok, "measured": m} for n, ok, m in targets(res)]
+    res["took_s"] = round(time.perf_counter() - t_start, 1)
+    out = Path(o.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dest = out / f"{time.strftime('%Y%m%d-%H%M%S')}-{res['commit']}.json"
+    dest.write_text(json.dumps(res, indent=1))
+    print(f"llmproxy bench — commit {res['commit']}, {res['when']}, loop {o.loop}, python {res['python']}, aiohttp {res.get('aiohttp')}, "
+          f"{'proxy pinned to CPU 0, upstream + load on CPU 1' if PINNED else 'not pinned'}; plain: {res['plain_load']}, streams: asyncio loadgen; {o.seconds:g} s per test")
+    print(table(res))
+    print(f"\n  start-up to first served request: {', '.join(f'{s:.3f}' for s in res['startup_s'])} s")
+    if res.get("slow"):
+        s = res["slow"]
+        print(f"  {o.slow:,} slow streams: {s['requests']:,} ok, {s['errors']} errors, first byte p99 {fmt(s['first']['p99'])} ms, peak RSS {s['peak_mib']:.1f} MiB")
+    print("\nTargets")
+    for n, ok, m in targets(res):
+        print(f"  {'—' if ok is None else '✓' if ok else '✗'} {n:<48} {m}")
+    print(f"\nwritten {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest} in {res['took_s']:.0f} s")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
