@@ -1,7 +1,11 @@
 """``llmproxy mock``: a small upstream emulator speaking each wire format, for the demo, tests and bench.
 
 It answers every chat with an echo of the last user message, split into ``chunks`` pieces sent
-``delay`` seconds apart when streaming, with plausible usage.  Requests are parsed and answers
+``delay`` seconds apart when streaming, with plausible usage; it calls the first offered tool
+unless the last message is a tool result, and thinks aloud briefly when asked for reasoning
+(``reasoning_effort``, Anthropic ``thinking``, Gemini ``thinkingConfig``, Ollama ``think``).
+Besides chat: embeddings (OpenAI, Gemini ``:batchEmbedContents``, Ollama ``/api/embed``) and model
+lists (OpenAI and Anthropic ``/v1/models``, Gemini ``/v1beta/models``, Ollama ``/api/tags``).  Requests are parsed and answers
 encoded by llmproxy's own format modules (front-door direction), so the emulator speaks exactly
 what llmproxy's translators read.
 """
@@ -44,9 +48,21 @@ def _pieces(text: str, n: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-def _usage(hub: dict, text: str) -> dict:
+def thought_text(hub: dict) -> str:
+    """A short thought when the request asks for reasoning (any ``reasoning_effort`` but "none"), else ""."""
+    effort = hub.get("reasoning_effort")
+    return f"The mock thinks ({effort} effort): echo the last user message." if effort and effort != "none" else ""
+
+
+def _thinking(thought: str) -> dict:
+    """Reasoning as the hub carries it; the signature lets Anthropic clients send the block back."""
+    return {"reasoning_content": thought, "thinking_blocks": [{"type": "thinking", "thinking": thought, "signature": "bW9jay1zaWduYXR1cmU="}]} if thought else {}
+
+
+def _usage(hub: dict, text: str, thought: str = "") -> dict:
     prompt = sum(len(_text_of(m.get("content")).split()) + 3 for m in hub.get("messages", []))
-    return hub_usage(prompt, max(1, len(text.split())))
+    reasoning = len(thought.split())
+    return hub_usage(prompt, max(1, len(text.split())) + reasoning, reasoning=reasoning)
 
 
 def _tool_call(hub: dict) -> dict | None:
@@ -64,15 +80,22 @@ def _tool_call(hub: dict) -> dict | None:
 def hub_response(hub: dict, meta: Meta) -> dict:
     call = _tool_call(hub)
     text = reply_text(hub)
+    thought = thought_text(hub)
     if call:
-        return hub_completion(meta, {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls", _usage(hub, ""))
-    return hub_completion(meta, {"role": "assistant", "content": text}, "stop", _usage(hub, text))
+        message = {"role": "assistant", "content": None, **_thinking(thought), "tool_calls": [call]}
+        return hub_completion(meta, message, "tool_calls", _usage(hub, "", thought))
+    return hub_completion(meta, {"role": "assistant", "content": text, **_thinking(thought)}, "stop", _usage(hub, text, thought))
 
 
 async def hub_stream(hub: dict, meta: Meta, chunks: int, delay: float) -> AsyncIterator[dict]:
     yield hub_chunk(meta, {"role": "assistant", "content": ""})
     call = _tool_call(hub)
     text = "" if call else reply_text(hub)
+    thought = thought_text(hub)
+    for piece in _pieces(thought, 2) if thought else ():
+        yield hub_chunk(meta, {"reasoning_content": piece})
+    if thought:
+        yield hub_chunk(meta, {"thinking_blocks": _thinking(thought)["thinking_blocks"]})
     if call:
         yield hub_chunk(meta, {"tool_calls": [{"index": 0, **call}]})
     for piece in _pieces(text, chunks) if text else ():
@@ -80,7 +103,7 @@ async def hub_stream(hub: dict, meta: Meta, chunks: int, delay: float) -> AsyncI
             await asyncio.sleep(delay)
         yield hub_chunk(meta, {"content": piece})
     yield hub_chunk(meta, {}, "tool_calls" if call else "stop")
-    yield hub_chunk(meta, None, usage=_usage(hub, text))
+    yield hub_chunk(meta, None, usage=_usage(hub, text, thought))
 
 
 def _meta(hub: dict, prefix: str) -> Meta:
@@ -141,17 +164,49 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
 
 
 async def gemini_generate(request: web.Request) -> web.StreamResponse:
-    return await _answer(request, "gemini", _gemini, lambda hub, body, r: r.match_info["method"] == "streamGenerateContent")
+    method = request.match_info["method"]
+    if method == "batchEmbedContents":
+        return await gemini_embed(request)
+    if method not in ("generateContent", "streamGenerateContent"):
+        err = ProxyError(404, f"mock: unknown Gemini method '{method}'")
+        return web.Response(status=404, body=BACKENDS["gemini"].error_body(err), content_type="application/json")
+    return await _answer(request, "gemini", _gemini, lambda hub, body, r: method == "streamGenerateContent")
+
+
+def _vector(text: object, dims: int = 8) -> list[float]:
+    """A fake, deterministic embedding of ``text``."""
+    return [round((len(str(text)) % 7) / 7 + j / 10, 3) for j in range(dims)]
+
+
+def _json(obj: object) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), content_type="application/json")
+
+
+def _inputs(inp: object) -> list:
+    return [inp] if isinstance(inp, str) else inp if isinstance(inp, list) else []
 
 
 async def openai_embeddings(request: web.Request) -> web.Response:
     body = orjson.loads(await request.read())
-    inputs = body.get("input")
-    inputs = [inputs] if isinstance(inputs, str) else inputs or []
-    data = [{"object": "embedding", "index": i, "embedding": [round((len(str(t)) % 7) / 7 + j / 10, 3) for j in range(8)]} for i, t in enumerate(inputs)]
+    inputs = _inputs(body.get("input"))
+    data = [{"object": "embedding", "index": i, "embedding": _vector(t, body.get("dimensions") or 8)} for i, t in enumerate(inputs)]
     n = sum(len(str(t).split()) for t in inputs)
-    out = {"object": "list", "data": data, "model": body.get("model"), "usage": {"prompt_tokens": n, "total_tokens": n}}
-    return web.Response(body=orjson.dumps(out), content_type="application/json")
+    return _json({"object": "list", "data": data, "model": body.get("model"), "usage": {"prompt_tokens": n, "total_tokens": n}})
+
+
+async def gemini_embed(request: web.Request) -> web.Response:
+    """``:batchEmbedContents``: one vector per request, ``outputDimensionality`` honoured."""
+    body = orjson.loads(await request.read())
+    reqs = [r for r in body.get("requests") or [] if isinstance(r, dict)]
+    texts = [" ".join(p.get("text", "") for p in (r.get("content") or {}).get("parts") or []) for r in reqs]
+    return _json({"embeddings": [{"values": _vector(t, r.get("outputDimensionality") or 8)} for t, r in zip(texts, reqs)]})
+
+
+async def ollama_embed(request: web.Request) -> web.Response:
+    body = orjson.loads(await request.read())
+    inputs = _inputs(body.get("input"))
+    return _json({"model": body.get("model"), "embeddings": [_vector(t, body.get("dimensions") or 8) for t in inputs],
+                  "total_duration": 0, "load_duration": 0, "prompt_eval_count": sum(len(str(t).split()) for t in inputs)})
 
 
 async def openai_completions(request: web.Request) -> web.Response:
@@ -163,9 +218,26 @@ async def openai_completions(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(out), content_type="application/json")
 
 
+MODELS = ("mock-small", "mock-large")
+
+
 async def openai_models(request: web.Request) -> web.Response:
-    data = [{"id": m, "object": "model", "created": 0, "owned_by": "mock"} for m in ("mock-small", "mock-large")]
-    return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+    """``GET /v1/models``: the OpenAI list, or Anthropic's when the client sends ``anthropic-version``."""
+    if "anthropic-version" in request.headers:
+        data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in MODELS]
+        return _json({"data": data, "has_more": False, "first_id": MODELS[0], "last_id": MODELS[-1]})
+    return _json({"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "mock"} for m in MODELS]})
+
+
+async def gemini_models(request: web.Request) -> web.Response:
+    methods = ["generateContent", "streamGenerateContent", "batchEmbedContents"]
+    return _json({"models": [{"name": f"models/{m}", "displayName": m, "supportedGenerationMethods": methods} for m in MODELS]})
+
+
+async def ollama_tags(request: web.Request) -> web.Response:
+    details = {"format": "gguf", "family": "mock", "families": ["mock"], "parameter_size": "1B", "quantization_level": "Q4_0"}
+    return _json({"models": [{"name": m, "model": m, "modified_at": "2025-01-01T00:00:00Z", "size": 0,
+                              "digest": f"{i:064x}", "details": details} for i, m in enumerate(MODELS)]})
 
 
 def make_mock_app(chunks: int = 8, delay: float = 0.0) -> web.Application:
@@ -181,6 +253,9 @@ def make_mock_app(chunks: int = 8, delay: float = 0.0) -> web.Application:
         app.router.add_post("/v1/messages", anthropic_messages)
     if "ollama" in BACKENDS:
         app.router.add_post("/api/chat", ollama_chat)
+        app.router.add_post("/api/embed", ollama_embed)
+        app.router.add_get("/api/tags", ollama_tags)
     if "gemini" in BACKENDS:
         app.router.add_post("/v1beta/models/{model}:{method}", gemini_generate)
+        app.router.add_get("/v1beta/models", gemini_models)
     return app

@@ -25,17 +25,18 @@ SECRET = "sk-upstream-secret-0123456789"
 USER = [{"role": "user", "content": "hi"}]
 
 
-def config(url: str, **extra) -> dict:  # noqa: ANN003
-    cfg = {
+def config(url: str, models: dict | None = None) -> dict:
+    """One backend per api at the fake upstream; ``max_attempts: 1`` so failover retries stay out of these tests."""
+    models = models or {MODEL[f]: {"backend": f, "model": UPSTREAM_MODEL[f]} for f in MODEL}
+    return {
         "backends": {
             "anthropic": {"api": "anthropic", "url": url, "headers": {"x-api-key": SECRET, "anthropic-version": "2023-06-01"}},
             "gemini": {"api": "gemini", "url": url, "headers": {"x-goog-api-key": SECRET}},
             "ollama": {"api": "ollama", "url": url},
         },
-        "models": {MODEL[f]: {"backend": f, "model": UPSTREAM_MODEL[f]} for f in MODEL},
+        # routes form: config.py ignores max_attempts on a model given with `backend:` directly
+        "models": {name: {"routes": [m], "max_attempts": 1} for name, m in models.items()},
     }
-    cfg.update(extra)
-    return cfg
 
 
 def chat_path(fmt: str, stream: bool, model: str | None = None) -> str:
