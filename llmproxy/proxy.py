@@ -259,6 +259,7 @@ async def translated_chat(call: Call) -> web.StreamResponse:
             raise err from None
         call.usage = Usage.from_hub(hub_resp.get("usage"))
         finish_upstream(call, up)
+        call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)  # as relay: the answer is complete
         out = call.front.module.response_to_client(hub_resp, meta)
         return web.Response(body=orjson.dumps(out), content_type="application/json")
 

@@ -195,6 +195,7 @@ async def test_nonstream_through_sdk(upstream, proxy, fmt, name):
     assert r.usage.prompt_tokens == want["usage"]["prompt_tokens"]
     [row] = await p.rows()
     assert (row["status"], row["stream"], row["prompt_tokens"], row["completion_tokens"]) == (200, 0, *_usage_cols(want["usage"])[:2])
+    assert 0 < row["first_byte_ms"] <= row["total_ms"]
     _check_upstream_request(fmt, up.seen[0], stream=False)
 
 
@@ -457,3 +458,19 @@ async def test_embeddings_ollama_error(upstream, proxy):
     with pytest.raises(openai.NotFoundError) as info:
         await p.openai().embeddings.create(model="emb", input="x")
     assert "try pulling it first" in info.value.body["message"]
+
+
+async def test_params_price_and_cache_tokens_anthropic(upstream, proxy):
+    """Route params merge under the client's values; cache reads and writes reach the row and the cost."""
+    up = await upstream({"/v1/messages": Reply(fixture_bytes("anthropic/nonstream-cache-usage.json"))})
+    price = {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75}
+    p = await proxy(config(up.url, models={"claude": {"backend": "anthropic", "model": "claude-test", "price": price,
+                                                      "params": {"max_tokens": 8192, "temperature": 0.5, "top_p": 0.9}}}))
+    r = await p.openai().chat.completions.create(model="claude", messages=USER, max_tokens=100, top_p=0.8)
+    assert r.usage.prompt_tokens == 3 + 418 + 1111 and r.usage.prompt_tokens_details.cached_tokens == 1111
+    sent = up.seen[0].body
+    assert (sent["max_tokens"], sent["temperature"], sent["top_p"]) == (100, 0.5, 0.8)
+    [row] = await p.rows()
+    assert (row["prompt_tokens"], row["cached_tokens"], row["cache_write_tokens"]) == (1532, 1111, 418)
+    want = (3 * 3 + 1111 * 0.3 + 418 * 3.75 + row["completion_tokens"] * 15) / 1_000_000
+    assert row["cost_usd"] == pytest.approx(want)
