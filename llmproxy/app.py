@@ -12,6 +12,8 @@ import orjson
 from aiohttp import web
 
 from .config import ConfigError, load_config
+from .handlers import anthropic as anthropic_handlers
+from .handlers import ollama as ollama_handlers
 from .handlers import openai as openai_handlers
 from .headers import redact
 from .requestlog import RequestLog
@@ -31,6 +33,8 @@ def make_app(config_path: str | Path, *, signals: bool = True) -> web.Applicatio
     if signals:
         app.cleanup_ctx.append(_sighup)
     openai_handlers.add_routes(app)
+    anthropic_handlers.add_routes(app)
+    ollama_handlers.add_routes(app)
     app.router.add_get("/health", health)
     return app
 

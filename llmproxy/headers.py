@@ -31,6 +31,12 @@ def _split(backend: Backend) -> tuple[dict[str, str], tuple[tuple[str, str], ...
     return static, tuple(keyed)
 
 
+@lru_cache(maxsize=256)
+def _configured(backend: Backend) -> frozenset[str]:
+    """Lower-case names of the headers the config sets (and Content-Type)."""
+    return frozenset(k.lower() for k, _ in backend.headers) | {"content-type"}
+
+
 def render(backend: Backend, key: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Headers for one request: statics, then ``{key}`` templates, then per-request extras."""
     static, keyed = _split(backend)
@@ -38,9 +44,12 @@ def render(backend: Backend, key: str | None, extra: dict[str, str] | None = Non
         return static
     h = dict(static)
     if extra:
-        # Client-supplied protocol headers (e.g. anthropic-beta) never override configured ones.
+        # Client-supplied protocol headers (e.g. anthropic-beta) never override configured ones,
+        # but do replace an api default (a client's anthropic-version beats 2023-06-01).
+        configured = _configured(backend)
         for k, v in extra.items():
-            if k.lower() not in (s.lower() for s in static):
+            if k.lower() not in configured:
+                h.pop(k.lower(), None)  # api defaults are spelled lower-case
                 h[k] = v
     for k, v in keyed:
         h[k] = v.replace("{key}", key or "")

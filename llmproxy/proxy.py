@@ -238,6 +238,23 @@ def backend_module(call: Call) -> ModuleType:
     return mod
 
 
+async def translated_embeddings(call: Call) -> dict:
+    """A hub embeddings request (``call.body``) → the backend's format → an OpenAI embeddings list."""
+    module = backend_module(call)
+    if not hasattr(module, "embeddings_to_upstream"):
+        raise ProxyError(400, f"backend '{call.target.backend.name}' (api: {call.target.backend.api}) has no embeddings endpoint", param="model")
+    path, body = module.embeddings_to_upstream(call.body, call.target.upstream_model)
+    up = await open_upstream(call, path, orjson.dumps(body), False, module)
+    try:
+        raw = await up.read()
+    finally:
+        up.close()
+    out = module.embeddings_from_upstream(orjson.loads(raw), call.meta)
+    call.usage = Usage.from_hub(out.get("usage"))
+    finish_upstream(call, up)
+    return out
+
+
 async def translated_chat(call: Call) -> web.StreamResponse:
     """Front format → hub → backend format, and the answer back the same way."""
     module = backend_module(call)

@@ -4,20 +4,48 @@ and the upstream bytes come back untouched, event by event, while usage is read 
 from __future__ import annotations
 
 import time
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Protocol
 
 import orjson
 from aiohttp import web
 
 from .errors import ProxyError
-from .proxy import Call, finish_upstream, open_upstream, stream_out, upstream_body
+from .proxy import Call, finish_upstream, open_upstream, stream_out, translated_chat, upstream_body
 from .sse import SSEFramer, parse_event
+from .translate import anthropic as anthropic_fmt
+from .translate import ollama as ollama_fmt
 from .translate import openai as openai_fmt
 from .upstream import UpstreamCall
 from .usage import Usage
 
 # Reads one raw SSE event; returns False to drop it from the client's stream.
 Inspector = Callable[[bytes], bool]
+# A whole (non-stream) answer body → its usage, for the log.
+UsageOf = Callable[[Any], "Usage | None"]
+
+
+class Framer(Protocol):
+    def feed(self, chunk: bytes) -> list[bytes]: ...
+    def flush(self) -> bytes: ...
+
+
+class LineFramer:
+    """Cuts raw NDJSON bytes into whole lines, newline included, for relaying them untouched."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buf = self._buf + chunk if self._buf else chunk
+        end = buf.rfind(b"\n") + 1
+        self._buf = buf[end:]
+        return buf[:end].splitlines(keepends=True) if end else []
+
+    def flush(self) -> bytes:
+        rest, self._buf = self._buf, b""
+        return rest
 
 
 async def relay_openai(call: Call, path: str) -> web.StreamResponse:
@@ -52,6 +80,120 @@ async def relay_openai(call: Call, path: str) -> web.StreamResponse:
     return await stream_out(call, up, _events(up, inspect), up.resp.headers.get("Content-Type", "text/event-stream"))
 
 
+async def through_hub(call: Call, to_hub: Callable[[dict], dict]) -> web.StreamResponse:
+    """The other way for a relaying front door: its body → hub → ``translated_chat``.
+
+    ``call.body`` is the client's own body again afterwards, so a failover to a same-format
+    backend still relays what the client sent.
+    """
+    raw = call.body
+    call.body = to_hub(raw)
+    try:
+        return await translated_chat(call)
+    finally:
+        call.body = raw
+
+
+# Anthropic protocol headers a client's request carries to an Anthropic backend (configured headers win).
+ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+async def relay_anthropic(call: Call, path: str, params: bool = True) -> web.StreamResponse:
+    """Anthropic client → Anthropic backend (/v1/messages, /v1/messages/count_tokens).
+
+    The body goes up with only the model (and, if ``params``, the route's params) changed, with the
+    client's ``anthropic-version``/``anthropic-beta`` headers and query string (``?beta=true``); the
+    answer comes back byte for byte while usage is read off ``message_start``/``message_delta``.
+    """
+    body = dict(upstream_body(call) if params else call.body)  # call.body stays the client's (failover)
+    body["model"] = call.target.upstream_model
+    stream = bool(body.get("stream"))
+    extra = {h: v for h in ANTHROPIC_HEADERS if (v := call.request.headers.get(h))}
+    query = call.request.query_string
+    up = await open_upstream(call, f"{path}?{query}" if query else path, orjson.dumps(body), stream, anthropic_fmt, extra)
+    if not stream or not up.resp.content_type.startswith("text/event-stream"):
+        return await _whole(call, up, _anthropic_usage_of)
+    counts: dict[str, int] = {}
+
+    def inspect(raw: bytes) -> bool:
+        # Only three event types matter here; every event passes on unchanged.
+        if b"message_start" not in raw and b"message_delta" not in raw and b"error" not in raw:
+            return True
+        ev = parse_event(raw)
+        try:
+            data = orjson.loads(ev.data) if ev else None
+        except orjson.JSONDecodeError:
+            return True
+        kind = ev.name or (data.get("type") if isinstance(data, dict) else None)
+        if kind == "message_start":
+            counts.update(anthropic_fmt._usage_counts((data.get("message") or {}).get("usage")))
+        elif kind == "message_delta":
+            counts.update(anthropic_fmt._usage_counts(data.get("usage")))  # cumulative counts
+        elif kind == "error":
+            err = anthropic_fmt.error_from_upstream(200, ev.data)
+            call.row.fail(err.status, err.type, err.message)
+            return True
+        else:
+            return True
+        if counts:
+            call.usage = Usage.from_hub(anthropic_fmt._hub_usage(counts))
+        return True
+
+    return await stream_out(call, up, _events(up, inspect), up.resp.headers.get("Content-Type", "text/event-stream"))
+
+
+def _anthropic_usage_of(body: Any) -> Usage | None:
+    usage = body.get("usage") if isinstance(body, dict) else None
+    return Usage.from_hub(anthropic_fmt._hub_usage(anthropic_fmt._usage_counts(usage))) if isinstance(usage, dict) else None
+
+
+# Hub sampling params of a route that Ollama takes inside ``options`` (see ollama._options_to_upstream).
+_OLLAMA_OPTION_PARAMS = frozenset({"max_tokens", "max_completion_tokens", *ollama_fmt._OPTIONS})
+
+
+async def relay_ollama(call: Call, path: str) -> web.StreamResponse:
+    """Ollama client → Ollama backend (/api/chat, /api/generate, /api/embed): NDJSON lines back untouched.
+
+    A route's ``params`` go under the client's values: sampling ones (temperature, max_tokens…) into
+    ``options`` as Ollama names them, any other key at the top level.
+    """
+    body = dict(call.body)
+    params = call.target.route.params
+    if params:
+        top = {k: v for k, v in params.items() if k not in _OLLAMA_OPTION_PARAMS}
+        options = ollama_fmt._options_to_upstream({k: v for k, v in params.items() if k in _OLLAMA_OPTION_PARAMS})
+        body = {**top, **body}
+        if options:
+            body["options"] = {**options, **(body.get("options") or {})}
+    body["model"] = call.target.upstream_model
+    stream = path != "/api/embed" and body.get("stream") is not False  # Ollama streams unless told not to
+    up = await open_upstream(call, path, orjson.dumps(body), stream, ollama_fmt)
+    if not stream or not up.resp.content_type.startswith("application/x-ndjson"):
+        return await _whole(call, up, _ollama_usage_of)
+
+    def inspect(raw: bytes) -> bool:
+        if b'"done"' not in raw and b'"error"' not in raw:
+            return True
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return True
+        if isinstance(obj, dict) and obj.get("error"):
+            err = ollama_fmt.error_from_upstream(502, raw)
+            call.row.fail(err.status, err.type, err.message)
+        elif isinstance(obj, dict) and obj.get("done"):
+            call.usage = _ollama_usage_of(obj)
+        return True
+
+    return await stream_out(call, up, _events(up, inspect, LineFramer()), up.resp.headers.get("Content-Type", "application/x-ndjson"))
+
+
+def _ollama_usage_of(body: Any) -> Usage | None:
+    if not isinstance(body, dict) or ("prompt_eval_count" not in body and "eval_count" not in body):
+        return None
+    return Usage(prompt=int(body.get("prompt_eval_count") or 0), completion=int(body.get("eval_count") or 0))
+
+
 def _mid_stream_error(call: Call, raw: bytes) -> None:
     ev = parse_event(raw)
     try:
@@ -63,9 +205,9 @@ def _mid_stream_error(call: Call, raw: bytes) -> None:
         call.row.fail(err.status, err.type, err.message)
 
 
-async def _events(up: UpstreamCall, inspect: Inspector) -> AsyncIterator[bytes]:
-    """Upstream bytes cut at event boundaries, minus the events ``inspect`` drops."""
-    framer = SSEFramer()
+async def _events(up: UpstreamCall, inspect: Inspector, framer: Framer | None = None) -> AsyncIterator[bytes]:
+    """Upstream bytes cut at event boundaries (SSE unless another ``framer``), minus the events ``inspect`` drops."""
+    framer = framer or SSEFramer()
     async for data in up.chunks():
         events = framer.feed(data)
         if not events:
@@ -78,7 +220,12 @@ async def _events(up: UpstreamCall, inspect: Inspector) -> AsyncIterator[bytes]:
         yield rest
 
 
-async def _whole(call: Call, up: UpstreamCall) -> web.Response:
+def _hub_usage_of(body: Any) -> Usage | None:
+    usage = body.get("usage") if isinstance(body, dict) else None
+    return Usage.from_hub(usage) if isinstance(usage, dict) else None
+
+
+async def _whole(call: Call, up: UpstreamCall, usage_of: UsageOf = _hub_usage_of) -> web.Response:
     """A non-stream answer: read it, note its usage, pass the bytes on unchanged."""
     try:
         raw = await up.read()
@@ -88,10 +235,14 @@ async def _whole(call: Call, up: UpstreamCall) -> web.Response:
         raise
     up.close()
     try:
-        usage = orjson.loads(raw).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
-        usage = None
-    call.usage = Usage.from_hub(usage) if isinstance(usage, dict) else None
+        call.usage = usage_of(orjson.loads(raw))
+    except orjson.JSONDecodeError:
+        # Every API here answers JSON; anything else (an HTML error page, a captive portal) is a broken
+        # backend, and nothing reached the client yet, so the request may fail over.
+        err = ProxyError(502, f"backend '{up.backend.name}' answered HTTP {up.status} with a body that is not JSON "
+                              f"({up.resp.content_type or 'no content type'}, {len(raw):,} bytes)", code="upstream_garbage")
+        finish_upstream(call, up, err)
+        raise err from None
     finish_upstream(call, up)
     call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)
     return web.Response(status=up.status, body=raw, content_type=up.resp.content_type or "application/json")

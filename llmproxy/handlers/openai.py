@@ -6,11 +6,10 @@ from aiohttp import web
 
 from .. import access
 from ..errors import ProxyError, bad_request
-from ..proxy import Call, Front, backend_module, error_response, finish_upstream, open_upstream, serve, translated_chat
+from ..proxy import Call, Front, error_response, serve, translated_chat, translated_embeddings
 from ..relay import relay_openai
 from ..state import STATE
 from ..translate import openai as fmt
-from ..usage import Usage
 
 OPENAI = Front("openai", fmt, "text/event-stream", "chatcmpl-", wants_usage=fmt.wants_usage)
 
@@ -61,19 +60,7 @@ async def _embeddings(call: Call) -> web.StreamResponse:
     api = call.target.backend.api
     if api == "openai":
         return await relay_openai(call, "/embeddings")
-    module = backend_module(call)
-    if not hasattr(module, "embeddings_to_upstream"):
-        raise ProxyError(400, f"backend '{call.target.backend.name}' (api: {api}) has no embeddings endpoint", param="model")
-    path, body = module.embeddings_to_upstream(call.body, call.target.upstream_model)
-    up = await open_upstream(call, path, orjson.dumps(body), False, module)
-    try:
-        raw = await up.read()
-    finally:
-        up.close()
-    out = module.embeddings_from_upstream(orjson.loads(raw), call.meta)
-    call.usage = Usage.from_hub(out.get("usage"))
-    finish_upstream(call, up)
-    return web.Response(body=orjson.dumps(out), content_type="application/json")
+    return web.Response(body=orjson.dumps(await translated_embeddings(call)), content_type="application/json")
 
 
 def _model_entry(name: str, created: int, owner: str) -> dict:

@@ -105,6 +105,14 @@ async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> Asyn
         yield chunk
 
 
+def embeddings_to_upstream(hub: dict, model: str) -> tuple[str, dict]:
+    return "/embeddings", {**hub, "model": model}
+
+
+def embeddings_from_upstream(body: dict, meta: Meta) -> dict:
+    return body
+
+
 def error_from_upstream(status: int, body: bytes) -> ProxyError:
     try:
         data = orjson.loads(body)

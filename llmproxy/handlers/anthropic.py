@@ -1,0 +1,112 @@
+"""The Anthropic front door: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` (any query string).
+
+To an ``api: anthropic`` backend the request is relayed (``relay_anthropic``: lossless, the client's
+anthropic-* headers along); to any other backend it goes through the hub and comes back as a
+proper Anthropic message or event stream.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..errors import bad_request
+from ..proxy import Call, Front, serve
+from ..relay import relay_anthropic, through_hub
+from ..translate import anthropic as fmt
+
+ANTHROPIC = Front("anthropic", fmt, "text/event-stream", "msg_")
+
+# count_tokens without an Anthropic backend: about 4 characters of text (or JSON) per token, a fixed
+# cost per image or document (Anthropic's ~1.15 megapixel image is ~1,600 tokens), a few tokens of
+# framing per message and per tool. Good for "how full is my context", not for billing.
+CHARS_PER_TOKEN = 4
+MEDIA_TOKENS = 1600
+MESSAGE_TOKENS = 4
+TOOL_TOKENS = 8
+
+
+def _checked(body: dict) -> dict:
+    """Only what the door itself needs: the model. The rest is checked by the backend (relay) or the translator."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("model: Field required (a non-empty string)", param="model")
+    if body.get("stream") is not None and not isinstance(body["stream"], bool):
+        raise bad_request("stream: must be a boolean", param="stream")
+    return body
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    return await serve(request, ANTHROPIC, "messages", _messages, parse=_checked)
+
+
+async def _messages(call: Call) -> web.StreamResponse:
+    if call.target.backend.api == "anthropic":
+        return await relay_anthropic(call, "/v1/messages")
+    return await through_hub(call, fmt.request_from_client)
+
+
+async def count_tokens(request: web.Request) -> web.StreamResponse:
+    return await serve(request, ANTHROPIC, "count_tokens", _count_tokens, parse=_checked)
+
+
+async def _count_tokens(call: Call) -> web.StreamResponse:
+    if call.target.backend.api == "anthropic":
+        return await relay_anthropic(call, "/v1/messages/count_tokens", params=False)
+    return web.Response(body=orjson.dumps({"input_tokens": estimate_tokens(call.body)}), content_type="application/json")
+
+
+def estimate_tokens(body: dict) -> int:
+    """A local, cheap approximation of Anthropic's count_tokens: system, messages and tools (see CHARS_PER_TOKEN)."""
+    chars, media = _size(body.get("system"))
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise bad_request("messages: must be a list of messages", param="messages")
+    for m in messages:
+        c, n = _size(m.get("content") if isinstance(m, dict) else m)
+        chars, media = chars + c, media + n
+    tools = body.get("tools") or []
+    if not isinstance(tools, list):
+        raise bad_request("tools: must be a list", param="tools")
+    for t in tools:
+        if isinstance(t, dict):
+            chars += len(orjson.dumps({k: t.get(k) for k in ("name", "description", "input_schema") if t.get(k)}))
+    framing = MESSAGE_TOKENS * len(messages) + TOOL_TOKENS * len(tools)
+    return max(1, math.ceil(chars / CHARS_PER_TOKEN) + media * MEDIA_TOKENS + framing)
+
+
+def _size(content: Any) -> tuple[int, int]:
+    """(characters of text and tool JSON, number of images/documents) in a content value."""
+    if content is None:
+        return 0, 0
+    if isinstance(content, str):
+        return len(content), 0
+    if isinstance(content, list):
+        chars = media = 0
+        for block in content:
+            c, n = _size(block)
+            chars, media = chars + c, media + n
+        return chars, media
+    if not isinstance(content, dict):
+        return len(str(content)), 0
+    kind = content.get("type")
+    if kind in ("image", "document") and (content.get("source") or {}).get("type") != "text":
+        return 0, 1
+    if kind == "text":
+        return len(content.get("text") or ""), 0
+    if kind == "thinking":
+        return len(content.get("thinking") or ""), 0
+    if kind == "tool_use":
+        return len(content.get("name") or "") + len(orjson.dumps(content.get("input") or {})), 0
+    if kind == "tool_result":
+        return _size(content.get("content"))
+    if kind == "document":
+        return len(str((content.get("source") or {}).get("data") or "")), 0
+    return 0, 0  # redacted thinking, server tool blocks…: opaque
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)

@@ -1,0 +1,167 @@
+"""The Ollama front door: /api/version, /api/tags, /api/ps, /api/show, /api/chat, /api/generate, /api/embed.
+
+Every llmproxy model and alias looks like a local Ollama model. Requests for an ``api: ollama``
+backend are relayed natively (NDJSON lines back untouched); any other backend goes through the hub.
+"""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from types import SimpleNamespace
+from typing import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from .. import access
+from ..errors import ProxyError, bad_request
+from ..proxy import Call, Front, error_response, read_json, serve, translated_embeddings
+from ..relay import relay_ollama, through_hub
+from ..state import STATE
+from ..translate import ollama as fmt
+from .openai import _owner
+
+OLLAMA = Front("ollama", fmt, "application/x-ndjson", "ollama-", default_stream=True)
+# /api/generate: the same format with the generate-shaped request and answers.
+GENERATE = Front("ollama", SimpleNamespace(  # type: ignore[arg-type]
+    request_from_client=fmt.request_from_generate, response_to_client=fmt.response_to_generate,
+    stream_to_client=fmt.stream_to_generate, error_body=fmt.error_body, stream_error=fmt.stream_error,
+), "application/x-ndjson", "ollama-", default_stream=True)
+
+# The Ollama API version this door speaks (clients such as Open-WebUI show or check it).
+OLLAMA_VERSION = "0.12.0"
+# /api/ps: llmproxy models never unload; Ollama shows a keep_alive of -1 as an expiry centuries away.
+NEVER = "2318-01-01T00:00:00Z"
+
+
+def _checked(body: dict) -> dict:
+    """What the door needs before routing: the model (the rest is the backend's or the translator's)."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("model is required", param="model")
+    if body.get("stream") is not None and not isinstance(body["stream"], bool):
+        raise bad_request("stream: must be true or false", param="stream")
+    return body
+
+
+def _json(obj: dict) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), content_type="application/json")
+
+
+# ------------------------------------------------------------------ chat, generate, embed
+
+
+def _door(front: Front, endpoint: str, path: str, to_hub: Callable[[dict], dict]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A chat-like endpoint: relayed to ``path`` of an Ollama backend, through the hub to any other."""
+
+    async def handler(call: Call) -> web.StreamResponse:
+        if call.target.backend.api == "ollama":
+            return await relay_ollama(call, path)
+        return await through_hub(call, to_hub)
+
+    async def endpoint_handler(request: web.Request) -> web.StreamResponse:
+        return await serve(request, front, endpoint, handler, parse=_checked)
+
+    return endpoint_handler
+
+
+chat = _door(OLLAMA, "chat", "/api/chat", fmt.request_from_client)
+generate = _door(GENERATE, "generate", "/api/generate", fmt.request_from_generate)
+
+
+async def embed(request: web.Request) -> web.StreamResponse:
+    return await serve(request, OLLAMA, "embed", _embed, parse=_checked)
+
+
+async def _embed(call: Call) -> web.StreamResponse:
+    if call.target.backend.api == "ollama":
+        return await relay_ollama(call, "/api/embed")
+    inp = call.body.get("input")
+    if not (isinstance(inp, str) or (isinstance(inp, list) and inp and all(isinstance(s, str) for s in inp))):
+        raise bad_request("input: must be a string or a non-empty list of strings", param="input")
+    hub = {"model": call.body["model"], "input": inp}
+    if isinstance(call.body.get("dimensions"), int):
+        hub["dimensions"] = call.body["dimensions"]
+    raw, call.body = call.body, hub
+    try:
+        out = await translated_embeddings(call)
+    finally:
+        call.body = raw  # another route (failover) may relay the client's body
+    data = sorted(out.get("data") or [], key=lambda d: d.get("index", 0))
+    usage = out.get("usage") or {}
+    return _json({"model": call.row.requested_model, "embeddings": [d.get("embedding") for d in data],
+                  "total_duration": 0, "load_duration": 0, "prompt_eval_count": int(usage.get("prompt_tokens") or 0)})
+
+
+# ------------------------------------------------------------------ what models there are
+
+
+def _digest(name: str) -> str:
+    """A stable per-name digest (Ollama clients key models by it)."""
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def _entry(snap, name: str, modified: str) -> dict:  # noqa: ANN001
+    family = _owner(snap, name)
+    details = {"parent_model": "", "format": "", "family": family, "families": [family],
+               "parameter_size": "", "quantization_level": ""}
+    return {"name": name, "model": name, "modified_at": modified, "size": 0, "digest": _digest(name), "details": details}
+
+
+def _modified(snap) -> str:  # noqa: ANN001
+    return datetime.fromtimestamp(int(snap.config.loaded_at), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _listed(request: web.Request) -> list[dict]:
+    snap = request.app[STATE].snap
+    client = access.authenticate(snap.config, request)
+    modified = _modified(snap)
+    return [_entry(snap, n, modified) for n in snap.config.model_names() if access.allowed(client, n)]
+
+
+async def version(request: web.Request) -> web.Response:
+    return _json({"version": OLLAMA_VERSION})
+
+
+async def tags(request: web.Request) -> web.Response:
+    try:
+        return _json({"models": _listed(request)})
+    except ProxyError as e:
+        return error_response(OLLAMA, e)
+
+
+async def ps(request: web.Request) -> web.Response:
+    try:
+        models = [{**m, "expires_at": NEVER, "size_vram": 0} for m in _listed(request)]
+    except ProxyError as e:
+        return error_response(OLLAMA, e)
+    for m in models:
+        del m["modified_at"]
+    return _json({"models": models})
+
+
+async def show(request: web.Request) -> web.Response:
+    snap = request.app[STATE].snap
+    try:
+        client = access.authenticate(snap.config, request)
+        body = await read_json(request, snap.config.max_body)
+        name = body.get("model") or body.get("name")  # "name" in older clients
+        if not isinstance(name, str) or not name:
+            raise bad_request("model is required", param="model")
+        res = snap.resolver.resolve(name, default=False)
+        access.authorize(client, name, res.name)
+    except ProxyError as e:
+        return error_response(OLLAMA, e)
+    entry = _entry(snap, name, _modified(snap))
+    return _json({"modelfile": "", "parameters": "", "template": "", "details": entry["details"],
+                  "model_info": {}, "capabilities": ["completion", "tools"], "modified_at": entry["modified_at"]})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/version", version)
+    app.router.add_get("/api/tags", tags)
+    app.router.add_get("/api/ps", ps)
+    app.router.add_post("/api/show", show)
+    app.router.add_post("/api/chat", chat)
+    app.router.add_post("/api/generate", generate)
+    app.router.add_post("/api/embed", embed)
