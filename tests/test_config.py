@@ -1,0 +1,140 @@
+"""router.yaml → env expansion → schema → cross-checks → frozen objects; every error names the YAML path."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmproxy.config import ConfigError, load_config, schema
+from llmproxy.resolve import Resolver
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = {"backends": {"oa": {"api": "openai", "url": "http://127.0.0.1:1/v1"}}, "models": {"m": {"backend": "oa"}}}
+
+
+def load(tmp_path: Path, cfg: dict | str, env: dict | None = None):  # noqa: ANN201
+    p = tmp_path / "router.yaml"
+    p.write_text(cfg if isinstance(cfg, str) else yaml.safe_dump(cfg))
+    return load_config(p, env=env or {})
+
+
+def error_of(tmp_path: Path, cfg: dict | str, env: dict | None = None) -> str:
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path, cfg, env)
+    return str(e.value)
+
+
+def test_env_expansion(tmp_path):
+    cfg = {**BASE, "backends": {"oa": {"api": "openai", "url": "${URL:-http://127.0.0.1:9/v1}", "headers": {"Authorization": "Bearer ${KEY}"}}}}
+    c = load(tmp_path, cfg, {"KEY": "k123"})
+    assert c.backends["oa"].url == "http://127.0.0.1:9/v1"
+    assert dict(c.backends["oa"].headers) == {"Authorization": "Bearer k123"}
+    msg = error_of(tmp_path, cfg, {})
+    assert "backends.oa.headers.Authorization" in msg and "KEY" in msg
+
+
+@pytest.mark.parametrize(
+    "patch, expect",
+    [
+        ({"models": {"m": {"bakend": "oa"}}}, r"models\.m\.bakend: unknown field 'bakend'; did you mean 'backend'\?"),
+        ({"backends": {"oa": {"api": "opnai", "url": "http://x"}}}, r"backends\.oa\.api: 'opnai' is not one of .*did you mean 'openai'\?"),
+        ({"models": {"m": {"backend": "oaa"}}}, r"models\.m\.backend: backend 'oaa' is not defined in backends; did you mean 'oa'\?"),
+        ({"models": {"m": {"routes": [{"backend": "ao", "model": "x"}]}}}, r"models\.m\.routes\.0\.backend: backend 'ao' is not defined in backends$"),
+        ({"models": {"m": {"backend": "oa"}, "s": {"routes": ["mm"]}}}, r"models\.s\.routes\.0: model 'mm' is not defined in models; did you mean 'm'\?"),
+        ({"models": {"m": {"backend": "oa"}, "M": {"backend": "oa"}}}, r"models\.[mM]: clashes with '[mM]'"),
+        ({"aliases": {"a": "b", "b": "a"}}, r"aliases\.a: alias cycle a → b → a"),
+        ({"aliases": {"M": "m"}}, r"aliases\.M: clashes with model 'm'"),
+        ({"models": {"m": {"backend": "oa", "routes": ["x"]}}}, r"models\.m: a model needs either 'backend'.*or 'routes'"),
+        ({"listen": "nowhere"}, r"listen: 'nowhere' does not match"),
+        ({"backends": {"oa": {"api": "openai", "url": "http://x", "timeout": {"idle": -1}}}}, r"backends\.oa\.timeout\.idle: -1"),
+        ({"access": {"clients": [{"name": "a"}]}}, r"access\.clients\.0: a client needs exactly one of 'key' or 'key_sha256'"),
+        ({"backends": {"oa": {"api": "openai", "url": "http://x", "headers": {"A": "{key}"}}}}, r"backends\.oa\.headers: a header uses \{key\} but the backend has no 'keys:'"),
+    ],
+)
+def test_errors_name_the_path(tmp_path, patch, expect):
+    cfg = json.loads(json.dumps(BASE))
+    for k, v in patch.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict) and k != "models":
+            cfg[k].update(v)
+        else:
+            cfg[k] = v
+    assert re.search(expect, error_of(tmp_path, cfg)), error_of(tmp_path, cfg)
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    assert "line 3, column 1" in error_of(tmp_path, "backends:\n  oa: [unclosed\n")
+
+
+def test_resolution_order(tmp_path):
+    cfg = {
+        "backends": {"oa": {"api": "openai", "url": "http://127.0.0.1:1/v1"}, "lo": {"api": "ollama", "url": "http://127.0.0.1:2", "passthrough": False}},
+        "models": {"Exact": {"backend": "oa", "model": "up-exact"}, "pat/*": {"backend": "oa"}, "multi": {"routes": ["Exact", {"backend": "lo", "model": "llama"}]}},
+        "aliases": {"a1": "a2", "a2": "exact"},
+        "default_model": "exact",
+    }
+    r = Resolver(load(tmp_path, cfg))
+    assert r.resolve("EXACT").targets[0].upstream_model == "up-exact"
+    assert r.resolve("a1").name == "Exact"
+    assert r.resolve("pat/some-model").targets[0].upstream_model == "some-model"
+    assert r.resolve("oa/gpt-x").targets[0].upstream_model == "gpt-x"
+    assert r.resolve("lo/llama").name == "Exact"  # passthrough: false → not routable, falls to default
+    assert [t.backend.name for t in r.resolve("multi").targets] == ["oa", "lo"]
+    assert r.resolve("whatever").name == "Exact"
+    cfg.pop("default_model")
+    r = Resolver(load(tmp_path, cfg))
+    with pytest.raises(Exception) as e:
+        r.resolve("exactt")
+    assert e.value.status == 404 and "Exact" in e.value.message
+
+
+def test_schema_documents_every_property():
+    missing = []
+
+    def walk(node, path):  # noqa: ANN001
+        if isinstance(node, dict):
+            for name, sub in (node.get("properties") or {}).items():
+                if "description" not in sub and "$ref" not in sub:
+                    missing.append(f"{path}.{name}")
+            if node.get("type") == "object" and "properties" in node:
+                assert node.get("additionalProperties") is False, f"{path}: additionalProperties must be false"
+            for k, v in node.items():
+                walk(v, f"{path}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]")
+
+    walk(schema(), "$")
+    assert schema()["$schema"].endswith("2020-12/schema")
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("name", ["router.yaml", "contrib/demo.yaml"])
+def test_shipped_configs_are_valid(name):
+    c = load_config(ROOT / name, env={})
+    assert c.models
+
+
+def test_readme_example_validates(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## router.yaml in short\n\n```yaml\n(.*?)```", text, re.S).group(1)
+    env = {"OPENAI_API_KEY": "x", "GROQ_KEY_A": "a", "GROQ_KEY_B": "b"}
+    assert load(tmp_path, block, env).models
+
+
+def test_pending_fields_are_reported_by_check(tmp_path):
+    cfg = {**BASE, "log": {"bodies": True}, "backends": {"oa": {"api": "openai", "url": "http://x/v1", "discover": True}}}
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([sys.executable, "-m", "llmproxy", "check", "-c", str(p)], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "m " in out.stdout and "→ oa (openai) m" in out.stdout
+    assert "not yet active: log.bodies" in out.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backends: {}\nmodels: {}\n")
+    out = subprocess.run([sys.executable, "-m", "llmproxy", "check", "-c", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 1 and "backends" in out.stderr
