@@ -1,0 +1,63 @@
+"""Client keys: 401 without a valid key, 403 outside the client's globs, filtered /v1/models, name and tags in rows."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import openai
+import pytest
+
+from conftest import Reply, fixture_bytes, openai_config
+
+KEY_A = "client-key-aaaaaaaa"
+KEY_B = "client-key-bbbbbbbb"
+
+
+def access_config(url: str) -> dict:
+    cfg = openai_config(url, models={"gpt": {"backend": "up"}, "gpt-mini": {"backend": "up"}, "private": {"backend": "up"}},
+                        aliases={"mini": "gpt-mini"})
+    cfg["access"] = {"clients": [
+        {"name": "webui", "key": KEY_A, "models": ["gpt*", "mini"], "tags": ["family", "ui"]},
+        {"name": "script", "key_sha256": hashlib.sha256(KEY_B.encode()).hexdigest()},
+    ]}
+    return cfg
+
+
+async def test_keys_globs_and_rows(upstream, proxy):
+    up = await upstream({"/v1/chat/completions": Reply(fixture_bytes("openai/nonstream-text.json"))})
+    p = await proxy(access_config(up.url))
+    msgs = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.AuthenticationError):
+        await p.openai(api_key="wrong-key-0000").chat.completions.create(model="gpt", messages=msgs)
+    with pytest.raises(openai.AuthenticationError):
+        await p.openai(api_key="wrong-key-0000").models.list()
+    a = p.openai(api_key=KEY_A)
+    assert [m.id async for m in a.models.list()] == ["gpt", "gpt-mini", "mini"]
+    await a.chat.completions.create(model="mini", messages=msgs)
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        await a.chat.completions.create(model="private", messages=msgs)
+    assert "client 'webui' may not use model 'private'" in e.value.message
+    b = p.openai(api_key=KEY_B)  # key_sha256: the file holds no secret; models default to all
+    assert len([m async for m in b.models.list()]) == 4
+    await b.chat.completions.create(model="private", messages=msgs)
+    rows = await p.rows()
+    assert [(r["client"], r["tags"], r["status"]) for r in rows] == [
+        (None, None, 401), ("webui", "family,ui", 200), ("webui", "family,ui", 403), ("script", None, 200)]
+    assert len(up.seen) == 2
+
+
+async def test_stats_cli(upstream, proxy):
+    up = await upstream({"/v1/chat/completions": Reply(fixture_bytes("openai/nonstream-text.json"))})
+    p = await proxy(openai_config(up.url, models={"gpt": {"backend": "up", "price": {"input": 1000, "output": 2000}}}))
+    c = p.openai()
+    for _ in range(3):
+        await c.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "x"}])
+    await p.rows()
+    db = p.state.snap.config.log_path
+    out = subprocess.run([sys.executable, "-m", "llmproxy", "stats", "--db", str(db), "--by", "backend"], capture_output=True, text=True, check=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("up "))
+    # 3 requests × (146 prompt, 3 completion) tokens at 1000 / 2000 USD per 1M
+    assert line.split()[:3] == ["up", "3", "0"] and "438" in line and "0.4560" in line
+    out = subprocess.run([sys.executable, "-m", "llmproxy", "stats", "--db", str(db), "--by", "day", "--since", "1h"], capture_output=True, text=True, check=True).stdout
+    assert "requests" in out.splitlines()[0]
