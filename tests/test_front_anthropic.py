@@ -301,3 +301,15 @@ async def test_auth_and_size_errors(upstream, proxy):
     with pytest.raises(anthropic.APIStatusError) as e:
         await _client(p, api_key="sk-good-client-key-0123456789").messages.create(model="other", max_tokens=10, messages=[{"role": "user", "content": "x" * 5000}])
     assert e.value.status_code == 413 and e.value.body["error"]["type"] == "request_too_large"
+
+
+async def test_count_tokens_falls_back_when_backend_lacks_it(upstream, proxy):
+    """An Anthropic-compatible server without count_tokens: estimated; Anthropic's own 'model: …' 404 passes on."""
+    up = await upstream({"/v1/messages/count_tokens": Reply(b"404: Not Found", status=404, content_type="text/plain")})
+    p = await proxy(_config(up.url))
+    r = await _client(p).messages.count_tokens(model="sonnet", messages=[{"role": "user", "content": "word " * 40}])
+    assert r.input_tokens == 54 and len(up.seen) == 1
+    up.routes["/v1/messages/count_tokens"] = Reply(fixture_bytes("anthropic/error-404-not-found.json"), status=404)
+    with pytest.raises(anthropic.NotFoundError) as e:
+        await _client(p).messages.count_tokens(model="sonnet", messages=[{"role": "user", "content": "x"}])
+    assert e.value.body["error"]["message"] == "model: claude-does-not-exist"

@@ -232,3 +232,5 @@ async def test_embed_over_openai_and_ollama(upstream, proxy):
     r = await _client(p2).embed(model="emb", input="hello")
     assert r.embeddings == [[0.5, 0.25]]
     assert up2.seen[0].body == {"model": "upstream-embed", "input": "hello"}
+    row = (await p2.rows())[-1]  # both proxies share the test folder, so the log
+    assert (row["endpoint"], row["stream"], row["prompt_tokens"]) == ("embed", 0, 2)

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..errors import bad_request
+from ..errors import ProxyError, bad_request
 from ..proxy import Call, Front, serve
 from ..relay import relay_anthropic, through_hub
 from ..translate import anthropic as fmt
@@ -54,7 +54,13 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
 
 async def _count_tokens(call: Call) -> web.StreamResponse:
     if call.target.backend.api == "anthropic":
-        return await relay_anthropic(call, "/v1/messages/count_tokens", params=False)
+        try:
+            return await relay_anthropic(call, "/v1/messages/count_tokens", params=False)
+        except ProxyError as e:
+            # Anthropic-compatible servers without the endpoint: estimate instead of failing /context.
+            # (Anthropic's own 404 for an unknown model names it: "model: …", and is passed on.)
+            if e.status not in (404, 405, 501) or "model" in e.message.lower():
+                raise
     return web.Response(body=orjson.dumps({"input_tokens": estimate_tokens(call.body)}), content_type="application/json")
 
 

@@ -28,6 +28,8 @@ GENERATE = Front("ollama", SimpleNamespace(  # type: ignore[arg-type]
     stream_to_client=fmt.stream_to_generate, error_body=fmt.error_body, stream_error=fmt.stream_error,
 ), "application/x-ndjson", "ollama-", default_stream=True)
 
+EMBED = Front("ollama", fmt, "application/json", "ollama-")  # never streamed
+
 # The Ollama API version this door speaks (clients such as Open-WebUI show or check it).
 OLLAMA_VERSION = "0.12.0"
 # /api/ps: llmproxy models never unload; Ollama shows a keep_alive of -1 as an expiry centuries away.
@@ -70,7 +72,7 @@ generate = _door(GENERATE, "generate", "/api/generate", fmt.request_from_generat
 
 
 async def embed(request: web.Request) -> web.StreamResponse:
-    return await serve(request, OLLAMA, "embed", _embed, parse=_checked)
+    return await serve(request, EMBED, "embed", _embed, parse=_checked)
 
 
 async def _embed(call: Call) -> web.StreamResponse:
