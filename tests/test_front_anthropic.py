@@ -20,7 +20,8 @@ TOOLS = [{
 }]
 # What Claude Code puts in a request body beyond the basics.
 CLAUDE_CODE = {
-    "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
+    "system": [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.329.136; cc_entrypoint=sdk-cli;"},
+               {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
                {"type": "text", "text": "Be brief."}],
     "thinking": {"type": "enabled", "budget_tokens": 2048},
     "metadata": {"user_id": "user_abc_account__session_1"},

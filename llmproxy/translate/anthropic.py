@@ -33,6 +33,7 @@ backends and by ``llmproxy mock``. Dropped because other providers cannot take t
 ``metadata``, ``service_tier``, ``inference_geo``, ``top_k``, ``output_config`` except ``format``
 (``effort`` only picks the effort of adaptive thinking), tools' ``defer_loading`` /
 ``input_examples`` / ``strict`` / ``cache_control``, ``tool_result.is_error``, ``citations``.
+Claude Code's billing system block (``BILLING_PREFIX``) is dropped too.
 Server tools (typed tools without ``input_schema``) and unknown content blocks are a 400.
 ``system`` blocks and ``role:"system"`` messages become one system message (texts joined by a
 blank line). Thinking -> ``reasoning_effort`` via ``_effort_for_budget``. In a client stream the
@@ -54,6 +55,10 @@ from .common import dump_args, hub_chunk, hub_completion, hub_usage_chunk, parse
 
 STREAM_DECODER = "sse"
 PATH = "/v1/messages"
+
+# Claude Code's first system block, for Anthropic's billing only (e.g. "x-anthropic-billing-header:
+# cc_version=2.1.329.136; cc_entrypoint=sdk-cli;"): dropped on the way to any other provider.
+BILLING_PREFIX = "x-anthropic-billing-header:"
 
 DEFAULT_MAX_TOKENS = 4096
 """``max_tokens`` sent when the hub request names none (Anthropic requires one)."""
@@ -582,7 +587,8 @@ def _client_texts(content: Any, where: str) -> list[str]:
     for j, block in enumerate(content):
         if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
             raise _bad(f"{where}[{j}]", "must be a text block")
-        texts.append(block["text"])
+        if not block["text"].startswith(BILLING_PREFIX):
+            texts.append(block["text"])
     return texts
 
 
