@@ -314,3 +314,18 @@ async def test_count_tokens_falls_back_when_backend_lacks_it(upstream, proxy):
     with pytest.raises(anthropic.NotFoundError) as e:
         await _client(p).messages.count_tokens(model="sonnet", messages=[{"role": "user", "content": "x"}])
     assert e.value.body["error"]["message"] == "model: claude-does-not-exist"
+
+
+async def test_translated_mid_stream_error_is_an_error_event(upstream, proxy):
+    events = fixture_bytes("openai/stream-text-usage.sse").split(b"\n\n")[:2]
+    body = b"\n\n".join(events) + b'\n\ndata: {"error":{"message":"The server had an error while processing your request.","type":"server_error"}}\n\n'
+    up = await upstream({"/v1/chat/completions": Reply(body, content_type="text/event-stream")})
+    p = await proxy(_config(up.url, api="openai"))
+    async with _client(p).messages.with_streaming_response.create(
+            model="sonnet", max_tokens=10, stream=True, messages=[{"role": "user", "content": "x"}]) as resp:
+        raw = b"".join([piece async for piece in resp.iter_bytes()])
+    last = raw.rstrip(b"\n").split(b"\n\n")[-1]
+    assert last.startswith(b"event: error\ndata: ")
+    assert orjson.loads(last.split(b"data: ", 1)[1])["error"]["message"].startswith("The server had an error")
+    [row] = await p.rows()
+    assert row["status"] >= 500 and row["front"] == "anthropic"
