@@ -95,10 +95,11 @@ async def migrate(db: aiosqlite.Connection) -> int:
 class RequestLog:
     """Bounded queue + one writer task; rows are written in batches of up to ``batch``."""
 
-    def __init__(self, path: Path, maxsize: int = 100_000, batch: int = 2000) -> None:
+    def __init__(self, path: Path, maxsize: int = 100_000, batch: int = 2000, linger: float = 0.02) -> None:
         self.path = path
         self.queue: asyncio.Queue[LogRow] = asyncio.Queue(maxsize)
         self.batch = batch
+        self.linger = linger  # seconds a lone row waits for company: one commit per batch, not per request
         self.written = 0
         self.dropped = 0
         self._db: aiosqlite.Connection | None = None
@@ -142,6 +143,8 @@ class RequestLog:
         q = self.queue
         while True:
             rows = [await q.get()]
+            if q.empty() and self.linger:
+                await asyncio.sleep(self.linger)
             while len(rows) < self.batch and not q.empty():
                 rows.append(q.get_nowait())
             try:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import lru_cache
 from typing import AsyncIterator
 
 import aiohttp
 
-from .config import Backend
+from .config import Backend, Timeout
 from .errors import ProxyError
 from .headers import render
 
@@ -62,6 +63,13 @@ class UpstreamCall:
 
     async def read(self) -> bytes:
         """The whole body (non-stream responses and errors)."""
+        content = self.resp.content
+        if content.is_eof() and content.exception() is None:
+            # Already all in (most small answers arrive with their headers): no timer, no generator.
+            data = content.read_nowait()
+            if data and self.first_byte_ms is None:
+                self.first_byte_ms = (time.monotonic() - self.t0) * 1000
+            return data
         parts = [c async for c in self.chunks()]
         return b"".join(parts)
 
@@ -120,7 +128,7 @@ class Upstream:
         headers = render(backend, self.next_key(backend), extra_headers)
         log.info("→ %s %s%s %s", backend.name, model, " (stream)" if stream else "", url)
         t0 = time.monotonic()
-        timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_connect=t.connect)
+        timeout = _client_timeout(t)
         try:
             async with asyncio.timeout(t.first_byte):
                 resp = await self.session.request(method, url, data=body if method == "POST" else None, headers=headers, timeout=timeout)
@@ -141,6 +149,12 @@ class Upstream:
             log_back(backend, None, t0, None, err)
             raise err from None
         return UpstreamCall(backend, resp, t0, url, model, stream)
+
+
+@lru_cache(maxsize=256)
+def _client_timeout(t: Timeout) -> aiohttp.ClientTimeout:
+    """aiohttp's timeout object for a backend's (frozen) timeouts, built once, not per request."""
+    return aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_connect=t.connect)
 
 
 def log_back(backend: Backend, status: int | None, t0: float, first_byte_ms: float | None, err: ProxyError | None, tokens: int | None = None) -> None:
