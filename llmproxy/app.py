@@ -11,7 +11,7 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from .config import ConfigError, load_config
+from .config import Backend, ConfigError, load_config
 from .handlers import anthropic as anthropic_handlers
 from .handlers import ollama as ollama_handlers
 from .handlers import openai as openai_handlers
@@ -30,6 +30,7 @@ def make_app(config_path: str | Path, *, signals: bool = True) -> web.Applicatio
     app[STATE] = state
     app.cleanup_ctx.append(_request_log)
     app.cleanup_ctx.append(_upstream)
+    app.cleanup_ctx.append(_discovery)
     if signals:
         app.cleanup_ctx.append(_sighup)
     openai_handlers.add_routes(app)
@@ -53,6 +54,18 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
     await state.upstream.close()
 
 
+async def _discovery(app: web.Application) -> AsyncIterator[None]:
+    """List the models of ``discover: true`` backends in the background (never awaited by a request)."""
+    state = app[STATE]
+    task = asyncio.create_task(state.discovery.run(state), name="discovery")
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
 async def _sighup(app: web.Application) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task] = set()
@@ -73,7 +86,7 @@ async def reload(app: web.Application) -> bool:
     path = state.snap.config.path
     try:
         cfg = await asyncio.to_thread(load_config, path)
-        snap = Snapshot.build(cfg)
+        snap = Snapshot.build(cfg, state.discovery)
     except ConfigError as e:
         state.reload_error, state.reload_error_at = str(e), time.time()
         log.error("reload of %s failed, keeping the running config:\n%s", path, e)
@@ -81,6 +94,8 @@ async def reload(app: web.Application) -> bool:
         return False
     old = state.snap.config
     state.snap = snap  # the swap: requests already running keep the snapshot they took
+    state.balance.configure(cfg)  # breakers of backends still there survive; key cooldowns reset
+    state.discovery.kick()
     state.reload_error = state.reload_error_at = None
     if cfg.log_path != old.log_path:
         log.warning("log.path changed to %s; it takes effect on restart", cfg.log_path)
@@ -113,6 +128,37 @@ async def health(request: web.Request) -> web.Response:
             "queued": state.log.queue.qsize(),
             "dropped": state.log.dropped,
         },
-        "backends": {b.name: {"api": b.api, "url": redact(b.url, secrets), "keys": len(b.keys)} for b in cfg.backends.values()},
+        "backends": {b.name: _backend_health(state, b) for b in cfg.backends.values()},
+        "models": {m.name: _model_health(state, m.name) for m in cfg.models.values() if len(m.routes) > 1},
     }
     return web.Response(body=orjson.dumps(body, option=orjson.OPT_INDENT_2), content_type="application/json")
+
+
+def _backend_health(state: State, b: Backend) -> dict:
+    """A backend's breaker (connect-level failures), its keys by number, and its discovery listing."""
+    secrets = state.snap.secrets
+    out = {"api": b.api, "url": redact(b.url, secrets), "keys": len(b.keys)}
+    out.update(state.balance.view_backend(b))
+    routes = {m: state.balance.view_route(b, m) for m in state.balance.models_seen(b.name)}
+    if routes:
+        out["routes"] = routes
+    if b.discover:
+        listing = state.discovery.lists.get(b.name)
+        out["discovery"] = listing.view() if listing else {"state": "listing", "models": 0}
+    return _redacted(out, secrets)
+
+
+def _model_health(state: State, name: str) -> dict:
+    """A model with several routes: its strategy and each route's state, in configured order."""
+    res = state.snap.resolver.resolve(name, default=False)
+    return _redacted({"strategy": res.strategy, "routes": [state.balance.view_route(t.backend, t.upstream_model) for t in res.targets]}, state.snap.secrets)
+
+
+def _redacted(node, secrets):  # noqa: ANN001, ANN202 - JSON-like
+    if isinstance(node, str):
+        return redact(node, secrets)
+    if isinstance(node, dict):
+        return {k: _redacted(v, secrets) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_redacted(v, secrets) for v in node]
+    return node

@@ -46,6 +46,7 @@ class Backend:
     discover: bool
     passthrough: bool
     timeout: Timeout
+    discover_interval: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,19 @@ class Model:
     routes: tuple[Route, ...]
     strategy: str = "fallback"
     max_attempts: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    """Retries, the time a request may spend on attempts, and circuit-breaker cooldowns (``failover:``)."""
+
+    max_time: float = 60.0
+    backoff: float = 0.5
+    max_backoff: float = 10.0
+    failures: int = 3
+    cooldown: float = 10.0
+    cooldown_max: float = 300.0
+    explore: float = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +111,7 @@ class Config:
     admin_key: str | None = field(repr=False, default=None)
     pending: tuple[str, ...] = ()  # fields accepted whose behaviour arrives later
     alias_names: tuple[str, ...] = ()  # as written, for listing
+    failover: Failover = field(default_factory=Failover)
 
     def model_names(self) -> list[str]:
         """Every routable name a client may list: models and aliases, not patterns."""
@@ -226,8 +241,6 @@ def _build(d: dict, path: Path, digest: str) -> Config:
     pending: list[str] = []
     backends: dict[str, Backend] = {}
     for name, b in d["backends"].items():
-        if b.get("discover"):
-            pending.append(f"backends.{name}.discover: model discovery arrives with the resilience release; not listed yet")
         headers = tuple((str(k), str(v)) for k, v in (b.get("headers") or {}).items())
         keys = tuple(b.get("keys") or ())
         uses_key = any("{key}" in v for _, v in headers)
@@ -244,6 +257,7 @@ def _build(d: dict, path: Path, digest: str) -> Config:
             discover=bool(b.get("discover", False)),
             passthrough=bool(b.get("passthrough", True)),
             timeout=_timeout(b.get("timeout")),
+            discover_interval=float(b.get("discover_interval", 600)),
         )
     _no_clash("backends", list(backends))
 
@@ -302,8 +316,6 @@ def _build(d: dict, path: Path, digest: str) -> Config:
                 extra = {"weight": float(r.get("weight", 1)), "context_fallback": bool(r.get("context_fallback", False))}
             routes.append(_with(base, model=base.model or target.name, **extra))
         strategy = m.get("strategy", "fallback")
-        if strategy != "fallback" or len(routes) > 1:
-            pending.append(f"models.{name}: strategy '{strategy}' and failover arrive with the resilience release; the first route is used")
         models[name.lower()] = Model(name=name, routes=tuple(routes), strategy=strategy, max_attempts=int(m.get("max_attempts", 3)))
 
     # Aliases: every chain must end, with no cycle.
@@ -362,8 +374,23 @@ def _build(d: dict, path: Path, digest: str) -> Config:
         admin_key=admin_key,
         pending=tuple(pending),
         alias_names=tuple(aliases_raw),
+        failover=_failover(d.get("failover") or {}),
     )
     return cfg
+
+
+def _failover(f: Mapping[str, Any]) -> Failover:
+    c = f.get("cooldown") or {}
+    dflt = Failover()
+    return Failover(
+        max_time=float(f.get("max_time", dflt.max_time)),
+        backoff=float(f.get("backoff", dflt.backoff)),
+        max_backoff=float(f.get("max_backoff", dflt.max_backoff)),
+        failures=int(c.get("failures", dflt.failures)),
+        cooldown=float(c.get("seconds", dflt.cooldown)),
+        cooldown_max=float(c.get("max", dflt.cooldown_max)),
+        explore=float(f.get("explore", dflt.explore)),
+    )
 
 
 def _with(route: Route, **changes: Any) -> Route:

@@ -18,10 +18,11 @@ import orjson
 from aiohttp import web
 
 from . import access
+from .balance import Plan, parse_retry_after, sticky_hash
 from .errors import ProxyError, bad_request
 from .headers import redact
-from .requestlog import LogRow, new_row
-from .resolve import Target
+from .requestlog import LogRow, attempt_json, new_row
+from .resolve import Resolved, Target
 from .sse import DECODERS, Event
 from .state import STATE, Snapshot, State
 from .translate import BACKENDS, Meta
@@ -53,6 +54,8 @@ class Call:
     body: dict[str, Any]
     target: Target | None = None
     usage: Usage | None = None
+    key: int | None = None  # 0-based index of the backend key this attempt uses
+    sent: bool = False  # the response was prepared: bytes may have reached the client, no more failover
 
     @property
     def meta(self) -> Meta:
@@ -108,9 +111,7 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
         row.stream = int(bool(call.body.get("stream", front.default_stream)))
         resolved = snap.resolver.resolve(requested)
         access.authorize(client, requested, resolved.name)
-        target = call.target = resolved.targets[0]
-        row.model, row.backend, row.upstream_model = target.model, target.backend.name, target.upstream_model
-        resp = await handler(call)
+        resp = await attempt(call, resolved, handler)
         if row.status is None:
             row.status = resp.status
         return resp
@@ -131,6 +132,53 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
         state.in_flight -= 1
         _finish_row(call)
         state.log.put(row)
+
+
+async def attempt(call: Call, resolved: Resolved, handler: Handler) -> web.StreamResponse:
+    """Call ``handler`` on the routes in the strategy's order until one answers; failover only before the first byte."""
+    bal, row = call.state.balance, call.row
+    keyed = any(t.backend.keys for t in resolved.targets)
+    plan = Plan(bal, resolved, sticky_hash(call.body) if keyed else None)
+    err: ProxyError | None = None
+    try:
+        while (step := await plan.next(err)) is not None:
+            t = call.target = step.target
+            call.key = step.key
+            row.model, row.backend, row.upstream_model = t.model, t.backend.name, t.upstream_model
+            rk = (t.backend.name, t.upstream_model)
+            bal.in_flight[rk] = bal.in_flight.get(rk, 0) + 1
+            t0 = time.monotonic()
+            try:
+                resp = await handler(call)
+            except ProxyError as e:
+                plan.record(step, e.status, (time.monotonic() - t0) * 1000, e)
+                bal.failed(t, step.key, e)
+                if call.sent:
+                    raise
+                err = e
+                continue
+            except asyncio.CancelledError:
+                plan.record(step, 499, (time.monotonic() - t0) * 1000, None)
+                raise
+            finally:
+                bal.in_flight[rk] -= 1
+            ms = (time.monotonic() - t0) * 1000
+            if row.error is not None and row.status not in (None, 499):  # the stream ended with an in-band error
+                late = ProxyError(row.status, row.error)
+                bal.failed(t, step.key, late)
+                plan.record(step, row.status, ms, late)
+            else:
+                plan.record(step, resp.status, ms, None)
+            return resp
+    finally:
+        plan.release()
+        row.attempts = plan.tried
+        row.attempt_log = attempt_json(plan.log) if plan.log else None
+    if err is None:
+        raise plan.unavailable()
+    if len({(a["backend"], a["model"]) for a in plan.log}) > 1:  # several routes: say which, in order
+        err.message += " (tried: " + ", ".join(f"{a['backend']}/{a['model']} {a.get('status') or 'skipped'}" for a in plan.log) + ")"
+    raise err
 
 
 def _finish_row(call: Call) -> None:
@@ -159,8 +207,7 @@ async def open_upstream(call: Call, path: str, body: bytes, stream: bool, module
     """Send the upstream request; an error status becomes a ProxyError in the hub's terms."""
     target = call.target
     assert target is not None
-    call.row.attempts += 1
-    up = await call.state.upstream.open(target.backend, path, body, model=target.upstream_model, stream=stream, extra_headers=extra_headers)
+    up = await call.state.upstream.open(target.backend, path, body, model=target.upstream_model, stream=stream, extra_headers=extra_headers, key=call.key)
     if up.status >= 400:
         try:
             raw = await up.read()
@@ -171,10 +218,10 @@ async def open_upstream(call: Call, path: str, body: bytes, stream: bool, module
         err = module.error_from_upstream(up.status, raw)
         err.message = redact(err.message, call.snap.secrets)
         log_back(target.backend, up.status, up.t0, up.first_byte_ms, err)
-        retry = up.resp.headers.get("Retry-After")
-        if retry and err.retry_after is None and retry.isdigit():
-            err.retry_after = float(retry)
+        if err.retry_after is None:
+            err.retry_after = parse_retry_after(up.resp.headers.get("Retry-After"))
         raise err
+    call.state.balance.succeeded(target, call.key, (time.monotonic() - up.t0) * 1000)
     return up
 
 
@@ -183,17 +230,37 @@ def finish_upstream(call: Call, up: UpstreamCall, err: ProxyError | None = None)
 
 
 async def stream_out(call: Call, up: UpstreamCall, pieces: AsyncIterator[bytes], content_type: str) -> web.StreamResponse:
-    """Write ``pieces`` to the client as they come; an error after the first byte ends the stream in-band."""
+    """Write ``pieces`` to the client as they come; an error after the first byte ends the stream in-band.
+
+    The first piece is read before the response starts, so a stream that fails before its first
+    byte (hangs, resets, garbage) raises instead and the request may still fail over.
+    """
+    pieces = aiter(pieces)
+    try:
+        head = await anext(pieces, None)
+    except (ProxyError, ValueError, KeyError, TypeError) as e:
+        first_err = e if isinstance(e, ProxyError) else _unreadable(up, e)
+        first_err.message = redact(first_err.message, call.snap.secrets)
+        up.close()
+        finish_upstream(call, up, first_err)
+        raise first_err from None
     resp = web.StreamResponse(status=200, headers={"Content-Type": content_type, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     err: ProxyError | None = None
     try:
         await resp.prepare(call.request)
-        first = True
-        async for piece in pieces:
-            await resp.write(piece)
-            if first:
-                call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)
-                first = False
+        call.sent = True
+        if head is not None:
+            await resp.write(head)
+            call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)
+            async for piece in pieces:
+                await resp.write(piece)
+    except (ValueError, KeyError, TypeError) as e:  # a translator choked on what the backend sent
+        err = _unreadable(up, e)
+        call.row.fail(err.status, err.type, err.message)
+        try:
+            await resp.write(call.front.module.stream_error(err))
+        except ConnectionError:
+            pass
     except ProxyError as e:
         e.message = redact(e.message, call.snap.secrets)
         err = e
@@ -215,6 +282,10 @@ async def stream_out(call: Call, up: UpstreamCall, pieces: AsyncIterator[bytes],
     except ConnectionError:
         pass
     return resp
+
+
+def _unreadable(up: UpstreamCall, e: Exception) -> ProxyError:
+    return ProxyError(502, f"backend '{up.backend.name}' sent a stream llmproxy cannot read: {type(e).__name__}: {str(e)[:200]}")
 
 
 async def events_of(up: UpstreamCall, decoder: str) -> AsyncIterator[Event]:

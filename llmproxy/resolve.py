@@ -1,6 +1,6 @@
 """Model name → the routes that can serve it, in the order product.md gives.
 
-exact name → alias (chains) → pattern → ``backend/model`` → discovered (later) → default_model → 404.
+exact name → alias (chains) → pattern → ``backend/model`` → discovered (``discover.py``) → default_model → 404.
 Everything is case-insensitive.  A ``Resolver`` belongs to one frozen Config, so its cache
 never outlives a reload.
 """
@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .config import Config, Model, Route
 from .errors import ProxyError
+
+if TYPE_CHECKING:
+    from .discover import Discovery
 
 _CACHE_MAX = 4096
 
@@ -40,15 +44,20 @@ class Resolved:
 class Resolver:
     """Resolves names against one Config; results are cached (the Config never changes)."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, discovery: "Discovery | None" = None) -> None:
         self.cfg = cfg
+        self.discovery = discovery
         self._cache: dict[str, Resolved] = {}
+        self._version = discovery.version if discovery else 0
 
     def resolve(self, requested: str, default: bool = True) -> Resolved:
         """Targets for a name; ``default=False`` answers 404 instead of using default_model."""
         if not default:
             return self._resolve(requested, requested.lower(), set(), allow_default=False)
         key = requested.lower()
+        if self.discovery is not None and self.discovery.version != self._version:
+            self._cache.clear()  # a discovered list changed
+            self._version = self.discovery.version
         hit = self._cache.get(key)
         if hit is not None:
             return hit
@@ -77,8 +86,16 @@ class Resolver:
                 if b.name.lower() == backend_name.lower() and b.passthrough:
                     route = Route(backend=b, model=rest, params={}, price=None)
                     return Resolved(requested, requested, (Target(requested, route, rest),))
+        listed = self.discovery.find(requested, cfg) if self.discovery is not None else []
+        if len(listed) == 1:
+            b, name = listed[0]
+            route = Route(backend=b, model=name, params={}, price=None)
+            return Resolved(requested, f"{b.name}/{name}", (Target(f"{b.name}/{name}", route, name),))
         if allow_default and cfg.default_model:
             return self._resolve(requested, cfg.default_model.lower(), seen, allow_default=False)
+        if listed:
+            raise ProxyError(404, f"model '{requested}' is listed by several backends; ask for one of: {', '.join(f'{b.name}/{n}' for b, n in listed)}",
+                             param="model", code="model_not_found")
         raise not_found(requested, cfg.model_names())
 
 

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from .balance import Balancer
 from .config import Config
+from .discover import Discovery
 from .headers import secrets_of
 from .requestlog import RequestLog
 from .resolve import Resolver
@@ -26,8 +28,8 @@ class Snapshot:
     secrets: tuple[str, ...]
 
     @classmethod
-    def build(cls, cfg: Config) -> "Snapshot":
-        return cls(cfg, Resolver(cfg), secrets_of(cfg))
+    def build(cls, cfg: Config, discovery: Discovery | None = None) -> "Snapshot":
+        return cls(cfg, Resolver(cfg, discovery), secrets_of(cfg))
 
 
 @dataclass(slots=True)
@@ -39,6 +41,15 @@ class State:
     reload_error: str | None = None
     reload_error_at: float | None = None
     in_flight: int = 0
+    # Runtime state that outlives a reload (never in the frozen config): breakers, key cooldowns, listings.
+    balance: Balancer = field(default_factory=Balancer)
+    discovery: Discovery = field(default_factory=Discovery)
+
+    def __post_init__(self) -> None:
+        self.upstream.balance = self.balance
+        self.balance.configure(self.snap.config)
+        if self.snap.resolver.discovery is None:
+            self.snap = Snapshot(self.snap.config, Resolver(self.snap.config, self.discovery), self.snap.secrets)
 
 
 STATE = web.AppKey("state", State)

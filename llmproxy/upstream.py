@@ -14,6 +14,7 @@ from typing import AsyncIterator
 
 import aiohttp
 
+from .balance import Balancer
 from .config import Backend, Timeout
 from .errors import ProxyError
 from .headers import render
@@ -85,9 +86,9 @@ class UpstreamCall:
 class Upstream:
     """The process-wide client: one ClientSession with a keep-alive pool, shared by every request."""
 
-    def __init__(self) -> None:
+    def __init__(self, balance: Balancer | None = None) -> None:
         self.session: aiohttp.ClientSession | None = None
-        self._rr: dict[str, int] = {}
+        self.balance = balance or Balancer()  # key choice and cooldowns (State links its own)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
@@ -102,13 +103,15 @@ class Upstream:
         if self.session is not None:
             await self.session.close()
 
-    def next_key(self, backend: Backend) -> str | None:
-        """Round-robin over the backend's keys."""
+    def key_value(self, backend: Backend, key: int | None) -> str | None:
+        """The value of key #``key`` (0-based), or the balancer's choice when None; None without keys."""
         if not backend.keys:
             return None
-        i = self._rr.get(backend.name, 0)
-        self._rr[backend.name] = i + 1
-        return backend.keys[i % len(backend.keys)]
+        if key is None:
+            key = self.balance.pick_key(backend)
+            if key is None:  # every key cooling down: the one that frees up first rather than none
+                key = self.balance.soonest_key(backend)
+        return backend.keys[key % len(backend.keys)]
 
     async def open(
         self,
@@ -120,12 +123,13 @@ class Upstream:
         stream: bool,
         extra_headers: dict[str, str] | None = None,
         method: str = "POST",
+        key: int | None = None,
     ) -> UpstreamCall:
-        """Send the request; return once response headers are in. Raises ProxyError 502/504."""
+        """Send the request (with key #``key``, 0-based, if the backend has keys); return once response headers are in. Raises ProxyError 502/504."""
         assert self.session is not None
         t = backend.timeout
         url = backend.url + path
-        headers = render(backend, self.next_key(backend), extra_headers)
+        headers = render(backend, self.key_value(backend, key), extra_headers)
         log.info("→ %s %s%s %s", backend.name, model, " (stream)" if stream else "", url)
         t0 = time.monotonic()
         timeout = _client_timeout(t)

@@ -53,6 +53,7 @@ class Reply:
     gap: float = 0.0  # seconds between pieces
     hang_before: float = 0.0  # seconds before the response headers
     hang_after: int | None = None  # stop sending after this many pieces and hang
+    reset_after: int | None = None  # after this many pieces, drop the connection (a reset mid-stream)
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -94,6 +95,9 @@ class FakeUpstream:
             for i, piece in enumerate(splits(reply.body, reply.split)):
                 if reply.hang_after is not None and i >= reply.hang_after:
                     await asyncio.sleep(3600)
+                if reply.reset_after is not None and i >= reply.reset_after:
+                    request.transport.abort()
+                    raise ConnectionResetError("fake upstream: reset")
                 await resp.write(piece)
                 if reply.gap:
                     await asyncio.sleep(reply.gap)

@@ -77,13 +77,16 @@ def _owner(snap, name: str) -> str:  # noqa: ANN001
 
 
 async def list_models(request: web.Request) -> web.Response:
-    snap = request.app[STATE].snap
+    state = request.app[STATE]
+    snap = state.snap
     try:
         client = access.authenticate(snap.config, request)
     except ProxyError as e:
         return error_response(OPENAI, e)
     created = int(snap.config.loaded_at)
     data = [_model_entry(n, created, _owner(snap, n)) for n in snap.config.model_names() if access.allowed(client, n)]
+    # Models that discover: true backends listed, by bare name when only one backend lists it.
+    data += [_model_entry(n, created, b) for n, b in state.discovery.entries(snap.config) if access.allowed(client, n, f"{b}/{n}")]
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
 
 
