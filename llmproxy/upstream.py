@@ -44,23 +44,25 @@ class UpstreamCall:
         read = self.resp.content.readany
         first = self.first_byte_ms is None
         left = t.first_byte - (time.monotonic() - self.t0) if first else t.idle
-        async with asyncio.timeout_at(loop.time() + left) as cm:
-            while True:
-                try:
+        deadline = loop.time() + left
+        while True:
+            # The timer covers only the wait for bytes, never the consumer's work between chunks.
+            try:
+                async with asyncio.timeout_at(deadline):
                     data = await read()
-                except aiohttp.ClientPayloadError as e:
-                    raise ProxyError(502, f"backend '{self.backend.name}' broke off the response: {e}") from None
-                except aiohttp.ClientConnectionError as e:
-                    raise ProxyError(502, f"backend '{self.backend.name}' closed the connection: {e}") from None
-                except TimeoutError:
-                    raise self._timeout() from None
-                if not data:
-                    return
-                if first:
-                    self.first_byte_ms = (time.monotonic() - self.t0) * 1000
-                    first = False
-                cm.reschedule(loop.time() + t.idle)
-                yield data
+            except TimeoutError:
+                raise self._timeout() from None
+            except aiohttp.ClientPayloadError as e:
+                raise ProxyError(502, f"backend '{self.backend.name}' broke off the response: {e}") from None
+            except aiohttp.ClientConnectionError as e:
+                raise ProxyError(502, f"backend '{self.backend.name}' closed the connection: {e}") from None
+            if not data:
+                return
+            if first:
+                self.first_byte_ms = (time.monotonic() - self.t0) * 1000
+                first = False
+            deadline = loop.time() + t.idle
+            yield data
 
     async def read(self) -> bytes:
         """The whole body (non-stream responses and errors)."""
