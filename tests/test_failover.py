@@ -59,7 +59,8 @@ def config(backends: dict[str, str], routes: list, **model) -> dict:  # noqa: AN
 
 
 async def _stream_text(p, model: str = "m", messages=MSGS) -> str:  # noqa: ANN001
-    stream = await p.openai().chat.completions.create(model=model, messages=messages, stream=True)
+    client = p.clients[0] if p.clients else p.openai()
+    stream = await client.chat.completions.create(model=model, messages=messages, stream=True)
     return "".join([ch.delta.content or "" async for chunk in stream for ch in chunk.choices])
 
 
