@@ -268,7 +268,7 @@ class Balancer:
             if not br.allow(now):
                 left = br.until - now if br.state == OPEN else 1.0
                 more = f" {left:.0f} s more" if br.state == OPEN else " (a probe is in flight)"
-                return f"{label} cooling down{more}: {br.reason}", left
+                return f"{label} cooling down{more} ({(br.reason or '').split(':')[0]})", left
             probes.append(br)
         return None
 
@@ -329,8 +329,8 @@ class Balancer:
         out: dict[str, Any] = {"backend": b.name, "model": model}
         out.update(br.view(now) if br else {"state": CLOSED, "failures": 0})
         bb = self.backends.get(b.name)
-        if bb is not None and bb.state != CLOSED:
-            out["backend_state"] = bb.view(now)
+        if bb is not None and bb.state != CLOSED and out["state"] == CLOSED:  # the whole backend is set aside
+            out.update(bb.view(now), set_aside="backend")
         if b.keys:
             usable = sum(1 for i in range(len(b.keys)) if self.keys.get((b.name, i), KeyState()).until <= now)
             out["keys_usable"] = f"{usable}/{len(b.keys)}"

@@ -218,6 +218,15 @@ async def test_plan_stops_at_max_attempts_and_on_client_errors():
     assert await plan.next(ProxyError(429, "x", retry_after=60)) is None
 
 
+async def test_plan_total_time_cap():
+    clock = Clock()
+    bal = Balancer(Failover(max_time=5), clock=clock)
+    plan = Plan(bal, resolved(target("a"), target("b"), target("c")))
+    assert (await plan.next(None)).target.backend.name == "a"
+    clock.t += 5  # the first attempt took all the time there was: no new attempt starts
+    assert await plan.next(ProxyError(504, "timeout")) is None
+
+
 async def test_weighted_end_to_end(upstream, proxy):
     body = Reply(fixture_bytes("openai/nonstream-text.json"))
     a, b = await upstream({"/v1/chat/completions": body}), await upstream({"/v1/chat/completions": body})

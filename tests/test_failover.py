@@ -273,7 +273,7 @@ async def test_burst_three_routes_dead_and_rate_limited(upstream, proxy):
     routes = {r["backend"]: r for r in h["models"]["m"]["routes"]}
     assert routes["rl"]["state"] == "open" and routes["rl"]["reason"].startswith("HTTP 429")
     assert routes["good"]["state"] == "closed"
-    assert routes["dead"]["backend_state"]["state"] == "open"
+    assert (routes["dead"]["state"], routes["dead"]["set_aside"]) == ("open", "backend") and "unreachable" in routes["dead"]["reason"]
     # once set aside, routes are skipped without an attempt
     assert await _stream_text(p) == _text()
     last = (await p.rows())[-1]
