@@ -70,6 +70,10 @@ async def test_discovered_models_route_and_list(upstream, proxy):
     assert one.seen[-1].body["model"] == "gpt-4o"
     ids = [m.id async for m in p.openai().models.list()]
     assert ids[0] == "gpt" and set(ids[1:]) == {"alpha", "one/beta", "one/gpt", "two/beta", "gamma"}
+    async with aiohttp.ClientSession() as s:  # the Ollama front door lists the same names
+        async with s.get(p.url + "/api/tags") as r:
+            tags = [(m["name"], m["details"]["family"]) for m in (await r.json())["models"]]
+    assert [n for n, _ in tags] == ids and ("gamma", "two") in tags
     rows = await p.rows()
     assert [(r["model"], r["backend"], r["upstream_model"]) for r in rows[:2]] == [("one/alpha", "one", "alpha"), ("two/gamma", "two", "gamma")]
     h = await health(p)

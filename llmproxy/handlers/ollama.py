@@ -13,13 +13,12 @@ from typing import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from .. import access
+from .. import access, catalog
 from ..errors import ProxyError, bad_request
 from ..proxy import Call, Front, error_response, read_json, serve, translated_embeddings
 from ..relay import relay_ollama, through_hub
 from ..state import STATE
 from ..translate import ollama as fmt
-from .openai import _owner
 
 OLLAMA = Front("ollama", fmt, "application/x-ndjson", "ollama-", default_stream=True)
 # /api/generate: the same format with the generate-shaped request and answers.
@@ -103,8 +102,7 @@ def _digest(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
-def _entry(snap, name: str, modified: str) -> dict:  # noqa: ANN001
-    family = _owner(snap, name)
+def _entry(name: str, family: str, modified: str) -> dict:
     details = {"parent_model": "", "format": "", "family": family, "families": [family],
                "parameter_size": "", "quantization_level": ""}
     return {"name": name, "model": name, "modified_at": modified, "size": 0, "digest": _digest(name), "details": details}
@@ -115,10 +113,11 @@ def _modified(snap) -> str:  # noqa: ANN001
 
 
 def _listed(request: web.Request) -> list[dict]:
-    snap = request.app[STATE].snap
+    state = request.app[STATE]
+    snap = state.snap
     client = access.authenticate(snap.config, request)
     modified = _modified(snap)
-    return [_entry(snap, n, modified) for n in snap.config.model_names() if access.allowed(client, n)]
+    return [_entry(n, family, modified) for n, family in catalog.listed(state, snap, client)]
 
 
 async def version(request: web.Request) -> web.Response:
@@ -154,7 +153,7 @@ async def show(request: web.Request) -> web.Response:
         access.authorize(client, name, res.name)
     except ProxyError as e:
         return error_response(OLLAMA, e)
-    entry = _entry(snap, name, _modified(snap))
+    entry = _entry(name, catalog.owner(snap, name), _modified(snap))
     return _json({"modelfile": "", "parameters": "", "template": "", "details": entry["details"],
                   "model_info": {}, "capabilities": ["completion", "tools"], "modified_at": entry["modified_at"]})
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from .. import access
+from .. import access, catalog
 from ..errors import ProxyError, bad_request
 from ..proxy import Call, Front, error_response, serve, translated_chat, translated_embeddings
 from ..relay import relay_openai
@@ -67,15 +67,6 @@ def _model_entry(name: str, created: int, owner: str) -> dict:
     return {"id": name, "object": "model", "created": created, "owned_by": owner}
 
 
-def _owner(snap, name: str) -> str:  # noqa: ANN001
-    try:
-        res = snap.resolver.resolve(name, default=False)
-    except ProxyError:
-        return "llmproxy"
-    backends = {t.backend.name for t in res.targets}
-    return backends.pop() if len(backends) == 1 else "llmproxy"
-
-
 async def list_models(request: web.Request) -> web.Response:
     state = request.app[STATE]
     snap = state.snap
@@ -84,9 +75,7 @@ async def list_models(request: web.Request) -> web.Response:
     except ProxyError as e:
         return error_response(OPENAI, e)
     created = int(snap.config.loaded_at)
-    data = [_model_entry(n, created, _owner(snap, n)) for n in snap.config.model_names() if access.allowed(client, n)]
-    # Models that discover: true backends listed, by bare name when only one backend lists it.
-    data += [_model_entry(n, created, b) for n, b in state.discovery.entries(snap.config) if access.allowed(client, n, f"{b}/{n}")]
+    data = [_model_entry(n, created, o) for n, o in catalog.listed(state, snap, client)]
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
 
 
@@ -99,7 +88,7 @@ async def get_model(request: web.Request) -> web.Response:
         access.authorize(client, name, res.name)
     except ProxyError as e:
         return error_response(OPENAI, e)
-    return web.Response(body=orjson.dumps(_model_entry(name, int(snap.config.loaded_at), _owner(snap, name))), content_type="application/json")
+    return web.Response(body=orjson.dumps(_model_entry(name, int(snap.config.loaded_at), catalog.owner(snap, name))), content_type="application/json")
 
 
 def add_routes(app: web.Application) -> None:
