@@ -75,6 +75,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     passthrough = [b.name for b in cfg.backends.values() if b.passthrough]
     if passthrough:
         print(f"  <backend>/<model> for: {', '.join(passthrough)}")
+    for b in cfg.backends.values():
+        if b.discover:
+            print(f"  + whatever {b.name} lists (discover: true, every {b.discover_interval:g} s; `llmproxy serve` lists it at start)")
     print(f"default_model: {cfg.default_model or '(none: unknown models get 404)'}")
     print(f"access: {'off (no key asked)' if cfg.clients is None else f'{len(cfg.clients)} client(s)'}")
     for note in cfg.pending:

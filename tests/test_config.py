@@ -134,6 +134,7 @@ def test_pending_fields_are_reported_by_check(tmp_path):
     assert out.returncode == 0
     assert "m " in out.stdout and "→ oa (openai) m" in out.stdout
     assert "not yet active: log.bodies" in out.stdout
+    assert "+ whatever oa lists (discover: true, every 600 s" in out.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("backends: {}\nmodels: {}\n")
     out = subprocess.run([sys.executable, "-m", "llmproxy", "check", "-c", str(bad)], capture_output=True, text=True)
