@@ -368,7 +368,7 @@ def main() -> None:
     ap.add_argument("--soak", type=int, default=int(os.environ.get("SOAK", 100_000)), help="requests in the RSS soak (0 skips)")
     ap.add_argument("--slow", type=int, default=1000, help="concurrent slow streams (0 skips)")
     ap.add_argument("--log-rows", type=int, default=100_000, help="rows for the log writer test")
-    ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop of the floor and llmproxy")
+    ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop of the floor and llmproxy (uvloop: pip install uvloop first; not a dependency)")
     ap.add_argument("--no-wrk", dest="wrk", action="store_false", help="use the asyncio load generator even when wrk is installed")
     ap.add_argument("--only", help="comma list of: openai,anthropic,translated (default all)")
     ap.add_argument("--out", default=str(ROOT / "bench-results"))
