@@ -45,8 +45,9 @@ def main() -> int:
     py = sys.executable
     print(f"• starting the upstream emulator: llmproxy mock --port {mock_port} --delay-ms 40")
     mock = subprocess.Popen([py, "-m", "llmproxy", "mock", "--port", str(mock_port), "--delay-ms", "40"], env=env, stderr=subprocess.DEVNULL)
-    print(f"• starting llmproxy on contrib/demo.yaml (port {proxy_port}); its console log follows")
-    proxy = subprocess.Popen([py, "-m", "llmproxy", "serve", "-c", str(ROOT / "contrib" / "demo.yaml")], env=env)
+    print(f"• starting llmproxy on contrib/demo.yaml (port {proxy_port})")
+    console = open(tmp / "console.log", "w+")
+    proxy = subprocess.Popen([py, "-m", "llmproxy", "serve", "-c", str(ROOT / "contrib" / "demo.yaml")], env=env, stderr=console)
     try:
         wait_http(f"http://127.0.0.1:{mock_port}/v1/models", mock)
         wait_http(f"http://127.0.0.1:{proxy_port}/health", proxy)
@@ -64,6 +65,10 @@ def main() -> int:
         proxy.wait(10)
         mock.terminate()
         mock.wait(10)
+    console.seek(0)
+    print("• llmproxy's console log:")
+    for line in console.read().splitlines():
+        print("    " + line)
     con = sqlite3.connect(tmp / "demo.db")
     con.row_factory = sqlite3.Row
     print(f"• the request log ({tmp / 'demo.db'}), last row:")
