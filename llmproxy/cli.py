@@ -15,8 +15,9 @@ DEFAULT_CONFIG = os.environ.get("LLMPROXY_CONFIG", "router.yaml")
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    from .console import setup
+
+    setup(level)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

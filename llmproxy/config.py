@@ -290,7 +290,7 @@ def _build(d: dict, path: Path, digest: str) -> Config:
     # Direct models first, so routes may name them.
     for name, m in raw_models.items():
         if "backend" in m:
-            model = Model(name=name, routes=(direct(m, f"models.{name}"),))
+            model = Model(name=name, routes=(direct(m, f"models.{name}"),), max_attempts=int(m.get("max_attempts", 3)))
             _add_model(name, model, models, patterns)
     for name, m in raw_models.items():
         if "routes" not in m:

@@ -41,15 +41,19 @@ class UpstreamCall:
         """Body bytes as they arrive; the first within first_byte, then each within idle."""
         t = self.backend.timeout
         loop = asyncio.get_running_loop()
-        read = self.resp.content.readany
+        content = self.resp.content
+        read, buffered = content.readany, content.read_nowait
         first = self.first_byte_ms is None
         left = t.first_byte - (time.monotonic() - self.t0) if first else t.idle
         deadline = loop.time() + left
         while True:
-            # The timer covers only the wait for bytes, never the consumer's work between chunks.
+            # The timer covers only the wait for bytes, never the consumer's work between chunks;
+            # bytes already buffered are taken without arming one.
             try:
-                async with asyncio.timeout_at(deadline):
-                    data = await read()
+                data = buffered()  # b"" when nothing is buffered (or at EOF: readany then says so)
+                if not data:
+                    async with asyncio.timeout_at(deadline):
+                        data = await read()
             except TimeoutError:
                 raise self._timeout() from None
             except aiohttp.ClientPayloadError as e:
