@@ -275,7 +275,7 @@ def test_error_bodies():
     err = ol.error_from_upstream(400, b'{"error":"\\"m\\" does not support thinking"}')
     assert (err.status, err.message) == (400, '"m" does not support thinking')
     assert ol.error_from_upstream(500, b"Internal Server Error\n").message == "Internal Server Error"
-    assert ol.error_from_upstream(503, b"").message == "Ollama answered HTTP 503 without a message"
+    assert ol.error_from_upstream(503, b"").message == "Ollama answered HTTP 503 with an empty body"
 
 
 def test_embeddings():

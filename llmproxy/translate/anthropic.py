@@ -51,7 +51,17 @@ from ..errors import ProxyError
 from ..sse import Event, sse_event
 from ..usage import hub_usage
 from . import Meta
-from .common import dump_args, hub_chunk, hub_completion, hub_usage_chunk, parse_tool_args, split_data_url, synth_tool_call_id
+from .common import (
+    dump_args,
+    hub_chunk,
+    hub_completion,
+    hub_usage_chunk,
+    json_or_none,
+    parse_tool_args,
+    split_data_url,
+    synth_tool_call_id,
+    text_error,
+)
 
 STREAM_DECODER = "sse"
 PATH = "/v1/messages"
@@ -532,12 +542,8 @@ def _error(status: int, payload: Any) -> ProxyError:
 
 def error_from_upstream(status: int, body: bytes) -> ProxyError:
     """Anthropic error body -> ProxyError with Anthropic's message; non-JSON bodies keep their text."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        text = body.decode("utf-8", "replace").strip()[:500]
-        return ProxyError(status, text or f"Anthropic returned HTTP {status}")
-    return _error(status, payload)
+    payload = json_or_none(body)
+    return text_error(status, body, "Anthropic") if payload is None else _error(status, payload)
 
 
 # ======================================================================= Anthropic client -> hub

@@ -126,3 +126,20 @@ def parse_tool_args(arguments: Any, where: str) -> dict:
 def dump_args(arguments: Any) -> str:
     """Object arguments -> the compact JSON string OpenAI carries."""
     return orjson.dumps(arguments if arguments is not None else {}).decode()
+
+
+# ---------------------------------------------------------------- error bodies
+
+
+def json_or_none(body: bytes) -> Any:
+    """An upstream body parsed as JSON, or None when it is not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def text_error(status: int, body: bytes, provider: str) -> ProxyError:
+    """An error body llmproxy cannot read as the provider's shape: keep its text (or say it was empty)."""
+    text = body.decode("utf-8", "replace").strip()[:500]
+    return ProxyError(status if status >= 400 else 502, text or f"{provider} answered HTTP {status} with an empty body")

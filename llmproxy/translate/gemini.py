@@ -31,13 +31,21 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
-from llmproxy.errors import ProxyError
-from llmproxy.sse import Event
-from llmproxy.translate import Meta
-from llmproxy.translate.common import (
-    dump_args, hub_chunk, hub_usage_chunk, parse_tool_args, split_data_url, synth_tool_call_id, text_of,
+from ..errors import ProxyError
+from ..sse import Event
+from ..usage import hub_usage
+from . import Meta
+from .common import (
+    dump_args,
+    hub_chunk,
+    hub_usage_chunk,
+    json_or_none,
+    parse_tool_args,
+    split_data_url,
+    synth_tool_call_id,
+    text_error,
+    text_of,
 )
-from llmproxy.usage import hub_usage
 
 STREAM_DECODER = "sse"
 
@@ -706,17 +714,11 @@ _HTTP_RPC = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_D
 
 def error_from_upstream(status: int, body: bytes) -> ProxyError:
     """A Gemini error body (``{"error":{code,message,status,details}}``, maybe wrapped in ``[ ]``) -> ProxyError."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        data = None
+    data = json_or_none(body)
     if isinstance(data, list) and data:
         data = data[0]
     err = data.get("error") if isinstance(data, dict) else None
-    if not isinstance(err, dict):
-        text = body.decode("utf-8", "replace").strip()[:500]
-        return ProxyError(status if status >= 400 else 502, f"Gemini returned HTTP {status}: {text or '(empty body)'}")
-    return _error_from_obj(err, status)
+    return _error_from_obj(err, status) if isinstance(err, dict) else text_error(status, body, "Gemini")
 
 
 def _error_from_obj(err: dict, status: int) -> ProxyError:

@@ -35,10 +35,12 @@ from .common import (
     dump_args,
     hub_chunk,
     hub_completion,
+    json_or_none,
     parse_tool_args,
     sniff_image_mime,
     split_data_url,
     synth_tool_call_id,
+    text_error,
     text_of,
 )
 
@@ -273,14 +275,10 @@ def _error_text(error: Any) -> str:
 
 def error_from_upstream(status: int, body: bytes) -> ProxyError:
     """``{"error": "<message>"}`` (any status) -> ProxyError with that status and message."""
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        obj = None
+    obj = json_or_none(body)
     if isinstance(obj, dict) and obj.get("error"):
         return ProxyError(status, _error_text(obj["error"]))
-    text = body.decode("utf-8", "replace").strip()[:500]
-    return ProxyError(status, text or f"Ollama answered HTTP {status} without a message")
+    return text_error(status, body, "Ollama")
 
 
 def embeddings_to_upstream(hub: dict, model: str) -> tuple[str, dict]:

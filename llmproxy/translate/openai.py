@@ -12,6 +12,7 @@ import orjson
 from ..errors import ProxyError, bad_request
 from ..sse import Event
 from . import Meta
+from .common import json_or_none, text_error
 
 STREAM_DECODER = "sse"
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -114,12 +115,8 @@ def embeddings_from_upstream(body: dict, meta: Meta) -> dict:
 
 
 def error_from_upstream(status: int, body: bytes) -> ProxyError:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        text = body.decode("utf-8", "replace").strip()[:500]
-        return ProxyError(status, text or f"upstream answered HTTP {status} with an empty body")
-    return error_from_body(status, data)
+    data = json_or_none(body)
+    return text_error(status, body, "the backend") if data is None else error_from_body(status, data)
 
 
 def error_from_body(status: int, data: Any) -> ProxyError:
