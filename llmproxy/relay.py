@@ -126,9 +126,9 @@ async def relay_anthropic(call: Call, path: str, params: bool = True) -> web.Str
             return True
         kind = ev.name or (data.get("type") if isinstance(data, dict) else None)
         if kind == "message_start":
-            counts.update(anthropic_fmt._usage_counts((data.get("message") or {}).get("usage")))
+            counts.update(anthropic_fmt.usage_counts((data.get("message") or {}).get("usage")))
         elif kind == "message_delta":
-            counts.update(anthropic_fmt._usage_counts(data.get("usage")))  # cumulative counts
+            counts.update(anthropic_fmt.usage_counts(data.get("usage")))  # cumulative counts
         elif kind == "error":
             err = anthropic_fmt.error_from_upstream(200, ev.data)
             call.row.fail(err.status, err.type, err.message)
@@ -136,7 +136,7 @@ async def relay_anthropic(call: Call, path: str, params: bool = True) -> web.Str
         else:
             return True
         if counts:
-            call.usage = Usage.from_hub(anthropic_fmt._hub_usage(counts))
+            call.usage = Usage.from_hub(anthropic_fmt.counts_to_hub_usage(counts))
         return True
 
     return await stream_out(call, up, _events(up, inspect), up.resp.headers.get("Content-Type", "text/event-stream"))
@@ -144,11 +144,7 @@ async def relay_anthropic(call: Call, path: str, params: bool = True) -> web.Str
 
 def _anthropic_usage_of(body: Any) -> Usage | None:
     usage = body.get("usage") if isinstance(body, dict) else None
-    return Usage.from_hub(anthropic_fmt._hub_usage(anthropic_fmt._usage_counts(usage))) if isinstance(usage, dict) else None
-
-
-# Hub sampling params of a route that Ollama takes inside ``options`` (see ollama._options_to_upstream).
-_OLLAMA_OPTION_PARAMS = frozenset({"max_tokens", "max_completion_tokens", *ollama_fmt._OPTIONS})
+    return Usage.from_hub(anthropic_fmt.counts_to_hub_usage(anthropic_fmt.usage_counts(usage))) if isinstance(usage, dict) else None
 
 
 async def relay_ollama(call: Call, path: str) -> web.StreamResponse:
@@ -160,8 +156,8 @@ async def relay_ollama(call: Call, path: str) -> web.StreamResponse:
     body = dict(call.body)
     params = call.target.route.params
     if params:
-        top = {k: v for k, v in params.items() if k not in _OLLAMA_OPTION_PARAMS}
-        options = ollama_fmt._options_to_upstream({k: v for k, v in params.items() if k in _OLLAMA_OPTION_PARAMS})
+        top = {k: v for k, v in params.items() if k not in ollama_fmt.OPTION_PARAMS}
+        options = ollama_fmt.options_to_upstream({k: v for k, v in params.items() if k in ollama_fmt.OPTION_PARAMS})
         body = {**top, **body}
         if options:
             body["options"] = {**options, **(body.get("options") or {})}
@@ -191,7 +187,7 @@ async def relay_ollama(call: Call, path: str) -> web.StreamResponse:
 def _ollama_usage_of(body: Any) -> Usage | None:
     if not isinstance(body, dict) or ("prompt_eval_count" not in body and "eval_count" not in body):
         return None
-    return Usage(prompt=int(body.get("prompt_eval_count") or 0), completion=int(body.get("eval_count") or 0))
+    return Usage.from_hub(ollama_fmt.usage_from(body))
 
 
 def _mid_stream_error(call: Call, raw: bytes) -> None:

@@ -387,7 +387,7 @@ def _tools(hub: dict, body: dict) -> None:
 # ======================================================================= Anthropic answer -> hub
 
 
-def _usage_counts(usage: Any) -> dict[str, int]:
+def usage_counts(usage: Any) -> dict[str, int]:
     """The integer counts present in an Anthropic usage object (summed over ``iterations`` if given)."""
     if not isinstance(usage, dict):
         return {}
@@ -397,7 +397,8 @@ def _usage_counts(usage: Any) -> dict[str, int]:
     return {k: v for k in _USAGE_KEYS if isinstance(v := usage.get(k), int)}
 
 
-def _hub_usage(counts: dict[str, int]) -> dict:
+def counts_to_hub_usage(counts: dict[str, int]) -> dict:
+    """Hub usage from Anthropic counts (its ``input_tokens`` excludes cache reads and writes)."""
     read = counts.get("cache_read_input_tokens", 0)
     write = counts.get("cache_creation_input_tokens", 0)
     prompt = counts.get("input_tokens", 0) + read + write  # input_tokens excludes the cache
@@ -430,7 +431,7 @@ def response_from_upstream(body: dict, meta: Meta) -> dict:
     if calls:
         message["tool_calls"] = calls
     finish = "tool_calls" if calls else STOP_REASONS.get(body.get("stop_reason"), "stop")
-    return hub_completion(meta, message, finish, _hub_usage(_usage_counts(body.get("usage"))))
+    return hub_completion(meta, message, finish, counts_to_hub_usage(usage_counts(body.get("usage"))))
 
 
 async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> AsyncIterator[dict]:
@@ -450,7 +451,7 @@ async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> Asyn
         if kind == "error":
             raise _error(200, data)
         if kind == "message_start":
-            counts.update(_usage_counts((data.get("message") or {}).get("usage")))
+            counts.update(usage_counts((data.get("message") or {}).get("usage")))
             yield hub_chunk(meta, {"role": "assistant", "content": ""})
         elif kind == "content_block_start":
             block = data.get("content_block")
@@ -475,12 +476,12 @@ async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> Asyn
                 yield hub_chunk(meta, delta)
         elif kind == "message_delta":
             stop_reason = (data.get("delta") or {}).get("stop_reason") or stop_reason
-            counts.update(_usage_counts(data.get("usage")))
+            counts.update(usage_counts(data.get("usage")))
         elif kind == "message_stop":
             finish = "tool_calls" if tools else STOP_REASONS.get(stop_reason, "stop")
             yield hub_chunk(meta, {}, finish)
             if counts:
-                yield hub_usage_chunk(meta, _hub_usage(counts))
+                yield hub_usage_chunk(meta, counts_to_hub_usage(counts))
             return
         # ping and event types added later: nothing to do
     raise ProxyError(502, "Anthropic stream ended before message_stop")

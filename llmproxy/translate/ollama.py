@@ -48,7 +48,9 @@ STREAM_DECODER = "ndjson"
 
 _THINK = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "none": False, "minimal": False}
 _FINISH = {"stop": "stop", "length": "length"}  # load / unload / missing / unknown -> stop
-_OPTIONS = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
+_SAMPLING = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
+# Hub request fields that Ollama takes inside ``options`` (see options_to_upstream).
+OPTION_PARAMS = frozenset({"max_tokens", "max_completion_tokens", *_SAMPLING})
 _DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
 
 
@@ -66,7 +68,7 @@ def request_to_upstream(hub: dict, model: str, stream: bool) -> tuple[str, dict]
     fmt = _format_to_upstream(hub.get("response_format"))
     if fmt is not None:
         body["format"] = fmt
-    options = _options_to_upstream(hub)
+    options = options_to_upstream(hub)
     if options:
         body["options"] = options
     effort = hub.get("reasoning_effort")
@@ -179,12 +181,13 @@ def _format_to_upstream(rf: Any) -> Any:
     return None
 
 
-def _options_to_upstream(hub: dict) -> dict:
+def options_to_upstream(hub: dict) -> dict:
+    """The hub's sampling fields as Ollama ``options`` (max tokens → ``num_predict``)."""
     options: dict[str, Any] = {}
     max_tokens = hub.get("max_completion_tokens") or hub.get("max_tokens")
     if max_tokens is not None:
         options["num_predict"] = max_tokens
-    for key in _OPTIONS:
+    for key in _SAMPLING:
         if hub.get(key) is not None:
             options[key] = hub[key]
     if isinstance(options.get("stop"), str):
@@ -218,7 +221,8 @@ def _finish_from(obj: dict, tool_calls_seen: bool) -> str:
     return _FINISH.get(obj.get("done_reason") or "", "stop")
 
 
-def _usage_from(obj: dict) -> dict:
+def usage_from(obj: dict) -> dict:
+    """Hub usage from an Ollama final object (missing counts are 0)."""
     return hub_usage(int(obj.get("prompt_eval_count") or 0), int(obj.get("eval_count") or 0))
 
 
@@ -232,7 +236,7 @@ def response_from_upstream(body: dict, meta: Meta) -> dict:
         message["reasoning_content"] = msg["thinking"]
     if calls:
         message["tool_calls"] = calls
-    return hub_completion(meta, message, _finish_from(body, bool(calls)), _usage_from(body))
+    return hub_completion(meta, message, _finish_from(body, bool(calls)), usage_from(body))
 
 
 async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> AsyncIterator[dict]:
@@ -262,7 +266,7 @@ async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> Asyn
             n_calls += 1
         if obj.get("done"):
             yield hub_chunk(meta, {}, _finish_from(obj, n_calls > 0))
-            yield hub_chunk(meta, None, usage=_usage_from(obj))
+            yield hub_chunk(meta, None, usage=usage_from(obj))
             return
     raise ProxyError(502, "Ollama stream ended before its final done:true object")
 
