@@ -204,9 +204,13 @@ def error_response(front: Front, err: ProxyError) -> web.Response:
 
 
 def upstream_body(call: Call) -> dict:
-    """The client's body with the route's ``params`` merged under it (the client's values win)."""
+    """A new dict: the client's body with the route's ``params`` merged under it (the client's values win).
+
+    Always a copy, so an attempt may rewrite it without touching ``call.body``, which the next
+    attempt (failover) must see as the client sent it.
+    """
     params = call.target.route.params if call.target else None
-    return {**params, **call.body} if params else call.body
+    return {**params, **call.body} if params else dict(call.body)
 
 
 async def open_upstream(call: Call, path: str, body: bytes, stream: bool, module: ModuleType, extra_headers: dict | None = None) -> UpstreamCall:

@@ -105,7 +105,7 @@ async def relay_anthropic(call: Call, path: str, params: bool = True) -> web.Str
     client's ``anthropic-version``/``anthropic-beta`` headers and query string (``?beta=true``); the
     answer comes back byte for byte while usage is read off ``message_start``/``message_delta``.
     """
-    body = dict(upstream_body(call) if params else call.body)  # call.body stays the client's (failover)
+    body = upstream_body(call) if params else dict(call.body)  # copies: call.body stays the client's
     body["model"] = call.target.upstream_model
     stream = bool(body.get("stream"))
     extra = {h: v for h in ANTHROPIC_HEADERS if (v := call.request.headers.get(h))}

@@ -117,3 +117,21 @@ async def test_embeddings_and_models(upstream, proxy):
     assert m.id == "E" and m.owned_by == "up"
     with pytest.raises(openai.NotFoundError):
         await c.models.retrieve("nope")
+
+
+async def test_failover_keeps_the_clients_own_body(upstream, proxy):
+    """A second attempt relays what the client sent, not the first attempt's rewritten body."""
+    bad = await upstream({"/v1/chat/completions": Reply(b'{"error": {"message": "down"}}', status=500)})
+    good = await upstream({"/v1/chat/completions": _sse("openai/stream-text-usage.sse")})
+    cfg = {
+        "backends": {"bad": {"api": "openai", "url": bad.url + "/v1"}, "good": {"api": "openai", "url": good.url + "/v1"}},
+        "models": {"gpt": {"routes": [{"backend": "bad", "model": "m-bad"}, {"backend": "good", "model": "m-good"}]}},
+    }
+    p = await proxy(cfg)
+    stream = await p.openai().chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}], stream=True)
+    usage_seen = [c.usage async for c in stream if c.usage]
+    assert usage_seen == []  # the client did not ask for include_usage, on either attempt
+    assert bad.seen[0].body["model"] == "m-bad" and good.seen[0].body["model"] == "m-good"
+    assert good.seen[0].body["stream_options"] == {"include_usage": True}
+    [row] = await p.rows()
+    assert row["attempts"] == 2 and row["prompt_tokens"] > 0
