@@ -203,14 +203,15 @@ def error_response(front: Front, err: ProxyError) -> web.Response:
     return web.Response(status=err.status, body=front.module.error_body(err), content_type="application/json", headers=headers)
 
 
-def upstream_body(call: Call) -> dict:
-    """A new dict: the client's body with the route's ``params`` merged under it (the client's values win).
+def upstream_body(call: Call, body: dict | None = None) -> dict:
+    """A new dict: ``body`` (default: the client's) with the route's ``params`` merged under it (the client's values win).
 
     Always a copy, so an attempt may rewrite it without touching ``call.body``, which the next
     attempt (failover) must see as the client sent it.
     """
+    body = call.body if body is None else body
     params = call.target.route.params if call.target else None
-    return {**params, **call.body} if params else dict(call.body)
+    return {**params, **body} if params else dict(body)
 
 
 async def open_upstream(call: Call, path: str, body: bytes, stream: bool, module: ModuleType, extra_headers: dict | None = None) -> UpstreamCall:
@@ -336,10 +337,14 @@ async def translated_embeddings(call: Call) -> dict:
     return out
 
 
-async def translated_chat(call: Call) -> web.StreamResponse:
-    """Front format → hub → backend format, and the answer back the same way."""
+async def translated_chat(call: Call, to_hub: Callable[[dict], dict] | None = None) -> web.StreamResponse:
+    """Front format → hub → backend format, and the answer back the same way.
+
+    ``to_hub`` turns the client's body into the hub's, for a front door whose own format is not the
+    hub (the OpenAI door's body already is); ``call.body`` itself is never changed.
+    """
     module = backend_module(call)
-    hub = upstream_body(call)
+    hub = upstream_body(call, to_hub(call.body) if to_hub else None)
     stream = bool(hub.get("stream", call.front.default_stream))
     meta = call.meta
     path, body = module.request_to_upstream(hub, call.target.upstream_model, stream)

@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from .errors import ProxyError
-from .proxy import Call, finish_upstream, open_upstream, stream_out, translated_chat, upstream_body
+from .proxy import Call, finish_upstream, open_upstream, stream_out, upstream_body
 from .sse import SSEFramer, parse_event
 from .translate import anthropic as anthropic_fmt
 from .translate import ollama as ollama_fmt
@@ -78,20 +78,6 @@ async def relay_openai(call: Call, path: str) -> web.StreamResponse:
         return True
 
     return await stream_out(call, up, _events(up, inspect), up.resp.headers.get("Content-Type", "text/event-stream"))
-
-
-async def through_hub(call: Call, to_hub: Callable[[dict], dict]) -> web.StreamResponse:
-    """The other way for a relaying front door: its body → hub → ``translated_chat``.
-
-    ``call.body`` is the client's own body again afterwards, so a failover to a same-format
-    backend still relays what the client sent.
-    """
-    raw = call.body
-    call.body = to_hub(raw)
-    try:
-        return await translated_chat(call)
-    finally:
-        call.body = raw
 
 
 # Anthropic protocol headers a client's request carries to an Anthropic backend (configured headers win).

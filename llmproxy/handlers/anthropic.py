@@ -13,8 +13,8 @@ import orjson
 from aiohttp import web
 
 from ..errors import ProxyError, bad_request
-from ..proxy import Call, Front, serve
-from ..relay import relay_anthropic, through_hub
+from ..proxy import Call, Front, serve, translated_chat
+from ..relay import relay_anthropic
 from ..translate import anthropic as fmt
 
 ANTHROPIC = Front("anthropic", fmt, "text/event-stream", "msg_")
@@ -45,7 +45,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
 async def _messages(call: Call) -> web.StreamResponse:
     if call.target.backend.api == "anthropic":
         return await relay_anthropic(call, "/v1/messages")
-    return await through_hub(call, fmt.request_from_client)
+    return await translated_chat(call, fmt.request_from_client)
 
 
 async def count_tokens(request: web.Request) -> web.StreamResponse:

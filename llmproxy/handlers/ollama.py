@@ -15,8 +15,8 @@ from aiohttp import web
 
 from .. import access, catalog
 from ..errors import ProxyError, bad_request
-from ..proxy import Call, Front, error_response, read_json, serve, translated_embeddings
-from ..relay import relay_ollama, through_hub
+from ..proxy import Call, Front, error_response, read_json, serve, translated_chat, translated_embeddings
+from ..relay import relay_ollama
 from ..state import STATE
 from ..translate import ollama as fmt
 
@@ -58,7 +58,7 @@ def _door(front: Front, endpoint: str, path: str, to_hub: Callable[[dict], dict]
     async def handler(call: Call) -> web.StreamResponse:
         if call.target.backend.api == "ollama":
             return await relay_ollama(call, path)
-        return await through_hub(call, to_hub)
+        return await translated_chat(call, to_hub)
 
     async def endpoint_handler(request: web.Request) -> web.StreamResponse:
         return await serve(request, front, endpoint, handler, parse=_checked)
