@@ -10,7 +10,7 @@ import hashlib
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
@@ -394,8 +394,6 @@ def _failover(f: Mapping[str, Any]) -> Failover:
 
 
 def _with(route: Route, **changes: Any) -> Route:
-    from dataclasses import replace
-
     return replace(route, **changes)
 
 

@@ -7,6 +7,7 @@ upstream bytes untouched; otherwise the hub (OpenAI) format sits in the middle.
 from __future__ import annotations
 
 import asyncio
+import logging
 import itertools
 import math
 import secrets as _secrets
@@ -29,6 +30,8 @@ from .state import STATE, Snapshot, State
 from .translate import BACKENDS, Meta
 from .upstream import UpstreamCall, log_back
 from .usage import Usage
+
+log = logging.getLogger("llmproxy")
 
 
 @dataclass(frozen=True)
@@ -128,9 +131,7 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
         row.fail(499, "cancelled", "client disconnected")
         raise
     except Exception as e:  # a bug: answer 500, keep serving, keep the row
-        import logging
-
-        logging.getLogger("llmproxy").exception("unexpected error in %s %s", request.method, request.path)
+        log.exception("unexpected error in %s %s", request.method, request.path)
         err = ProxyError(500, f"internal error in llmproxy: {type(e).__name__}")
         row.fail(500, err.type, f"{type(e).__name__}: {e}")
         return error_response(front, err)

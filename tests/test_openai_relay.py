@@ -1,7 +1,6 @@
 """OpenAI client → OpenAI-compatible backend, end to end through sockets, with the official SDK."""
 from __future__ import annotations
 
-import itertools
 
 import openai
 import orjson
