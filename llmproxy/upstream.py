@@ -7,20 +7,18 @@ each within ``timeout.idle`` of the last.  Connection failures become 502, timeo
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
+from logging import INFO, WARNING
 from functools import lru_cache
 from typing import AsyncIterator
 
 import aiohttp
 
+from . import console
 from .balance import Balancer
 from .config import Backend, Timeout
 from .errors import ProxyError
 from .headers import render
-
-log = logging.getLogger("llmproxy")
-
 
 class UpstreamCall:
     """One upstream response being read; ``close()`` releases (or aborts) the connection."""
@@ -38,14 +36,15 @@ class UpstreamCall:
         self.stream = stream
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive; the first within first_byte, then each within idle."""
+        """Body bytes as they arrive; the first within first_byte, then each within idle, all within total."""
         t = self.backend.timeout
         loop = asyncio.get_running_loop()
         content = self.resp.content
         read, buffered = content.readany, content.read_nowait
         first = self.first_byte_ms is None
-        left = t.first_byte - (time.monotonic() - self.t0) if first else t.idle
-        deadline = loop.time() + left
+        end = self.t0 + t.total  # loop.time() is time.monotonic()
+        now = loop.time()
+        deadline = min(end, self.t0 + t.first_byte if first else now + t.idle)
         while True:
             # The timer covers only the wait for bytes, never the consumer's work between chunks;
             # bytes already buffered are taken without arming one.
@@ -55,7 +54,7 @@ class UpstreamCall:
                     async with asyncio.timeout_at(deadline):
                         data = await read()
             except TimeoutError:
-                raise self._timeout() from None
+                raise self._timeout(loop.time() >= end) from None
             except aiohttp.ClientPayloadError as e:
                 raise ProxyError(502, f"backend '{self.backend.name}' broke off the response: {e}") from None
             except aiohttp.ClientConnectionError as e:
@@ -65,7 +64,7 @@ class UpstreamCall:
             if first:
                 self.first_byte_ms = (time.monotonic() - self.t0) * 1000
                 first = False
-            deadline = loop.time() + t.idle
+            deadline = min(end, loop.time() + t.idle)
             yield data
 
     async def read(self) -> bytes:
@@ -80,8 +79,10 @@ class UpstreamCall:
         parts = [c async for c in self.chunks()]
         return b"".join(parts)
 
-    def _timeout(self) -> ProxyError:
+    def _timeout(self, total: bool) -> ProxyError:
         t = self.backend.timeout
+        if total:
+            return ProxyError(504, f"backend '{self.backend.name}' did not finish within {t.total:g} s (timeout.total)", code="upstream_timeout")
         which, secs = ("first_byte", t.first_byte) if self.first_byte_ms is None else ("idle", t.idle)
         return ProxyError(504, f"backend '{self.backend.name}' sent nothing for {secs:g} s (timeout.{which})", code="upstream_timeout")
 
@@ -100,7 +101,9 @@ class Upstream:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
         self.session = aiohttp.ClientSession(
             connector=connector,
-            auto_decompress=False,
+            # aiohttp asks for gzip/deflate and providers use it; the bytes we pass on (and read
+            # usage from) must be the decoded ones, since no Content-Encoding goes to the client.
+            auto_decompress=True,
             skip_auto_headers=("User-Agent",),
             json_serialize=None,  # we always send bytes
         )
@@ -136,18 +139,18 @@ class Upstream:
         t = backend.timeout
         url = backend.url + path
         headers = render(backend, self.key_value(backend, key), extra_headers)
-        log.info("→ %s %s%s %s", backend.name, model, " (stream)" if stream else "", url)
+        console.line(INFO, f"→ {backend.name} {model}{' (stream)' if stream else ''} {url}")
         t0 = time.monotonic()
-        timeout = _client_timeout(t)
+        limit, which = (t.first_byte, "first_byte") if t.first_byte <= t.total else (t.total, "total")
         try:
-            async with asyncio.timeout(t.first_byte):
-                resp = await self.session.request(method, url, data=body if method == "POST" else None, headers=headers, timeout=timeout)
+            async with asyncio.timeout(limit):
+                resp = await self.session.request(method, url, data=body if method == "POST" else None, headers=headers, timeout=_client_timeout(t))
         except TimeoutError:
             elapsed = time.monotonic() - t0
-            if elapsed < t.first_byte - 0.05:
+            if elapsed < limit - 0.05:
                 err = ProxyError(504, f"backend '{backend.name}' did not accept a connection within {t.connect:g} s (timeout.connect)", code="upstream_timeout")
             else:
-                err = ProxyError(504, f"backend '{backend.name}' sent no response within {t.first_byte:g} s (timeout.first_byte)", code="upstream_timeout")
+                err = ProxyError(504, f"backend '{backend.name}' sent no response within {limit:g} s (timeout.{which})", code="upstream_timeout")
             log_back(backend, None, t0, None, err)
             raise err from None
         except aiohttp.ClientConnectorError as e:
@@ -163,8 +166,12 @@ class Upstream:
 
 @lru_cache(maxsize=256)
 def _client_timeout(t: Timeout) -> aiohttp.ClientTimeout:
-    """aiohttp's timeout object for a backend's (frozen) timeouts, built once, not per request."""
-    return aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_connect=t.connect)
+    """aiohttp's timeout object for a backend's (frozen) timeouts, built once, not per request.
+
+    Only the connect timeouts: first byte, idle and total are kept by ``open()`` and ``chunks()``
+    on their own deadlines, so a request arms no timer of aiohttp's besides.
+    """
+    return aiohttp.ClientTimeout(total=None, connect=t.connect, sock_connect=t.connect)
 
 
 def log_back(backend: Backend, status: int | None, t0: float, first_byte_ms: float | None, err: ProxyError | None, tokens: int | None = None) -> None:
@@ -174,6 +181,6 @@ def log_back(backend: Backend, status: int | None, t0: float, first_byte_ms: flo
     fb = f"first byte {first_byte_ms:.0f} ms, " if first_byte_ms is not None else ""
     if err is None:
         tok = f", {tokens:,} tokens" if tokens is not None else ""
-        log.info("← %s ✓ %s %s%s%s", backend.name, status, fb, took, tok)
+        console.line(INFO, f"← {backend.name} ✓ {status} {fb}{took}{tok}")
     else:
-        log.warning("← %s ✗ %s %s%s: %s", backend.name, status or err.status, fb, took, err.message)
+        console.line(WARNING, f"← {backend.name} ✗ {status or err.status} {fb}{took}: {err.message}")

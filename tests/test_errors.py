@@ -121,6 +121,21 @@ async def test_idle_timeout_mid_stream_ends_stream_with_error_event(upstream, pr
     assert rows[0]["status"] == 504 and rows[0]["first_byte_ms"] is not None
 
 
+async def test_total_timeout_cuts_a_slow_but_steady_stream(upstream, proxy):
+    """Each piece well within idle, the whole over total: the stream ends in-band at timeout.total."""
+    reply = Reply(fixture_bytes("openai/stream-text-usage.sse"), content_type="text/event-stream", split=400, gap=0.1)
+    up = await upstream({"/v1/chat/completions": reply})
+    cfg = openai_config(up.url)
+    cfg["backends"]["up"]["timeout"] = {"idle": 5, "total": 0.5}
+    p = await proxy(cfg)
+    status, raw = await post(p.url, {**CHAT, "stream": True})
+    assert status == 200
+    events = [e for e in raw.split(b"\n\n") if e]
+    assert "timeout.total" in orjson.loads(events[-1][6:])["error"]["message"]
+    [row] = await p.rows()
+    assert row["status"] == 504 and 400 < row["total_ms"] < 2000
+
+
 @pytest.mark.parametrize("fixture, status", [("openai/error-400-unsupported-parameter.json", 400), ("openai/error-400-unsupported-value.json", 400), (None, 503)])
 async def test_upstream_error_keeps_status_and_message(upstream, proxy, fixture, status):
     body = fixture_bytes(fixture) if fixture else b"upstream is overloaded"

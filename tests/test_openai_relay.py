@@ -5,6 +5,7 @@ from __future__ import annotations
 import openai
 import orjson
 import pytest
+from aiohttp import web
 
 from conftest import Reply, fixture_bytes, openai_config
 
@@ -134,3 +135,29 @@ async def test_failover_keeps_the_clients_own_body(upstream, proxy):
     assert good.seen[0].body["stream_options"] == {"include_usage": True}
     [row] = await p.rows()
     assert row["attempts"] == 2 and row["prompt_tokens"] > 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_compressed_answer_is_decoded(upstream, proxy, stream):
+    """Providers gzip their answers when the request accepts it (the recorded cassettes were stored so);
+    the client must get plain JSON / SSE, and the log the usage read from it."""
+    raw = fixture_bytes("openai/stream-text-usage.sse" if stream else "openai/nonstream-text.json")
+
+    async def gzipped(request: web.Request) -> web.StreamResponse:
+        resp = web.Response(body=raw, content_type="text/event-stream" if stream else "application/json")
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            resp.enable_compression(web.ContentCoding.gzip)
+        return resp
+
+    up = await upstream({"/v1/chat/completions": gzipped})
+    p = await proxy(openai_config(up.url))
+    c = p.openai()
+    if stream:
+        chunks = [ch async for ch in await c.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}], stream=True)]
+        text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        assert text and up.seen[0].headers.get("Accept-Encoding", "").count("gzip")
+    else:
+        r = await c.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
+        assert r.choices[0].message.content == orjson.loads(raw)["choices"][0]["message"]["content"]
+    [row] = await p.rows()
+    assert row["status"] == 200 and row["prompt_tokens"] > 0
