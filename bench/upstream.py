@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import sys
 
 import orjson
@@ -146,10 +147,13 @@ class Server(asyncio.Protocol):
 
 async def main(port: int) -> None:
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     server = await loop.create_server(Server, "127.0.0.1", port, backlog=4096)
     print(f"bench upstream on 127.0.0.1:{port}", flush=True)
-    async with server:
-        await server.serve_forever()
+    await stop.wait()
+    server.close()  # not wait_closed(): it would wait for the proxies' keep-alive connections
 
 
 if __name__ == "__main__":

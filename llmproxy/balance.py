@@ -379,6 +379,10 @@ class Plan:
         self.queue = self.bal.order(self.res)
         self.deadline = self.bal.clock() + self.bal.s.max_time
 
+    def first(self) -> Step | None:
+        """The first attempt (no waiting involved, so no coroutine); None: every route is cooling down."""
+        return self._pick()
+
     async def next(self, err: ProxyError | None) -> Step | None:
         """The next attempt after ``err`` (None for the first), waiting out a backoff first; None: stop."""
         bal = self.bal
@@ -403,6 +407,11 @@ class Plan:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 self.queue = [cur.target]
+        return self._pick()
+
+    def _pick(self) -> Step | None:
+        """The first target left in the queue that may be tried now, with a key if its backend has keys."""
+        bal = self.bal
         while self.queue:
             t = self.queue.pop(0)
             blocked = bal.blocked(t, self.probes)

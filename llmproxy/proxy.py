@@ -79,14 +79,20 @@ async def read_json(request: web.Request, limit: int) -> dict:
     """The request body as a JSON object; 413 over ``limit`` bytes, 400 when not a JSON object."""
     if request.content_length is not None and request.content_length > limit:
         raise ProxyError(413, f"request body is {request.content_length:,} bytes; the limit is {limit:,} (limits.max_body_mb)", code="request_too_large")
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
+    content = request.content
+    if content.is_eof():  # the whole body came with the headers (most requests): no read loop
+        raw = content.read_nowait()
+        if len(raw) > limit:  # chunked, so no Content-Length said so up front
             raise ProxyError(413, f"request body is over the limit of {limit:,} bytes (limits.max_body_mb)", code="request_too_large")
-        parts.append(chunk)
-    raw = b"".join(parts)
+    else:
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise ProxyError(413, f"request body is over the limit of {limit:,} bytes (limits.max_body_mb)", code="request_too_large")
+            parts.append(chunk)
+        raw = b"".join(parts)
     if not raw.strip():
         raise bad_request("request body is empty; send a JSON object")
     try:
@@ -148,7 +154,8 @@ async def attempt(call: Call, resolved: Resolved, handler: Handler) -> web.Strea
     plan = Plan(bal, resolved, sticky_hash(call.body) if keyed else None)
     err: ProxyError | None = None
     try:
-        while (step := await plan.next(err)) is not None:
+        step = plan.first()
+        while step is not None:
             t = call.target = step.target
             call.key = step.key
             row.model, row.backend, row.upstream_model = t.model, t.backend.name, t.upstream_model
@@ -163,6 +170,7 @@ async def attempt(call: Call, resolved: Resolved, handler: Handler) -> web.Strea
                 if call.sent:
                     raise
                 err = e
+                step = await plan.next(err)
                 continue
             except asyncio.CancelledError:
                 plan.record(step, 499, (time.monotonic() - t0) * 1000, None)
@@ -180,7 +188,9 @@ async def attempt(call: Call, resolved: Resolved, handler: Handler) -> web.Strea
     finally:
         plan.release()
         row.attempts = plan.tried
-        row.attempt_log = attempt_json(plan.log) if plan.log else None
+        if len(plan.log) > 1 or (plan.log and ("skipped" in plan.log[0] or "key" in plan.log[0])):
+            # (one plain attempt is told by the row's own columns; which key it used is not)
+            row.attempt_log = attempt_json(plan.log)
     if err is None:
         raise plan.unavailable()
     if len({(a["backend"], a["model"]) for a in plan.log}) > 1:  # several routes: say which, in order

@@ -227,4 +227,4 @@ async def _whole(call: Call, up: UpstreamCall, usage_of: UsageOf = _hub_usage_of
         raise err from None
     finish_upstream(call, up)
     call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)
-    return web.Response(status=up.status, body=raw, content_type=up.resp.content_type or "application/json")
+    return web.Response(status=up.status, body=raw, headers={"Content-Type": up.resp.headers.get("Content-Type") or "application/json"})

@@ -114,7 +114,7 @@ class RequestLog:
         self.path = path
         self.queue: asyncio.Queue[LogRow] = asyncio.Queue(maxsize)
         self.batch = batch
-        self.linger = linger  # seconds a lone row waits for company: one commit per batch, not per request
+        self.linger = linger  # seconds rows wait for company: at most 1/linger commits a second below ``batch`` rows
         self.written = 0
         self.dropped = 0
         self._db: aiosqlite.Connection | None = None
@@ -158,7 +158,10 @@ class RequestLog:
         q = self.queue
         while True:
             rows = [await q.get()]
-            if q.empty() and self.linger:
+            if self.linger and q.qsize() < self.batch:
+                # Let rows gather, even when some are already waiting: under load a writer that went
+                # at once would commit a handful of rows at a time, and every commit costs locks,
+                # WAL page writes and two GIL hand-overs to aiosqlite's thread.
                 await asyncio.sleep(self.linger)
             while len(rows) < self.batch and not q.empty():
                 rows.append(q.get_nowait())

@@ -239,4 +239,4 @@ async def test_weighted_end_to_end(upstream, proxy):
     assert len(a.seen) + len(b.seen) == 60 and 5 <= len(a.seen) <= 28  # expected 15
     rows = await p.rows()
     assert {r["backend"] for r in rows} == {"a", "b"} and all(r["attempts"] == 1 for r in rows)
-    assert orjson.loads(rows[0]["attempt_log"])[0]["status"] == 200
+    assert all(r["attempt_log"] is None for r in rows)  # one attempt, nothing skipped: the row's own columns say it

@@ -118,8 +118,7 @@ async def test_hang_mid_stream_is_in_band_and_not_retried(upstream, proxy):
     assert good.seen == []  # bytes reached the client: never retried
     [row] = await p.rows()
     assert (row["status"], row["backend"], row["attempts"]) == (504, "bad", 1)
-    [a] = orjson.loads(row["attempt_log"])
-    assert a["status"] == 504 and "timeout.idle" in a["error"]
+    assert "timeout.idle" in row["error"] and row["attempt_log"] is None  # one attempt: the row's columns tell it
 
 
 async def test_reset_mid_stream_is_in_band_and_not_retried(upstream, proxy):
