@@ -1,4 +1,4 @@
-"""The only module that talks to backends: one pooled keep-alive session, timeouts, console lines.
+"""The only module that talks to backends: one keep-alive pool (``http1``), timeouts, console lines.
 
 ``Upstream.open()`` sends a request and returns an ``UpstreamCall`` once the response headers are
 in (within ``timeout.first_byte``); ``UpstreamCall.chunks()`` yields body bytes as they arrive,
@@ -9,23 +9,22 @@ from __future__ import annotations
 import asyncio
 import time
 from logging import INFO, WARNING
-from functools import lru_cache
 from typing import AsyncIterator
-
-import aiohttp
 
 from . import console
 from .balance import Balancer
-from .config import Backend, Timeout
+from .config import Backend
 from .errors import ProxyError
 from .headers import render
+from .http1 import ConnectError, Pool, Response, ResponseError
+
 
 class UpstreamCall:
     """One upstream response being read; ``close()`` releases (or aborts) the connection."""
 
-    __slots__ = ("backend", "resp", "status", "t0", "first_byte_ms", "_deadline_total", "url", "model", "stream")
+    __slots__ = ("backend", "resp", "status", "t0", "first_byte_ms", "url", "model", "stream")
 
-    def __init__(self, backend: Backend, resp: aiohttp.ClientResponse, t0: float, url: str, model: str, stream: bool) -> None:
+    def __init__(self, backend: Backend, resp: Response, t0: float, url: str, model: str, stream: bool) -> None:
         self.backend = backend
         self.resp = resp
         self.status = resp.status
@@ -39,8 +38,7 @@ class UpstreamCall:
         """Body bytes as they arrive; the first within first_byte, then each within idle, all within total."""
         t = self.backend.timeout
         loop = asyncio.get_running_loop()
-        content = self.resp.content
-        read, buffered = content.readany, content.read_nowait
+        read, buffered = self.resp.readany, self.resp.read_nowait
         first = self.first_byte_ms is None
         end = self.t0 + t.total  # loop.time() is time.monotonic()
         now = loop.time()
@@ -55,10 +53,8 @@ class UpstreamCall:
                         data = await read()
             except TimeoutError:
                 raise self._timeout(loop.time() >= end) from None
-            except aiohttp.ClientPayloadError as e:
+            except ResponseError as e:
                 raise ProxyError(502, f"backend '{self.backend.name}' broke off the response: {e}") from None
-            except aiohttp.ClientConnectionError as e:
-                raise ProxyError(502, f"backend '{self.backend.name}' closed the connection: {e}") from None
             if not data:
                 return
             if first:
@@ -69,10 +65,9 @@ class UpstreamCall:
 
     async def read(self) -> bytes:
         """The whole body (non-stream responses and errors)."""
-        content = self.resp.content
-        if content.is_eof() and content.exception() is None:
+        if self.resp.complete:
             # Already all in (most small answers arrive with their headers): no timer, no generator.
-            data = content.read_nowait()
+            data = self.resp.read_nowait()
             if data and self.first_byte_ms is None:
                 self.first_byte_ms = (time.monotonic() - self.t0) * 1000
             return data
@@ -87,30 +82,23 @@ class UpstreamCall:
         return ProxyError(504, f"backend '{self.backend.name}' sent nothing for {secs:g} s (timeout.{which})", code="upstream_timeout")
 
     def close(self) -> None:
-        self.resp.release() if self.resp.content.at_eof() else self.resp.close()
+        """Back to the pool when the body was read to its end, else the connection is closed (never reused half-read)."""
+        self.resp.release()
 
 
 class Upstream:
-    """The process-wide client: one ClientSession with a keep-alive pool, shared by every request."""
+    """The process-wide client: one keep-alive pool (``http1.Pool``), shared by every request."""
 
     def __init__(self, balance: Balancer | None = None) -> None:
-        self.session: aiohttp.ClientSession | None = None
+        self.pool: Pool | None = None
         self.balance = balance or Balancer()  # key choice and cooldowns (State links its own)
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            # aiohttp asks for gzip/deflate and providers use it; the bytes we pass on (and read
-            # usage from) must be the decoded ones, since no Content-Encoding goes to the client.
-            auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
-            json_serialize=None,  # we always send bytes
-        )
+        self.pool = Pool()
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        if self.pool is not None:
+            self.pool.close()
 
     def key_value(self, backend: Backend, key: int | None) -> str | None:
         """The value of key #``key`` (0-based), or the balancer's choice when None; None without keys."""
@@ -135,7 +123,7 @@ class Upstream:
         key: int | None = None,
     ) -> UpstreamCall:
         """Send the request (with key #``key``, 0-based, if the backend has keys); return once response headers are in. Raises ProxyError 502/504."""
-        assert self.session is not None
+        assert self.pool is not None
         t = backend.timeout
         url = backend.url + path
         headers = render(backend, self.key_value(backend, key), extra_headers)
@@ -144,7 +132,7 @@ class Upstream:
         limit, which = (t.first_byte, "first_byte") if t.first_byte <= t.total else (t.total, "total")
         try:
             async with asyncio.timeout(limit):
-                resp = await self.session.request(method, url, data=body if method == "POST" else None, headers=headers, timeout=_client_timeout(t))
+                resp = await self.pool.request(method, url, headers, body if method == "POST" else None, t.connect)
         except TimeoutError:
             elapsed = time.monotonic() - t0
             if elapsed < limit - 0.05:
@@ -153,25 +141,15 @@ class Upstream:
                 err = ProxyError(504, f"backend '{backend.name}' sent no response within {limit:g} s (timeout.{which})", code="upstream_timeout")
             log_back(backend, None, t0, None, err)
             raise err from None
-        except aiohttp.ClientConnectorError as e:
-            err = ProxyError(502, f"backend '{backend.name}' is unreachable at {backend.url}: {e.os_error.strerror or e.os_error}", code="upstream_unreachable")
+        except ConnectError as e:
+            err = ProxyError(502, f"backend '{backend.name}' is unreachable at {backend.url}: {e.strerror or e}", code="upstream_unreachable")
             log_back(backend, None, t0, None, err)
             raise err from None
-        except aiohttp.ClientError as e:
-            err = ProxyError(502, f"backend '{backend.name}' failed: {type(e).__name__}: {e}", code="upstream_error")
+        except (ResponseError, ValueError) as e:
+            err = ProxyError(502, f"backend '{backend.name}' failed: {e}", code="upstream_error")
             log_back(backend, None, t0, None, err)
             raise err from None
         return UpstreamCall(backend, resp, t0, url, model, stream)
-
-
-@lru_cache(maxsize=256)
-def _client_timeout(t: Timeout) -> aiohttp.ClientTimeout:
-    """aiohttp's timeout object for a backend's (frozen) timeouts, built once, not per request.
-
-    Only the connect timeouts: first byte, idle and total are kept by ``open()`` and ``chunks()``
-    on their own deadlines, so a request arms no timer of aiohttp's besides.
-    """
-    return aiohttp.ClientTimeout(total=None, connect=t.connect, sock_connect=t.connect)
 
 
 def log_back(backend: Backend, status: int | None, t0: float, first_byte_ms: float | None, err: ProxyError | None, tokens: int | None = None) -> None:

@@ -1,0 +1,470 @@
+"""A small HTTP/1.1 client for the upstream calls: keep-alive pool, streamed bodies, nothing else.
+
+Why not aiohttp's client: on the relay path it cost more than all of llmproxy's own work per
+request (URL and header objects, tracing hooks, timers, a payload registry, cookie handling), and
+an upstream call here needs none of it.  What it does: ``http``/``https`` (TLS with the system's
+CA store), one request at a time per connection, reuse of idle connections per origin, bodies
+framed by Content-Length, chunked encoding or the connection's end, gzip/deflate decoding, and
+back-pressure (a stream a slow client is not reading stops being read from the socket).
+
+Errors: ``ConnectError`` (no connection), ``ResponseError`` (the connection broke or sent
+something that is not HTTP).  Timeouts are the caller's (``asyncio.timeout`` around the awaits).
+"""
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+import zlib
+from collections import deque
+from functools import lru_cache
+
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+MAX_HEAD = 64 * 1024  # bytes of status line + headers
+HIGH_WATER = 1 << 20  # buffered body bytes at which the socket stops being read
+IDLE_KEEP = 30.0  # seconds an idle connection stays in the pool
+ACCEPT_ENCODING = "gzip, deflate"
+
+
+class ConnectError(OSError):
+    """No connection could be made (refused, DNS, TLS handshake)."""
+
+
+class ResponseError(Exception):
+    """The connection broke mid-response, or the bytes were not an HTTP/1.x response."""
+
+
+@lru_cache(maxsize=1024)
+def _origin(url: str) -> tuple[tuple[str, int, bool], str, str]:
+    """``(host, port, tls)``, the request target and the Host header of an absolute URL."""
+    u = URL(url)
+    if u.scheme not in ("http", "https") or not u.host:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    tls = u.scheme == "https"
+    port = u.port or (443 if tls else 80)
+    host = u.host
+    shown = f"[{host}]" if ":" in host else host
+    return (host, port, tls), u.raw_path_qs or "/", shown if port == (443 if tls else 80) else f"{shown}:{port}"
+
+
+_TLS: ssl.SSLContext | None = None
+
+
+def _tls() -> ssl.SSLContext:
+    global _TLS
+    if _TLS is None:
+        _TLS = ssl.create_default_context()
+    return _TLS
+
+
+class Response:
+    """Status and headers of one response, and its body as it arrives (read by one consumer)."""
+
+    __slots__ = ("status", "headers", "_conn", "_chunks", "_size", "_eof", "_exc", "_waiter", "_paused")
+
+    def __init__(self, conn: Connection, status: int, headers: CIMultiDictProxy[str]) -> None:
+        self.status = status
+        self.headers = headers
+        self._conn: Connection | None = conn
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._eof = False
+        self._exc: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+
+    @property
+    def content_type(self) -> str:
+        return (self.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
+
+    # ---- fed by the connection
+
+    def _feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size > HIGH_WATER and not self._paused and self._conn is not None:
+            self._paused = True
+            self._conn.pause()
+        self._wake()
+
+    def _end(self, exc: BaseException | None = None) -> None:
+        if exc is None:
+            self._eof = True
+        elif not self._eof:
+            self._exc = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # ---- read by the caller
+
+    @property
+    def complete(self) -> bool:
+        """The whole body arrived (the connection may serve another request once it is read)."""
+        return self._eof
+
+    def read_nowait(self) -> bytes:
+        """What is buffered now (b"" if nothing); raises what broke the body once the buffer is empty."""
+        chunks = self._chunks
+        if not chunks:
+            if self._exc is not None:
+                raise self._exc
+            return b""
+        if len(chunks) == 1:
+            data = chunks.popleft()
+        else:
+            data = b"".join(chunks)
+            chunks.clear()
+        self._size = 0
+        if self._paused and self._conn is not None:
+            self._paused = False
+            self._conn.resume()
+        return data
+
+    def release(self) -> None:
+        """Done with this response: its connection goes back to the pool if the body ended, else it is closed."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            if self._eof:
+                conn.pool.release(conn)
+            else:
+                conn.abort()
+
+    async def readany(self) -> bytes:
+        """The next bytes of the body; b"" at its end."""
+        while True:
+            data = self.read_nowait()
+            if data or self._eof:
+                return data
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection: sends a request, parses its response into a ``Response``."""
+
+    def __init__(self, pool: Pool, key: tuple[str, int, bool]) -> None:
+        self.pool, self.key = pool, key
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._head_waiter: asyncio.Future[Response] | None = None
+        self._resp: Response | None = None
+        self._buf = b""
+        self._got_bytes = False
+        self._mode = ""  # "length" | "chunked" | "close" | "" (no response being read)
+        self._left = 0  # bytes left of the body (length) or of the current chunk (chunked)
+        self._chunk_state = 0  # chunked: 0 size line, 1 data, 2 CRLF after data, 3 trailers
+        self._keep_alive = True
+        self._decoder: zlib._Decompress | None = None
+
+    # ---- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        if self._mode == "close" and self._resp is not None and exc is None:
+            self._finish()  # a body delimited by the connection's end
+            return
+        err = ResponseError(f"connection closed{': ' + str(exc) if exc else ''}{' before any response' if not self._got_bytes else ''}")
+        if self._head_waiter is not None and not self._head_waiter.done():
+            self._head_waiter.set_exception(err)
+        elif self._resp is not None and self._mode:
+            self._mode = ""
+            self._resp._end(err)
+
+    def data_received(self, data: bytes) -> None:
+        self._got_bytes = True
+        try:
+            if self._mode:
+                self._body(data)
+            elif self._head_waiter is not None:
+                self._head(data)
+            else:  # bytes while no request is out: this connection cannot be trusted again
+                self._keep_alive = False
+                self.abort()
+        except ResponseError as e:
+            self._fail(e)
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport: connection_lost() ends a body read until close
+
+    # ---- requests
+
+    def send(self, method: str, target: str, host: str, headers: dict[str, str], body: bytes | None) -> asyncio.Future[Response]:
+        assert self.transport is not None
+        lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: {ACCEPT_ENCODING}\r\n"]
+        for k, v in headers.items():
+            if "\n" in v or "\r" in v or "\n" in k or "\r" in k:
+                raise ValueError(f"header {k!r} has a line break in it")
+            lines.append(f"{k}: {v}\r\n")
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}\r\n")
+        lines.append("\r\n")
+        head = "".join(lines).encode("latin-1")
+        self._head_waiter = asyncio.get_running_loop().create_future()
+        self._got_bytes = False
+        self.transport.write(head + body if body else head)
+        return self._head_waiter
+
+    def pause(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # ---- parsing
+
+    def _head(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEAD:
+                raise ResponseError(f"response head over {MAX_HEAD:,} bytes")
+            self._buf = buf
+            return
+        self._buf = b""
+        lines = buf[:end].decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        code = rest[:3]
+        if not version.startswith("HTTP/1.") or not code.isdigit():
+            raise ResponseError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
+        status = int(code)
+        headers: CIMultiDict[str] = CIMultiDict()
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip():
+                raise ResponseError(f"malformed header line: {line[:80]!r}")
+            headers.add(name, value.strip())
+        rest_bytes = buf[end + 4:]
+        if 100 <= status < 200:  # 100 Continue, 103 Early Hints: the real head follows
+            if rest_bytes:
+                self._head(rest_bytes)
+            return
+        conn_hdr = headers.get("Connection", "").lower()
+        self._keep_alive = "close" not in conn_hdr and (version == "HTTP/1.1" or "keep-alive" in conn_hdr)
+        te = headers.get("Transfer-Encoding", "").lower()
+        if status in (204, 304):
+            self._mode, self._left = "length", 0
+        elif te:
+            if not te.rstrip().endswith("chunked"):
+                raise ResponseError(f"unsupported Transfer-Encoding: {te}")
+            self._mode, self._chunk_state = "chunked", 0
+        elif "Content-Length" in headers:
+            try:
+                self._left = int(headers["Content-Length"])
+            except ValueError:
+                raise ResponseError(f"bad Content-Length: {headers['Content-Length']!r}") from None
+            self._mode = "length"
+        else:
+            self._mode, self._keep_alive = "close", False
+        enc = headers.get("Content-Encoding", "").strip().lower()
+        if enc in ("gzip", "x-gzip"):
+            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif enc == "deflate":
+            self._decoder = zlib.decompressobj()
+        elif enc in ("", "identity"):
+            self._decoder = None
+        else:
+            raise ResponseError(f"unsupported Content-Encoding: {enc}")
+        resp = self._resp = Response(self, status, CIMultiDictProxy(headers))
+        waiter, self._head_waiter = self._head_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(resp)
+        if self._mode == "length" and self._left == 0:
+            self._finish()
+        elif rest_bytes:
+            self._body(rest_bytes)
+
+    def _body(self, data: bytes) -> None:
+        mode = self._mode
+        if mode == "length":
+            n = len(data)
+            if n >= self._left:
+                if n > self._left:
+                    self._keep_alive = False  # bytes past the body: do not trust this connection again
+                self._deliver(data[: self._left] if n > self._left else data)
+                self._left = 0
+                self._finish()
+            else:
+                self._left -= n
+                self._deliver(data)
+        elif mode == "chunked":
+            self._chunked(data)
+        elif mode == "close":
+            self._deliver(data)
+        else:
+            self._keep_alive = False  # bytes nobody asked for
+
+    def _chunked(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        self._buf = b""
+        pos, n = 0, len(buf)
+        out: list[bytes] = []
+        while pos < n:
+            st = self._chunk_state
+            if st == 1:  # chunk data
+                take = min(self._left, n - pos)
+                out.append(buf[pos: pos + take])
+                pos += take
+                self._left -= take
+                if self._left == 0:
+                    self._chunk_state = 2
+                continue
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                if n - pos > 4096:
+                    raise ResponseError("chunk size line too long")
+                self._buf = buf[pos:]
+                break
+            line = buf[pos:eol]
+            pos = eol + 2
+            if st == 0:
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise ResponseError(f"bad chunk size line: {line[:40]!r}") from None
+                if size:
+                    self._left, self._chunk_state = size, 1
+                else:
+                    self._chunk_state = 3
+            elif st == 2:
+                if line:
+                    raise ResponseError("chunk data not followed by CRLF")
+                self._chunk_state = 0
+            elif not line:  # st == 3: an empty line ends the trailers and the body
+                if out:
+                    self._deliver(b"".join(out))
+                    out = []
+                if pos < n:
+                    self._keep_alive = False
+                self._finish()
+                return
+        if out:
+            self._deliver(out[0] if len(out) == 1 else b"".join(out))
+
+    def _deliver(self, data: bytes) -> None:
+        if self._decoder is not None:
+            try:
+                data = self._decoder.decompress(data)
+            except zlib.error as e:
+                raise ResponseError(f"body does not decode: {e}") from None
+        if data and self._resp is not None:
+            self._resp._feed(data)
+
+    def _finish(self) -> None:
+        resp = self._resp
+        if self._decoder is not None and resp is not None:
+            rest = self._decoder.flush()
+            self._decoder = None
+            if rest:
+                resp._feed(rest)
+        self._mode = ""
+        self._resp = None
+        if resp is not None:
+            resp._end()
+        if not self._keep_alive:
+            self.abort()
+
+    def _fail(self, exc: ResponseError) -> None:
+        if self._head_waiter is not None and not self._head_waiter.done():
+            self._head_waiter.set_exception(exc)
+        elif self._resp is not None:
+            self._resp._end(exc)
+        self._mode = ""
+        self.abort()
+
+    @property
+    def reusable(self) -> bool:
+        return not self.closed and self._keep_alive and not self._mode and self._head_waiter is None
+
+
+class Pool:
+    """Idle keep-alive connections per origin; ``request()`` takes one or opens one."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, int, bool], list[Connection]] = {}
+        self._all: set[Connection] = set()
+
+    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None, connect_timeout: float) -> Response:
+        """Send the request and return once the response head is in (the caller bounds the wait)."""
+        key, target, host = _origin(url)
+        conn = self._take(key)
+        reused = conn is not None
+        if conn is None:
+            conn = await self._connect(key, connect_timeout)
+        try:
+            try:
+                return await conn.send(method, target, host, headers, body)
+            except ResponseError:
+                if not (reused and conn.closed and not conn._got_bytes):
+                    raise
+            # A reused connection the server had just closed (its keep-alive ran out as we sent):
+            # nothing of the request was answered, so it goes once more on a new connection.
+            conn = await self._connect(key, connect_timeout)
+            return await conn.send(method, target, host, headers, body)
+        except BaseException:
+            conn.abort()
+            raise
+
+    def release(self, conn: Connection) -> None:
+        """A response was read to its end: the connection may carry the next request."""
+        if conn.reusable:
+            conn.idle_since = time.monotonic()
+            self._idle.setdefault(conn.key, []).append(conn)
+        else:
+            conn.abort()
+
+    def forget(self, conn: Connection) -> None:
+        self._all.discard(conn)
+        idle = self._idle.get(conn.key)
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    def close(self) -> None:
+        for conn in list(self._all):
+            conn.abort()
+        self._idle.clear()
+
+    def _take(self, key: tuple[str, int, bool]) -> Connection | None:
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()  # the most recently used: the least likely to have timed out
+            if conn.reusable and now - conn.idle_since < IDLE_KEEP:
+                return conn
+            conn.abort()
+        return None
+
+    async def _connect(self, key: tuple[str, int, bool], timeout: float) -> Connection:
+        host, port, tls = key
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(
+                    lambda: Connection(self, key), host, port, ssl=_tls() if tls else None, server_hostname=host if tls else None
+                )
+        except TimeoutError:
+            raise
+        except (OSError, ssl.SSLError) as e:
+            raise ConnectError(e.errno, getattr(e, "strerror", None) or str(e) or type(e).__name__) from e
+        self._all.add(conn)
+        return conn

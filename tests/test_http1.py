@@ -1,0 +1,239 @@
+"""llmproxy's own HTTP/1.1 client (``llmproxy.http1``) against scripted servers on real sockets.
+
+Each raw server answers every request on a connection with the next scripted reply (bytes, cut
+at the given points), and counts connections, so body framing, keep-alive reuse, a stale
+keep-alive, broken and non-HTTP answers, TLS and back-pressure are all checked on the wire.
+"""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import shutil
+import ssl
+import subprocess
+
+import pytest
+
+from conftest import fixture_bytes, openai_config, splits
+from llmproxy import http1
+from llmproxy.http1 import ConnectError, Pool, ResponseError
+
+SSE = fixture_bytes("openai/stream-text-usage.sse")
+
+
+def chunked(body: bytes, size: int = 37) -> bytes:
+    out = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size]) for i in range(0, len(body), size))
+    return out + b"0\r\n\r\n"
+
+
+def reply(body: bytes, *, status: str = "200 OK", framing: str = "length", extra: bytes = b"") -> bytes:
+    head = b"HTTP/1.1 " + status.encode() + b"\r\nContent-Type: application/json\r\n" + extra
+    if framing == "length":
+        return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    if framing == "chunked":
+        return head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(body)
+    return head + b"Connection: close\r\n\r\n" + body  # delimited by the connection's end
+
+
+class Raw:
+    """A scripted HTTP server: one reply per request, sent in pieces; ``close_after`` closes the connection after a reply."""
+
+    def __init__(self, replies: list[bytes | None], split=None, close_after: bool = False, gap: float = 0.0) -> None:
+        self.replies, self.split, self.close_after, self.gap = list(replies), split, close_after, gap
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self, ssl_ctx: ssl.SSLContext | None = None) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ssl_ctx)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"{'https' if ssl_ctx else 'http'}://127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while self.replies:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+                self.requests.append(head + await reader.readexactly(length))
+                data = self.replies.pop(0)
+                if data is None:  # read the request, answer nothing, close: a keep-alive that ran out as it was used
+                    break
+                for piece in splits(data, self.split):
+                    writer.write(piece)
+                    await writer.drain()
+                    if self.gap:
+                        await asyncio.sleep(self.gap)
+                if self.close_after or b"Connection: close" in data:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+async def fetch(pool: Pool, url: str, body: bytes | None = b"{}") -> tuple[int, bytes, http1.Response]:
+    resp = await pool.request("POST" if body is not None else "GET", url, {"Content-Type": "application/json"}, body, 5)
+    parts = []
+    while data := await resp.readany():
+        parts.append(data)
+    resp.release()
+    return resp.status, b"".join(parts), resp
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+@pytest.mark.parametrize("split", [None, 1, "random"])
+async def test_body_framings_at_every_cut(framing, split):
+    raw = Raw([reply(SSE, framing=framing)], split=split)
+    url = await raw.start()
+    pool = Pool()
+    status, body, resp = await fetch(pool, url + "/v1/chat/completions")
+    assert status == 200 and body == SSE and resp.headers["Content-Type"] == "application/json"
+    assert raw.requests[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:")
+    pool.close()
+    await raw.stop()
+
+
+async def test_keep_alive_reuses_one_connection_and_close_does_not():
+    raw = Raw([reply(b'{"n":%d}' % i, framing="chunked" if i % 2 else "length") for i in range(5)])
+    url = await raw.start()
+    pool = Pool()
+    for i in range(5):
+        assert (await fetch(pool, url + "/x"))[1] == b'{"n":%d}' % i
+    assert raw.connections == 1
+    half = Raw([reply(SSE, framing="chunked"), reply(b"{}")], split=500, gap=0.01)
+    url2 = await half.start()
+    resp = await pool.request("POST", url2 + "/x", {}, b"{}", 5)
+    assert await resp.readany()
+    resp.release()  # released half-read: the connection must not carry the next request
+    assert (await fetch(pool, url2 + "/x"))[1] == b"{}" and half.connections == 2
+    pool.close()
+    await raw.stop()
+    await half.stop()
+
+
+async def test_a_keep_alive_the_server_closed_is_replaced():
+    raw = Raw([reply(b'{"a":1}'), reply(b'{"b":2}')], close_after=True)
+    url = await raw.start()
+    pool = Pool()
+    assert (await fetch(pool, url + "/x"))[1] == b'{"a":1}'
+    await asyncio.sleep(0.05)  # the server has closed its end by now
+    assert (await fetch(pool, url + "/x"))[1] == b'{"b":2}'
+    assert raw.connections == 2
+    pool.close()
+    await raw.stop()
+
+
+async def test_a_request_on_a_keep_alive_that_dies_unanswered_goes_again_on_a_new_one():
+    raw = Raw([reply(b'{"a":1}'), None, reply(b'{"b":2}')])
+    url = await raw.start()
+    pool = Pool()
+    assert (await fetch(pool, url + "/x"))[1] == b'{"a":1}'
+    assert (await fetch(pool, url + "/x"))[1] == b'{"b":2}'
+    assert raw.connections == 2 and len(raw.requests) == 3
+    fresh = Raw([None])  # a new connection that dies unanswered is an error, not a retry
+    url = await fresh.start()
+    with pytest.raises(ResponseError, match="before any response"):
+        await fetch(pool, url + "/x")
+    pool.close()
+    await raw.stop()
+    await fresh.stop()
+
+
+async def test_informational_responses_are_skipped_and_gzip_is_decoded():
+    packed = gzip.compress(SSE)
+    raw = Raw([b"HTTP/1.1 100 Continue\r\n\r\n" + reply(packed, framing="chunked", extra=b"Content-Encoding: gzip\r\n")], split=7)
+    url = await raw.start()
+    pool = Pool()
+    status, body, _ = await fetch(pool, url + "/x")
+    assert status == 200 and body == SSE
+    assert b"Accept-Encoding: gzip, deflate" in raw.requests[0]
+    pool.close()
+    await raw.stop()
+
+
+@pytest.mark.parametrize("answer, message", [
+    (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "not an HTTP/1.x response"),
+    (b"HTTP/1.1 200 OK\r\nbroken header line\r\n\r\n", "malformed header line"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size line"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: keep-alive\r\n\r\n{\"cut", "connection closed"),
+    (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nnotgz", "does not decode"),
+])
+async def test_broken_answers_raise_response_error(answer, message):
+    raw = Raw([answer], close_after=True)
+    url = await raw.start()
+    pool = Pool()
+    with pytest.raises(ResponseError, match=message):
+        await fetch(pool, url + "/x")
+    pool.close()
+    await raw.stop()
+
+
+async def test_refused_and_header_injection():
+    pool = Pool()
+    raw = Raw([])
+    url = await raw.start()
+    await raw.stop()
+    await asyncio.sleep(0.01)
+    with pytest.raises(ConnectError):
+        await fetch(pool, url + "/x")
+    ok = Raw([reply(b"{}")])
+    url = await ok.start()
+    with pytest.raises(ValueError, match="line break"):
+        await pool.request("POST", url + "/x", {"X-Evil": "a\r\nInjected: 1"}, b"{}", 5)
+    pool.close()
+    await ok.stop()
+
+
+async def test_a_slow_reader_stops_the_socket_being_read():
+    big = b"x" * (8 * http1.HIGH_WATER)
+    raw = Raw([reply(big, framing="chunked")])
+    url = await raw.start()
+    pool = Pool()
+    resp = await pool.request("POST", url + "/x", {}, b"{}", 5)
+    await asyncio.sleep(0.3)  # nobody reads: the buffer stops near the high-water mark, not at 8 MiB
+    assert resp._size < 2 * http1.HIGH_WATER + 256 * 1024
+    got = 0
+    while data := await resp.readany():
+        got += len(data)
+    assert got == len(big)
+    resp.release()
+    pool.close()
+    await raw.stop()
+
+
+def _self_signed(tmp_path) -> tuple[str, str]:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs the openssl command to make a certificate")
+async def test_https_backend_end_to_end(tmp_path, monkeypatch, proxy):
+    """An https backend with a certificate the system trusts (SSL_CERT_FILE) works; one it does not trust is a 502."""
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    body = fixture_bytes("openai/nonstream-text.json")
+    raw = Raw([reply(body), reply(body)])
+    url = await raw.start(server_ctx)
+    monkeypatch.setattr(http1, "_TLS", None)
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    p = await proxy(openai_config(url))
+    r = await p.openai().chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content and raw.requests[0].startswith(b"POST /v1/chat/completions")
+    monkeypatch.setattr(http1, "_TLS", None)
+    monkeypatch.delenv("SSL_CERT_FILE")
+    import openai
+
+    p2 = await proxy(openai_config(url))
+    with pytest.raises(openai.APIStatusError) as e:
+        await p2.openai().chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.status_code == 502 and "certificate" in str(e.value.message).lower()
+    monkeypatch.setattr(http1, "_TLS", None)
+    await raw.stop()
