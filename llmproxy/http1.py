@@ -104,6 +104,11 @@ class Response:
     # ---- read by the caller
 
     @property
+    def buffered(self) -> bool:
+        """Body bytes are waiting to be read."""
+        return bool(self._chunks)
+
+    @property
     def complete(self) -> bool:
         """The whole body arrived (the connection may serve another request once it is read)."""
         return self._eof

@@ -268,19 +268,28 @@ async def stream_out(call: Call, up: UpstreamCall, pieces: AsyncIterator[bytes],
         raise first_err from None
     resp = web.StreamResponse(status=200, headers={"Content-Type": content_type, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     err: ProxyError | None = None
+    batch: list[bytes] = []  # pieces made from bytes already read: written together, once more would mean waiting
     try:
         await resp.prepare(call.request)
         call.sent = True
         if head is not None:
             await resp.write(head)
             call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)
+            size = 0
             async for piece in pieces:
-                await resp.write(piece)
+                batch.append(piece)
+                size += len(piece)
+                if size >= BATCH_BYTES or not up.ready():
+                    await resp.write(batch[0] if len(batch) == 1 else b"".join(batch))
+                    batch.clear()
+                    size = 0
+            if batch:
+                await resp.write(b"".join(batch))
     except (ValueError, KeyError, TypeError) as e:  # a translator choked on what the backend sent
         err = _unreadable(up, e)
         call.row.fail(err.status, err.type, err.message)
         try:
-            await resp.write(call.front.module.stream_error(err))
+            await resp.write(b"".join(batch) + call.front.module.stream_error(err))
         except ConnectionError:
             pass
     except ProxyError as e:
@@ -288,7 +297,7 @@ async def stream_out(call: Call, up: UpstreamCall, pieces: AsyncIterator[bytes],
         err = e
         call.row.fail(e.status, e.type, e.message)
         try:
-            await resp.write(call.front.module.stream_error(e))
+            await resp.write(b"".join(batch) + call.front.module.stream_error(e))
         except ConnectionError:
             pass
     except ConnectionError:
@@ -306,18 +315,30 @@ async def stream_out(call: Call, up: UpstreamCall, pieces: AsyncIterator[bytes],
     return resp
 
 
+BATCH_BYTES = 64 * 1024  # a stream that never makes us wait still reaches the client in pieces this big
+
+
 def _unreadable(up: UpstreamCall, e: Exception) -> ProxyError:
     return ProxyError(502, f"backend '{up.backend.name}' sent a stream llmproxy cannot read: {type(e).__name__}: {str(e)[:200]}")
 
 
 async def events_of(up: UpstreamCall, decoder: str) -> AsyncIterator[Event]:
-    """Decoded upstream events, as soon as each is complete."""
+    """Decoded upstream events, as soon as each is complete; ``up.pending`` counts those already read and still to come."""
     d = DECODERS[decoder]()
-    async for data in up.chunks():
-        for ev in d.decode(data):
+    chunks = up.chunks()
+    try:
+        async for data in chunks:
+            events = d.decode(data)
+            left = len(events)
+            for ev in events:
+                left -= 1
+                up.pending = left
+                yield ev
+        for ev in d.flush():
             yield ev
-    for ev in d.flush():
-        yield ev
+    finally:
+        up.pending = 0
+        await chunks.aclose()  # closed here, not left to the garbage collector's finalizer hook
 
 
 # ------------------------------------------------------------------ translated (through the hub)
@@ -380,12 +401,16 @@ async def translated_chat(call: Call, to_hub: Callable[[dict], dict] | None = No
     wants_usage = call.front.wants_usage(call.body)
 
     async def hub_chunks() -> AsyncIterator[dict]:
-        async for chunk in module.stream_from_upstream(events_of(up, module.STREAM_DECODER), meta):
-            u = chunk.get("usage")
-            if u:
-                call.usage = Usage.from_hub(u)
-                if not chunk.get("choices") and not wants_usage:
-                    continue
-            yield chunk
+        events = events_of(up, module.STREAM_DECODER)
+        try:
+            async for chunk in module.stream_from_upstream(events, meta):
+                u = chunk.get("usage")
+                if u:
+                    call.usage = Usage.from_hub(u)
+                    if not chunk.get("choices") and not wants_usage:
+                        continue
+                yield chunk
+        finally:
+            await events.aclose()  # the translator may stop before the upstream's last bytes
 
     return await stream_out(call, up, call.front.module.stream_to_client(hub_chunks(), meta), call.front.stream_type)

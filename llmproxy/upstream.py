@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from logging import INFO, WARNING
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable
 
 from . import console
 from .balance import Balancer
@@ -22,7 +22,7 @@ from .http1 import ConnectError, Pool, Response, ResponseError
 class UpstreamCall:
     """One upstream response being read; ``close()`` releases (or aborts) the connection."""
 
-    __slots__ = ("backend", "resp", "status", "t0", "first_byte_ms", "url", "model", "stream")
+    __slots__ = ("backend", "resp", "status", "t0", "first_byte_ms", "url", "model", "stream", "pending")
 
     def __init__(self, backend: Backend, resp: Response, t0: float, url: str, model: str, stream: bool) -> None:
         self.backend = backend
@@ -33,6 +33,11 @@ class UpstreamCall:
         self.url = url
         self.model = model
         self.stream = stream
+        self.pending = 0  # decoded events from bytes already read, not yet taken (set by proxy.events_of)
+
+    def ready(self) -> bool:
+        """More of the body can be had without waiting: decoded events pending or bytes buffered."""
+        return self.pending > 0 or self.resp.buffered
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive; the first within first_byte, then each within idle, all within total."""
@@ -41,27 +46,26 @@ class UpstreamCall:
         read, buffered = self.resp.readany, self.resp.read_nowait
         first = self.first_byte_ms is None
         end = self.t0 + t.total  # loop.time() is time.monotonic()
-        now = loop.time()
-        deadline = min(end, self.t0 + t.first_byte if first else now + t.idle)
-        while True:
-            # The timer covers only the wait for bytes, never the consumer's work between chunks;
-            # bytes already buffered are taken without arming one.
-            try:
-                data = buffered()  # b"" when nothing is buffered (or at EOF: readany then says so)
+        watch = _Watch(loop, min(end, self.t0 + t.first_byte if first else loop.time() + t.idle))
+        try:
+            while True:
+                try:
+                    data = buffered()  # b"" when nothing is buffered (or at EOF: readany then says so)
+                    if not data:
+                        data = await watch.wait(read())
+                except TimeoutError:
+                    raise self._timeout(loop.time() >= end) from None
+                except ResponseError as e:
+                    raise ProxyError(502, f"backend '{self.backend.name}' broke off the response: {e}") from None
                 if not data:
-                    async with asyncio.timeout_at(deadline):
-                        data = await read()
-            except TimeoutError:
-                raise self._timeout(loop.time() >= end) from None
-            except ResponseError as e:
-                raise ProxyError(502, f"backend '{self.backend.name}' broke off the response: {e}") from None
-            if not data:
-                return
-            if first:
-                self.first_byte_ms = (time.monotonic() - self.t0) * 1000
-                first = False
-            deadline = min(end, loop.time() + t.idle)
-            yield data
+                    return
+                if first:
+                    self.first_byte_ms = (time.monotonic() - self.t0) * 1000
+                    first = False
+                watch.deadline = min(end, loop.time() + t.idle)
+                yield data
+        finally:
+            watch.stop()
 
     async def read(self) -> bytes:
         """The whole body (non-stream responses and errors)."""
@@ -84,6 +88,59 @@ class UpstreamCall:
     def close(self) -> None:
         """Back to the pool when the body was read to its end, else the connection is closed (never reused half-read)."""
         self.resp.release()
+
+
+class _Watch:
+    """The idle/first-byte/total timer of one stream: one timer for the whole stream, not one per read.
+
+    Moving the deadline is an attribute write; the timer, when it fires before the deadline (bytes
+    came meanwhile), re-arms itself for the new one.  Only a wait for bytes can time out, never the
+    consumer's work between chunks: the timer cancels nothing unless ``wait()`` is waiting.
+    """
+
+    __slots__ = ("loop", "deadline", "task", "handle", "waiting", "fired")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self.loop, self.deadline = loop, deadline
+        self.task: asyncio.Task | None = None
+        self.handle: asyncio.TimerHandle | None = None
+        self.waiting = self.fired = False
+
+    async def wait(self, aw: Awaitable[bytes]) -> bytes:
+        """``await aw``, or TimeoutError once the deadline passes first."""
+        if self.loop.time() >= self.deadline:
+            aw.close()  # type: ignore[attr-defined]  # a coroutine never started
+            raise TimeoutError
+        if self.task is None:
+            self.task = asyncio.current_task()
+        if self.handle is None:
+            self.handle = self.loop.call_at(self.deadline, self._check)
+        self.waiting = True
+        try:
+            return await aw
+        except asyncio.CancelledError:
+            if self.fired and self.task is not None and self.task.uncancel() == 0:
+                self.fired = False
+                raise TimeoutError from None
+            raise
+        finally:
+            self.waiting = False
+
+    def _check(self) -> None:
+        self.handle = None
+        if not self.waiting:
+            return  # the next wait() arms the timer again
+        if self.loop.time() >= self.deadline:
+            self.fired = True
+            assert self.task is not None
+            self.task.cancel()
+        else:
+            self.handle = self.loop.call_at(self.deadline, self._check)
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
 
 
 class Upstream:
