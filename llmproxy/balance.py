@@ -29,7 +29,7 @@ from .resolve import Resolved, Target
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 # What to do after an attempt failed (see ``classify``).
-RETRY, CONTEXT, KEY, FINAL = "retry", "context", "key", "final"
+RETRY, CONTEXT, KEY, FINAL, ELSEWHERE = "retry", "context", "key", "final", "elsewhere"
 
 _CONTEXT = re.compile(
     r"context[ _-]?(length|window)|maximum context|prompt is too long|too many tokens|input is too long|reduce the length",
@@ -38,7 +38,10 @@ _CONTEXT = re.compile(
 
 
 def classify(err: ProxyError) -> str:
-    """RETRY (try again/elsewhere), CONTEXT (context too long), KEY (the credential), or FINAL (the client's fault)."""
+    """RETRY (try again/elsewhere), CONTEXT (context too long), KEY (the credential), ELSEWHERE (this route's
+    config is wrong: another route, never this one again), or FINAL (the client's fault)."""
+    if err.code == "upstream_redirect":
+        return ELSEWHERE
     s = err.status
     text = f"{err.type} {err.code or ''} {err.message}"
     if s in (408, 409, 429) or (s >= 500 and s != 501) or "overloaded" in text.lower():
@@ -289,7 +292,7 @@ class Balancer:
     def failed(self, t: Target, key: int | None, err: ProxyError) -> None:
         """An attempt failed with ``err``: cool down the key, the route or the whole backend."""
         kind = classify(err)
-        if kind in (FINAL, CONTEXT):
+        if kind in (FINAL, CONTEXT, ELSEWHERE):
             return
         if key is not None and (kind == KEY or err.status == 429):
             self.key_failed(t.backend, key, err)

@@ -206,6 +206,13 @@ class Upstream:
             err = ProxyError(502, f"backend '{backend.name}' failed: {e}", code="upstream_error")
             log_back(backend, None, t0, None, err)
             raise err from None
+        if 300 <= resp.status < 400:  # not followed: an API that redirects is a url to fix, not to chase with the key
+            resp.release()
+            where = resp.headers.get("Location", "nowhere")
+            err = ProxyError(502, f"backend '{backend.name}' answered HTTP {resp.status}, a redirect to {where}; set its url to the final address",
+                             code="upstream_redirect")
+            log_back(backend, resp.status, t0, None, err)
+            raise err
         return UpstreamCall(backend, resp, t0, url, model, stream)
 
 

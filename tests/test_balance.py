@@ -6,7 +6,6 @@ import random
 import time
 from collections import Counter
 
-import orjson
 import pytest
 
 from conftest import Reply, fixture_bytes

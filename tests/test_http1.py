@@ -12,9 +12,10 @@ import shutil
 import ssl
 import subprocess
 
+import openai
 import pytest
 
-from conftest import fixture_bytes, openai_config, splits
+from conftest import Reply, fixture_bytes, openai_config, splits
 from llmproxy import http1
 from llmproxy.http1 import ConnectError, Pool, ResponseError
 
@@ -229,11 +230,27 @@ async def test_https_backend_end_to_end(tmp_path, monkeypatch, proxy):
     assert r.choices[0].message.content and raw.requests[0].startswith(b"POST /v1/chat/completions")
     monkeypatch.setattr(http1, "_TLS", None)
     monkeypatch.delenv("SSL_CERT_FILE")
-    import openai
-
     p2 = await proxy(openai_config(url))
     with pytest.raises(openai.APIStatusError) as e:
         await p2.openai().chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
     assert e.value.status_code == 502 and "certificate" in str(e.value.message).lower()
     monkeypatch.setattr(http1, "_TLS", None)
     await raw.stop()
+
+
+async def test_a_redirect_is_a_clear_502_not_followed(upstream, proxy):
+    up = await upstream({"/v1/chat/completions": Reply(b"", status=307, headers={"Location": "https://elsewhere.example/v1/chat/completions"})})
+    p = await proxy(openai_config(up.url))
+    with pytest.raises(openai.APIStatusError) as e:
+        await p.openai().chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.status_code == 502 and "redirect to https://elsewhere.example" in str(e.value.message)
+    assert len(up.seen) == 1  # asked once, never followed
+    [row] = await p.rows()
+    assert row["status"] == 502 and "redirect" in row["error"]
+    good = await upstream({"/v1/chat/completions": Reply(fixture_bytes("openai/nonstream-text.json"))})
+    cfg = openai_config(up.url)
+    cfg["backends"]["good"] = {"api": "openai", "url": good.url + "/v1"}
+    cfg["models"]["gpt"] = {"routes": [{"backend": "up", "model": "x"}, {"backend": "good", "model": "x"}]}
+    p2 = await proxy(cfg)
+    r = await p2.openai().chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content and len(up.seen) == 2 and len(good.seen) == 1  # on to the next route, once
