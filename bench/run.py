@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PY = sys.executable
 GAP_CHUNKS, GAP_MS = 20, 10  # the paced stream: 20 chunks 10 ms apart
+PACED_RUNS = 3  # paced-stream runs per suite; the median (by first byte p50) is reported
 SLOW_CHUNKS, SLOW_MS = 20, 250  # the 1,000 slow streams: 5 s each
 PROMPT = [{"role": "user", "content": "Say hello to the benchmark, please."}]
 
@@ -150,7 +151,14 @@ def bodies(fmt: str, model: str, stream: bool = False) -> dict:
 def suite(o: argparse.Namespace, url: str, path: str, fmt: str, prefix: str, end: str, work: Path) -> dict:
     """Plain at 1 and 64 connections, paced streams at 64, stream rate at 64."""
     r = {"c1": plain(o, url, path, bodies(fmt, prefix + "plain"), 1, work), "c64": plain(o, url, path, bodies(fmt, prefix + "plain"), 64, work)}
-    paced = loadgen(url=url, path=path, body=bodies(fmt, f"{prefix}c{GAP_CHUNKS}g{GAP_MS}", True), conns=64, seconds=o.seconds, end=end)
+    # The paced streams' first byte swings with how the 64 streams' bursts happen to line up (a
+    # direct call measured above the floor in one run): three runs, the median one kept.
+    runs = [loadgen(url=url, path=path, body=bodies(fmt, f"{prefix}c{GAP_CHUNKS}g{GAP_MS}", True), conns=64, seconds=o.seconds, end=end)
+            for _ in range(PACED_RUNS)]
+    runs.sort(key=lambda x: x["first"]["p50"] if x["requests"] else float("inf"))
+    paced = runs[len(runs) // 2]
+    paced["first_p50_runs"] = sorted(x["first"]["p50"] for x in runs if x["requests"])
+    paced["errors"] = sum(x["errors"] for x in runs)
     paced["gap_added_ms"] = paced["span"]["mean"] / (GAP_CHUNKS - 1) - GAP_MS if paced["requests"] else None
     r["paced"] = paced
     r["rate"] = loadgen(url=url, path=path, body=bodies(fmt, prefix + "fast", True), conns=64, seconds=o.seconds, end=end)
@@ -292,7 +300,7 @@ ROWS = [  # label, getter, decimals
     ("req/s @64 conns", lambda r: r["c64"]["rps"], 0),
     ("p50 ms @64", lambda r: r["c64"]["lat"]["p50"], 2),
     ("p99 ms @64", lambda r: r["c64"]["lat"]["p99"], 2),
-    (f"stream first byte p50 ms @64 ({GAP_CHUNKS}×{GAP_MS} ms)", lambda r: r["paced"]["first"]["p50"], 2),
+    (f"stream first byte p50 ms @64 ({GAP_CHUNKS}×{GAP_MS} ms, median/{PACED_RUNS})", lambda r: r["paced"]["first"]["p50"], 2),
     ("stream first byte p99 ms @64", lambda r: r["paced"]["first"]["p99"], 2),
     ("stream total p50 ms @64", lambda r: r["paced"]["lat"]["p50"], 1),
     ("inter-chunk delay added ms", lambda r: r["paced"]["gap_added_ms"], 3),
@@ -312,12 +320,12 @@ def table(res: dict) -> str:
         if lp is None or "skipped" in lp:
             out.append(f"  not measured: {lp['skipped'] if lp else 'no result'}")
             continue
-        out.append(f"  {'':<42}{'direct':>10}{'floor':>10}{'llmproxy':>10}{'×floor':>9}{'×direct':>9}")
+        out.append(f"  {'':<48}{'direct':>10}{'floor':>10}{'llmproxy':>10}{'×floor':>9}{'×direct':>9}")
         for label, get, d in ROWS:
             vals = [get(x) for x in (direct, floor, lp)]
-            out.append(f"  {label:<42}" + "".join(f"{fmt(v, d):>10}" for v in vals) + f"{ratio(vals[2], vals[1]):>9}{ratio(vals[2], vals[0]):>9}")
+            out.append(f"  {label:<48}" + "".join(f"{fmt(v, d):>10}" for v in vals) + f"{ratio(vals[2], vals[1]):>9}{ratio(vals[2], vals[0]):>9}")
         added = [x["c1"]["lat"]["p50"] - direct["c1"]["lat"]["p50"] for x in (floor, lp)]
-        out.append(f"  {'added p50 ms @1 (vs direct)':<42}{'':>10}{fmt(added[0], 3):>10}{fmt(added[1], 3):>10}{ratio(added[1], added[0]):>9}")
+        out.append(f"  {'added p50 ms @1 (vs direct)':<48}{'':>10}{fmt(added[0], 3):>10}{fmt(added[1], 3):>10}{ratio(added[1], added[0]):>9}")
         errs = sum(x[k]["errors"] for x in (floor, lp) for k in ("c1", "c64", "paced", "rate"))
         out.append(f"  errors (floor + llmproxy, all tests): {errs}")
     return "\n".join(out)

@@ -30,6 +30,14 @@ class SSEDecoder:
     def decode(self, chunk: bytes) -> list[Event]:
         buf = self._buf + chunk if self._buf else chunk
         out: list[Event] = []
+        if b"\r" not in buf:  # "\n" line ends only (every provider here): split, no scanning loop
+            end = buf.rfind(b"\n") + 1
+            self._buf = buf[end:]
+            if end:
+                line = self._line
+                for ln in buf[: end - 1].split(b"\n"):
+                    line(ln, out)
+            return out
         start = 0
         n = len(buf)
         while start < n:
