@@ -82,17 +82,18 @@ async def read_json(request: web.Request, limit: int) -> dict:
     content = request.content
     if content.is_eof():  # the whole body came with the headers (most requests): no read loop
         raw = content.read_nowait()
-        if len(raw) > limit:  # chunked, so no Content-Length said so up front
-            raise ProxyError(413, f"request body is over the limit of {limit:,} bytes (limits.max_body_mb)", code="request_too_large")
+        size = len(raw)  # (chunked: no Content-Length said so up front)
     else:
         parts: list[bytes] = []
         size = 0
         async for chunk in content.iter_any():
             size += len(chunk)
             if size > limit:
-                raise ProxyError(413, f"request body is over the limit of {limit:,} bytes (limits.max_body_mb)", code="request_too_large")
+                break
             parts.append(chunk)
         raw = b"".join(parts)
+    if size > limit:
+        raise ProxyError(413, f"request body is over the limit of {limit:,} bytes (limits.max_body_mb)", code="request_too_large")
     if not raw.strip():
         raise bad_request("request body is empty; send a JSON object")
     try:
