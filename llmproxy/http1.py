@@ -1,8 +1,9 @@
 """A small HTTP/1.1 client for the upstream calls: keep-alive pool, streamed bodies, nothing else.
 
-Why not aiohttp's client: on the relay path it cost more than all of llmproxy's own work per
-request (URL and header objects, tracing hooks, timers, a payload registry, cookie handling), and
-an upstream call here needs none of it.  What it does: ``http``/``https`` (TLS with the system's
+Why not aiohttp's client: on the relay path it took 29% of the proxy's CPU per request (py-spy;
+llmproxy's own code took 18%): URL and header objects, tracing hooks, timers, a payload registry,
+cookie handling, none of which an upstream call here needs.  With this client a relayed request
+went from 955k to 618k instructions (callgrind; the bare aiohttp pass-through takes 732k).  What it does: ``http``/``https`` (TLS with the system's
 CA store), one request at a time per connection, reuse of idle connections per origin, bodies
 framed by Content-Length, chunked encoding or the connection's end, gzip/deflate decoding, and
 back-pressure (a stream a slow client is not reading stops being read from the socket).
