@@ -474,3 +474,18 @@ async def test_params_price_and_cache_tokens_anthropic(upstream, proxy):
     assert (row["prompt_tokens"], row["cached_tokens"], row["cache_write_tokens"]) == (1532, 1111, 418)
     want = (3 * 3 + 1111 * 0.3 + 418 * 3.75 + row["completion_tokens"] * 15) / 1_000_000
     assert row["cost_usd"] == pytest.approx(want)
+
+
+@pytest.mark.parametrize("fmt, provider", [("anthropic", "Anthropic"), ("gemini", "Gemini"), ("ollama", "Ollama")])
+async def test_a_stream_event_that_is_not_json_is_a_502_naming_the_provider(fmt, provider):
+    from llmproxy.errors import ProxyError
+    from llmproxy.sse import Event
+    from llmproxy.translate import BACKENDS, Meta
+
+    async def events():
+        yield Event("message_start" if fmt == "anthropic" else None, b"<html>oops</html>")
+
+    with pytest.raises(ProxyError) as e:
+        async for _ in BACKENDS[fmt].stream_from_upstream(events(), Meta("chatcmpl-x", 0, "m")):
+            pass
+    assert e.value.status == 502 and e.value.message.startswith(f"{provider} sent a stream event that is not JSON: b'<html>")

@@ -53,6 +53,7 @@ from ..usage import hub_usage
 from . import Meta
 from .common import (
     dump_args,
+    event_json,
     hub_chunk,
     hub_completion,
     hub_usage_chunk,
@@ -441,10 +442,7 @@ async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> Asyn
     stop_reason = None
     tools = 0
     async for event in events:
-        try:
-            data = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            raise ProxyError(502, f"Anthropic sent an unreadable stream event: {event.data[:200]!r}") from None
+        data = event_json(event.data, "Anthropic")
         if not isinstance(data, dict):
             continue
         kind = event.name or data.get("type")  # the `event:` line is the dispatch key, as in Anthropic's SDK

@@ -131,6 +131,14 @@ def dump_args(arguments: Any) -> str:
 # ---------------------------------------------------------------- error bodies
 
 
+def event_json(data: bytes, provider: str) -> Any:
+    """A stream event's (or NDJSON line's) data parsed as JSON; 502 naming ``provider`` when it is not JSON."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ProxyError(502, f"{provider} sent a stream event that is not JSON: {data[:200]!r}") from None
+
+
 def json_or_none(body: bytes) -> Any:
     """An upstream body parsed as JSON, or None when it is not JSON."""
     try:

@@ -37,6 +37,7 @@ from ..usage import hub_usage
 from . import Meta
 from .common import (
     dump_args,
+    event_json,
     hub_chunk,
     hub_usage_chunk,
     json_or_none,
@@ -544,10 +545,7 @@ async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> Asyn
     usage: Any = None
     blocked = False
     async for event in events:
-        try:
-            body = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            raise ProxyError(502, f"Gemini sent a stream event that is not JSON: {event.data[:200]!r}") from None
+        body = event_json(event.data, "Gemini")
         _raise_if_error(body)
         if not isinstance(body, dict):
             continue

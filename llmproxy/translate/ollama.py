@@ -33,6 +33,7 @@ from ..usage import hub_usage
 from . import Meta
 from .common import (
     dump_args,
+    event_json,
     hub_chunk,
     hub_completion,
     json_or_none,
@@ -244,10 +245,7 @@ async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> Asyn
     started = False
     n_calls = 0
     async for event in events:
-        try:
-            obj = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            raise ProxyError(502, f"Ollama sent a line that is not JSON: {event.data[:80]!r}") from None
+        obj = event_json(event.data, "Ollama")
         if not isinstance(obj, dict):
             raise ProxyError(502, "Ollama sent a stream line that is not a JSON object")
         if "error" in obj:
