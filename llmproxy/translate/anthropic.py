@@ -49,7 +49,7 @@ import orjson
 
 from ..errors import ProxyError
 from ..sse import Event, sse_event
-from ..usage import hub_usage
+from ..usage import Usage, hub_usage
 from . import Meta
 from .common import (
     dump_args,
@@ -754,14 +754,12 @@ def _client_usage(usage: Any) -> dict[str, int]:
     """Hub usage -> Anthropic usage (input_tokens without the cached and cache-written tokens)."""
     if not isinstance(usage, dict):
         return {"input_tokens": 0, "output_tokens": 0}
-    details = usage.get("prompt_tokens_details") or {}
-    read = details.get("cached_tokens") or 0
-    write = details.get("cache_write_tokens") or 0
+    u = Usage.from_hub(usage) or Usage()
     return {
-        "input_tokens": max((usage.get("prompt_tokens") or 0) - read - write, 0),
-        "cache_creation_input_tokens": write,
-        "cache_read_input_tokens": read,
-        "output_tokens": usage.get("completion_tokens") or 0,
+        "input_tokens": max(u.prompt - u.cached - u.cache_write, 0),
+        "cache_creation_input_tokens": u.cache_write,
+        "cache_read_input_tokens": u.cached,
+        "output_tokens": u.completion,
     }
 
 

@@ -33,7 +33,7 @@ import orjson
 
 from ..errors import ProxyError
 from ..sse import Event
-from ..usage import hub_usage
+from ..usage import Usage, hub_usage
 from . import Meta
 from .common import (
     dump_args,
@@ -941,15 +941,12 @@ _FINISH_OUT = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "fu
 
 
 def _usage_metadata(usage: dict) -> dict:
-    prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
-    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
-    out = {"promptTokenCount": prompt, "candidatesTokenCount": completion - reasoning,
-           "totalTokenCount": prompt + completion}
-    if reasoning:
-        out["thoughtsTokenCount"] = reasoning
-    if cached:
-        out["cachedContentTokenCount"] = cached
+    u = Usage.from_hub(usage) or Usage()
+    out = {"promptTokenCount": u.prompt, "candidatesTokenCount": u.completion - u.reasoning, "totalTokenCount": u.total}
+    if u.reasoning:
+        out["thoughtsTokenCount"] = u.reasoning
+    if u.cached:
+        out["cachedContentTokenCount"] = u.cached
     return out
 
 
