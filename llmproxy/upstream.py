@@ -190,20 +190,8 @@ class Upstream:
         try:
             async with asyncio.timeout(limit):
                 resp = await self.pool.request(method, url, headers, body if method == "POST" else None, t.connect)
-        except TimeoutError:
-            elapsed = time.monotonic() - t0
-            if elapsed < limit - 0.05:
-                err = ProxyError(504, f"backend '{backend.name}' did not accept a connection within {t.connect:g} s (timeout.connect)", code="upstream_timeout")
-            else:
-                err = ProxyError(504, f"backend '{backend.name}' sent no response within {limit:g} s (timeout.{which})", code="upstream_timeout")
-            log_back(backend, None, t0, None, err)
-            raise err from None
-        except ConnectError as e:
-            err = ProxyError(502, f"backend '{backend.name}' is unreachable at {backend.url}: {e.strerror or e}", code="upstream_unreachable")
-            log_back(backend, None, t0, None, err)
-            raise err from None
-        except (ResponseError, ValueError) as e:
-            err = ProxyError(502, f"backend '{backend.name}' failed: {e}", code="upstream_error")
+        except (TimeoutError, ConnectError, ResponseError, ValueError) as e:
+            err = _failure(backend, e, time.monotonic() - t0, limit, which)
             log_back(backend, None, t0, None, err)
             raise err from None
         if 300 <= resp.status < 400:  # not followed: an API that redirects is a url to fix, not to chase with the key
@@ -214,6 +202,17 @@ class Upstream:
             log_back(backend, resp.status, t0, None, err)
             raise err
         return UpstreamCall(backend, resp, t0, url, model, stream)
+
+
+def _failure(backend: Backend, e: Exception, elapsed: float, limit: float, which: str) -> ProxyError:
+    """What a request that got no response at all becomes: 504 for a timeout, 502 otherwise."""
+    if isinstance(e, TimeoutError):
+        if elapsed < limit - 0.05:  # the connect timeout, which fires before the overall limit
+            return ProxyError(504, f"backend '{backend.name}' did not accept a connection within {backend.timeout.connect:g} s (timeout.connect)", code="upstream_timeout")
+        return ProxyError(504, f"backend '{backend.name}' sent no response within {limit:g} s (timeout.{which})", code="upstream_timeout")
+    if isinstance(e, ConnectError):
+        return ProxyError(502, f"backend '{backend.name}' is unreachable at {backend.url}: {e.strerror or e}", code="upstream_unreachable")
+    return ProxyError(502, f"backend '{backend.name}' failed: {e}", code="upstream_error")
 
 
 def log_back(backend: Backend, status: int | None, t0: float, first_byte_ms: float | None, err: ProxyError | None, tokens: int | None = None) -> None:
