@@ -11,7 +11,7 @@ from aiohttp import web
 
 from .errors import ProxyError
 from .proxy import Call, finish_upstream, open_upstream, stream_out, upstream_body
-from .sse import SSEFramer, parse_event
+from .sse import LineFramer, SSEFramer, parse_event
 from .translate import anthropic as anthropic_fmt
 from .translate import ollama as ollama_fmt
 from .translate import openai as openai_fmt
@@ -27,25 +27,6 @@ UsageOf = Callable[[Any], "Usage | None"]
 class Framer(Protocol):
     def feed(self, chunk: bytes) -> list[bytes]: ...
     def flush(self) -> bytes: ...
-
-
-class LineFramer:
-    """Cuts raw NDJSON bytes into whole lines, newline included, for relaying them untouched."""
-
-    __slots__ = ("_buf",)
-
-    def __init__(self) -> None:
-        self._buf = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        buf = self._buf + chunk if self._buf else chunk
-        end = buf.rfind(b"\n") + 1
-        self._buf = buf[end:]
-        return buf[:end].splitlines(keepends=True) if end else []
-
-    def flush(self) -> bytes:
-        rest, self._buf = self._buf, b""
-        return rest
 
 
 async def relay_openai(call: Call, path: str) -> web.StreamResponse:

@@ -190,6 +190,25 @@ class SSEFramer:
         return rest
 
 
+class LineFramer:
+    """Cuts raw NDJSON bytes into whole lines, newline included, for relaying them untouched."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buf = self._buf + chunk if self._buf else chunk
+        end = buf.rfind(b"\n") + 1
+        self._buf = buf[end:]
+        return buf[:end].splitlines(keepends=True) if end else []
+
+    def flush(self) -> bytes:
+        rest, self._buf = self._buf, b""
+        return rest
+
+
 def parse_event(raw: bytes) -> Event | None:
     """Decode one raw event cut by ``SSEFramer``."""
     d = SSEDecoder()
