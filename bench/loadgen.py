@@ -5,11 +5,17 @@
 Each connection sends the request again as soon as the last answer ended; prints one JSON line:
 requests, errors, req/s, latency percentiles (ms) and, for streams, first byte and the span from
 the first to the last body byte.  With ``"count"`` each connection sends exactly that many.
+
+How the connections' requests line up in time (they start at once unless told otherwise):
+``"stagger_ms"``: connection i starts i/conns of this later (spread over one answer's length);
+``"think_ms"``: each request waits a random 0…think_ms first, so connections do not fall back into step;
+``"together"``: every connection sends its n-th request at the same moment (a barrier), n = 1…count.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sys
 import time
 from urllib.parse import urlsplit
@@ -126,21 +132,37 @@ async def run(o: dict) -> dict:
     errors: list[str] = []
     deadline = _now() + o.get("seconds", 5)
     count = o.get("count")
+    stagger, think = o.get("stagger_ms", 0) / 1000, o.get("think_ms", 0) / 1000
+    rnd = random.Random(1)  # the same pauses on every run
+    together = asyncio.Barrier(o["conns"]) if o.get("together") else None
 
-    async def worker() -> None:
+    async def worker(i: int) -> None:
         try:
             _, c = await loop.create_connection(Conn, u.hostname, u.port)
         except OSError as e:
             errors.append(f"connect: {e}")
+            if together is not None:
+                await together.abort()
             return
         n = 0
         try:
+            if stagger:
+                await asyncio.sleep(stagger * i / o["conns"])
             while (count is None and _now() < deadline) or (count is not None and n < count):
                 n += 1
+                if think:
+                    await asyncio.sleep(rnd.uniform(0, think))
+                if together is not None:
+                    try:
+                        await together.wait()
+                    except asyncio.BrokenBarrierError:  # another connection failed: so do the ones left
+                        return
                 try:
                     status, t0, tf, tl, tail = await asyncio.wait_for(c.ask(request), o.get("timeout", 60))
                 except (ConnectionError, asyncio.TimeoutError) as e:
                     errors.append(f"{type(e).__name__}: {e}")
+                    if together is not None:
+                        await together.abort()
                     return
                 if status != 200 or (end and end not in tail):
                     errors.append(f"status {status}: …{tail[-120:].decode(errors='replace')}")
@@ -152,7 +174,7 @@ async def run(o: dict) -> dict:
             c.t.close()
 
     t0 = _now()
-    await asyncio.gather(*(worker() for _ in range(o["conns"])))
+    await asyncio.gather(*(worker(i) for i in range(o["conns"])))
     took = _now() - t0
     out = {"requests": len(lat), "errors": len(errors), "error_sample": errors[:3], "seconds": round(took, 3), "rps": round(len(lat) / took, 1)}
     for name, xs in (("lat", lat), ("first", first), ("span", span)):
