@@ -269,7 +269,9 @@ async def stream_out(call: Call, up: UpstreamCall, pieces: AsyncIterator[bytes],
         raise first_err from None
     resp = web.StreamResponse(status=200, headers={"Content-Type": content_type, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     err: ProxyError | None = None
-    batch: list[bytes] = []  # pieces made from bytes already read: written together, once more would mean waiting
+    # Pieces made from bytes already read are written together (once more would mean waiting); what is
+    # left at the end goes out with the last chunk marker, in one write.
+    batch: list[bytes] = []
     try:
         await resp.prepare(call.request)
         call.sent = True
@@ -284,23 +286,15 @@ async def stream_out(call: Call, up: UpstreamCall, pieces: AsyncIterator[bytes],
                     await resp.write(batch[0] if len(batch) == 1 else b"".join(batch))
                     batch.clear()
                     size = 0
-            if batch:
-                await resp.write(b"".join(batch))
     except (ValueError, KeyError, TypeError) as e:  # a translator choked on what the backend sent
         err = _unreadable(up, e)
         call.row.fail(err.status, err.type, err.message)
-        try:
-            await resp.write(b"".join(batch) + call.front.module.stream_error(err))
-        except ConnectionError:
-            pass
+        batch.append(call.front.module.stream_error(err))
     except ProxyError as e:
         e.message = redact(e.message, call.snap.secrets)
         err = e
         call.row.fail(e.status, e.type, e.message)
-        try:
-            await resp.write(b"".join(batch) + call.front.module.stream_error(e))
-        except ConnectionError:
-            pass
+        batch.append(call.front.module.stream_error(e))
     except ConnectionError:
         call.row.fail(499, "cancelled", "client disconnected")
         err = ProxyError(499, "client disconnected")
@@ -310,7 +304,7 @@ async def stream_out(call: Call, up: UpstreamCall, pieces: AsyncIterator[bytes],
     if call.row.status is None:
         call.row.status = 200
     try:
-        await resp.write_eof()
+        await resp.write_eof(b"".join(batch))
     except ConnectionError:
         pass
     return resp

@@ -36,8 +36,8 @@ class UpstreamCall:
         self.pending = 0  # decoded events from bytes already read, not yet taken (set by proxy.events_of)
 
     def ready(self) -> bool:
-        """More of the body can be had without waiting: decoded events pending or bytes buffered."""
-        return self.pending > 0 or self.resp.buffered
+        """More of the body can be had without waiting: decoded events pending, bytes buffered, or its end already in."""
+        return self.pending > 0 or self.resp.buffered or self.resp.complete
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive; the first within first_byte, then each within idle, all within total."""
