@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from logging import INFO, WARNING
-from typing import AsyncIterator, Awaitable
+from typing import AsyncIterator, Awaitable, TypeVar
 
 from . import console
 from .balance import Balancer
@@ -18,13 +18,15 @@ from .errors import ProxyError
 from .headers import render
 from .http1 import ConnectError, Pool, Response, ResponseError
 
+T = TypeVar("T")
+
 
 class UpstreamCall:
     """One upstream response being read; ``close()`` releases (or aborts) the connection."""
 
-    __slots__ = ("backend", "resp", "status", "t0", "first_byte_ms", "url", "model", "stream", "pending")
+    __slots__ = ("backend", "resp", "status", "t0", "first_byte_ms", "url", "model", "stream", "pending", "watch")
 
-    def __init__(self, backend: Backend, resp: Response, t0: float, url: str, model: str, stream: bool) -> None:
+    def __init__(self, backend: Backend, resp: Response, t0: float, url: str, model: str, stream: bool, watch: _Watch) -> None:
         self.backend = backend
         self.resp = resp
         self.status = resp.status
@@ -34,6 +36,7 @@ class UpstreamCall:
         self.model = model
         self.stream = stream
         self.pending = 0  # decoded events from bytes already read, not yet taken (set by proxy.events_of)
+        self.watch = watch  # the timer that ran while waiting for the headers, carried on to the body
 
     def ready(self) -> bool:
         """More of the body can be had without waiting: decoded events pending, bytes buffered, or its end already in."""
@@ -46,7 +49,8 @@ class UpstreamCall:
         read, buffered = self.resp.readany, self.resp.read_nowait
         first = self.first_byte_ms is None
         end = self.t0 + t.total  # loop.time() is time.monotonic()
-        watch = _Watch(loop, min(end, self.t0 + t.first_byte if first else loop.time() + t.idle))
+        watch = self.watch
+        watch.deadline = min(end, self.t0 + t.first_byte if first else loop.time() + t.idle)
         try:
             while True:
                 try:
@@ -87,11 +91,13 @@ class UpstreamCall:
 
     def close(self) -> None:
         """Back to the pool when the body was read to its end, else the connection is closed (never reused half-read)."""
+        self.watch.stop()
         self.resp.release()
 
 
 class _Watch:
-    """The idle/first-byte/total timer of one stream: one timer for the whole stream, not one per read.
+    """The first-byte/idle/total timer of one upstream call, from sending the request to the body's
+    end: one timer for the whole call, not one per read.
 
     Moving the deadline is an attribute write; the timer, when it fires before the deadline (bytes
     came meanwhile), re-arms itself for the new one.  Only a wait for bytes can time out, never the
@@ -106,14 +112,17 @@ class _Watch:
         self.handle: asyncio.TimerHandle | None = None
         self.waiting = self.fired = False
 
-    async def wait(self, aw: Awaitable[bytes]) -> bytes:
+    async def wait(self, aw: Awaitable[T]) -> T:
         """``await aw``, or TimeoutError once the deadline passes first."""
         if self.loop.time() >= self.deadline:
             aw.close()  # type: ignore[attr-defined]  # a coroutine never started
             raise TimeoutError
         if self.task is None:
             self.task = asyncio.current_task()
-        if self.handle is None:
+        h = self.handle
+        if h is None or h.when() > self.deadline:  # not armed, or for a later deadline (first_byte, then a shorter idle)
+            if h is not None:
+                h.cancel()
             self.handle = self.loop.call_at(self.deadline, self._check)
         self.waiting = True
         try:
@@ -187,21 +196,25 @@ class Upstream:
         console.line(INFO, f"→ {backend.name} {model}{' (stream)' if stream else ''} {url}")
         t0 = time.monotonic()
         limit, which = (t.first_byte, "first_byte") if t.first_byte <= t.total else (t.total, "total")
+        watch = _Watch(asyncio.get_running_loop(), t0 + limit)  # loop.time() is time.monotonic()
         try:
-            async with asyncio.timeout(limit):
-                resp = await self.pool.request(method, url, headers, body if method == "POST" else None, t.connect)
-        except (TimeoutError, ConnectError, ResponseError, ValueError) as e:
+            resp = await watch.wait(self.pool.request(method, url, headers, body if method == "POST" else None, t.connect))
+        except BaseException as e:
+            watch.stop()
+            if not isinstance(e, (TimeoutError, ConnectError, ResponseError, ValueError)):
+                raise  # cancelled: the client went away
             err = _failure(backend, e, time.monotonic() - t0, limit, which)
             log_back(backend, None, t0, None, err)
             raise err from None
         if 300 <= resp.status < 400:  # not followed: an API that redirects is a url to fix, not to chase with the key
+            watch.stop()
             resp.release()
             where = resp.headers.get("Location", "nowhere")
             err = ProxyError(502, f"backend '{backend.name}' answered HTTP {resp.status}, a redirect to {where}; set its url to the final address",
                              code="upstream_redirect")
             log_back(backend, resp.status, t0, None, err)
             raise err
-        return UpstreamCall(backend, resp, t0, url, model, stream)
+        return UpstreamCall(backend, resp, t0, url, model, stream, watch)
 
 
 def _failure(backend: Backend, e: Exception, elapsed: float, limit: float, which: str) -> ProxyError:

@@ -106,7 +106,7 @@ async def test_idle_timeout_mid_stream_ends_stream_with_error_event(upstream, pr
     reply = Reply(fixture_bytes("openai/stream-text-usage.sse"), content_type="text/event-stream", split=200, hang_after=3)
     up = await upstream({"/v1/chat/completions": reply})
     cfg = openai_config(up.url)
-    cfg["backends"]["up"]["timeout"] = {"idle": 0.3}
+    cfg["backends"]["up"]["timeout"] = {"idle": 0.3, "first_byte": 10}
     p = await proxy(cfg)
     status, raw = await post(p.url, {**CHAT, "stream": True})
     assert status == 200
@@ -119,6 +119,8 @@ async def test_idle_timeout_mid_stream_ends_stream_with_error_event(upstream, pr
             pass
     rows = await p.rows()
     assert rows[0]["status"] == 504 and rows[0]["first_byte_ms"] is not None
+    # cut by idle (0.3 s after the last bytes), not by the longer first_byte deadline set before them
+    assert rows[0]["total_ms"] < 3000
 
 
 async def test_total_timeout_cuts_a_slow_but_steady_stream(upstream, proxy):
