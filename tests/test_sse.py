@@ -1,0 +1,76 @@
+"""SSEDecoder against a line-by-line reading of the SSE rules, on awkward streams cut every way."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from llmproxy.sse import Event, SSEDecoder
+
+
+def reference(raw: bytes) -> list[Event]:
+    """The WHATWG event-stream rules, read line by line: the meaning the decoder must keep."""
+    text = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    events, name, data = [], None, []
+    lines = text.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for line in lines + [b""]:  # EOF dispatches what is begun
+        if not line:
+            if data:
+                events.append(Event(name, b"\n".join(data)))
+            name, data = None, []
+            continue
+        if line[:1] == b":":
+            continue
+        field, sep, value = line.partition(b":")
+        value = value[1:] if sep and value[:1] == b" " else value
+        if field == b"data":
+            data.append(value)
+        elif field == b"event":
+            name = value.decode("utf-8", "replace")
+    return events
+
+
+STREAMS = {
+    "data only": b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: [DONE]\n\n',
+    "named": b'event: message_start\ndata: {"x":1}\n\nevent: ping\ndata: {}\n\n',
+    "crlf": b'event: a\r\ndata: 1\r\n\r\ndata: 2\r\n\r\n',
+    "cr": b"data: 1\r\rdata: 2\r\r",
+    "multi-line data": b"data: one\ndata: two\n\nevent: e\ndata: a\ndata: b\n\n",
+    "comments, ids, no space": b": keep-alive\n\nid: 7\ndata:tight\n\n:c\nevent:e\ndata: x\nretry: 5\n\n",
+    "blank lines between": b"\n\n\ndata: a\n\n\n\ndata: b\n\n\n",
+    "name without data": b"event: ping\n\ndata: after\n\n",
+    "empty data": b"data:\n\ndata: \n\n",
+    "no end at EOF": b"data: a\n\nevent: last\ndata: b",
+    "no blank line at EOF": b"data: a\n\ndata: b\n",
+    "mixed endings": b"data: a\n\nevent: b\r\ndata: c\n\ndata: d\r\n\r\ndata: e\n\n",
+    "utf-8 split": "data: héllo ✓\n\nevent: ünï\ndata: 🙂\n\n".encode(),
+}
+
+
+def decode(pieces: list[bytes]) -> list[Event]:
+    d = SSEDecoder()
+    out = [e for p in pieces for e in d.decode(p)]
+    return out + d.flush()
+
+
+@pytest.mark.parametrize("name", STREAMS)
+def test_whole_and_cut_at_every_byte(name: str) -> None:
+    raw = STREAMS[name]
+    want = reference(raw)
+    assert want, "a stream with no events tests nothing"
+    assert decode([raw]) == want
+    for i in range(len(raw) + 1):
+        assert decode([raw[:i], raw[i:]]) == want, f"cut at {i}"
+    assert decode([raw[i : i + 1] for i in range(len(raw))]) == want
+
+
+def test_all_streams_joined_cut_at_random() -> None:
+    raw = b"".join(STREAMS[k] for k in STREAMS if not k.startswith("no "))
+    want = reference(raw)
+    rnd = random.Random(7)
+    for _ in range(300):
+        cuts = sorted(rnd.sample(range(1, len(raw)), rnd.randint(1, 12)))
+        pieces = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)])]
+        assert decode(pieces) == want
