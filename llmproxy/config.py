@@ -237,11 +237,21 @@ def _parse_listen(s: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+# Headers llmproxy's client writes from the body it sends and the encodings it can decode.
+FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "accept-encoding", "te", "upgrade"})
+
+
 def _build(d: dict, path: Path, digest: str) -> Config:
     pending: list[str] = []
     backends: dict[str, Backend] = {}
     for name, b in d["backends"].items():
-        headers = tuple((str(k), str(v)) for k, v in (b.get("headers") or {}).items())
+        headers = []
+        for k, v in (b.get("headers") or {}).items():
+            low = str(k).lower()
+            if low in FRAMING_HEADERS:
+                raise ConfigError(f"backends.{name}.headers.{k}: llmproxy sets this header itself (it frames and decodes the body)")
+            headers.append(("Host" if low == "host" else str(k), str(v)))  # a configured Host replaces the url's
+        headers = tuple(headers)
         keys = tuple(b.get("keys") or ())
         uses_key = any("{key}" in v for _, v in headers)
         if uses_key and not keys:

@@ -210,7 +210,10 @@ class Connection(asyncio.Protocol):
 
     def send(self, method: str, target: str, host: str, headers: dict[str, str], body: bytes | None) -> asyncio.Future[Response]:
         assert self.transport is not None
-        lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: {ACCEPT_ENCODING}\r\n"]
+        if "Host" in headers:  # set in the backend's config (spelled so by config.py)
+            lines = [f"{method} {target} HTTP/1.1\r\nAccept-Encoding: {ACCEPT_ENCODING}\r\n"]
+        else:
+            lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: {ACCEPT_ENCODING}\r\n"]
         for k, v in headers.items():
             if "\n" in v or "\r" in v or "\n" in k or "\r" in k:
                 raise ValueError(f"header {k!r} has a line break in it")

@@ -139,3 +139,10 @@ def test_pending_fields_are_reported_by_check(tmp_path):
     bad.write_text("backends: {}\nmodels: {}\n")
     out = subprocess.run([sys.executable, "-m", "llmproxy", "check", "-c", str(bad)], capture_output=True, text=True)
     assert out.returncode == 1 and "backends" in out.stderr
+
+
+@pytest.mark.parametrize("name", ["Content-Length", "transfer-encoding", "Connection", "Accept-Encoding"])
+def test_headers_llmproxy_sets_itself_are_refused(tmp_path, name):
+    cfg = {**BASE, "backends": {"oa": {"api": "openai", "url": "http://127.0.0.1:9/v1", "headers": {name: "x"}}}}
+    msg = error_of(tmp_path, cfg)
+    assert f"backends.oa.headers.{name}" in msg and "sets this header itself" in msg

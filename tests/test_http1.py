@@ -254,3 +254,22 @@ async def test_a_redirect_is_a_clear_502_not_followed(upstream, proxy):
     p2 = await proxy(cfg)
     r = await p2.openai().chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
     assert r.choices[0].message.content and len(up.seen) == 2 and len(good.seen) == 1  # on to the next route, once
+
+
+async def test_a_configured_host_replaces_the_urls_and_each_header_goes_once(proxy):
+    body = fixture_bytes("openai/nonstream-text.json")
+    raw = Raw([reply(body), reply(body)])
+    url = await raw.start()
+    cfg = openai_config(url)
+    cfg["backends"]["up"]["headers"] = {"host": "api.internal.example", "X-Team": "homelab"}
+    p = await proxy(cfg)
+    await p.openai().chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
+    plain = await proxy(openai_config(url))
+    await plain.openai().chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
+    heads = [r.split(b"\r\n\r\n")[0].lower().split(b"\r\n")[1:] for r in raw.requests]
+    names = [[h.split(b":")[0] for h in head] for head in heads]
+    for n in names:
+        assert len(n) == len(set(n)), n  # no header twice
+    assert b"host: api.internal.example" in heads[0] and b"x-team: homelab" in heads[0]
+    assert b"host: " + url.split("//")[1].encode() in heads[1]
+    await raw.stop()
