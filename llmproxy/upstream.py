@@ -51,6 +51,7 @@ class UpstreamCall:
         end = self.t0 + t.total  # loop.time() is time.monotonic()
         watch = self.watch
         watch.deadline = min(end, self.t0 + t.first_byte if first else loop.time() + t.idle)
+        watch.task = None  # the task reading the body is the one to wake on a timeout
         try:
             while True:
                 try:
