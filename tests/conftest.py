@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sqlite3
 from dataclasses import dataclass, field
@@ -17,11 +18,33 @@ from llmproxy.app import make_app
 from llmproxy.state import STATE
 
 FIXTURES = Path(__file__).parent / "fixtures"
+GOLDEN = Path(__file__).parent / "golden"
+REGEN_GOLDEN = os.environ.get("LLMPROXY_REGEN_GOLDEN") == "1"
 
 
 def fixture_bytes(name: str) -> bytes:
     """A recorded upstream body, e.g. ``fixture_bytes("openai/stream-text-usage.sse")``."""
     return (FIXTURES / name).read_bytes()
+
+
+def check_golden(folder: str, name: str, data: bytes) -> None:
+    """``data`` must equal tests/golden/<folder>/<name> byte for byte.
+
+    ``LLMPROXY_REGEN_GOLDEN=1 pytest …`` rewrites the files instead; then read the diff (a golden
+    file that encodes a bug is worse than none).
+    """
+    path = GOLDEN / folder / name
+    if REGEN_GOLDEN:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    assert path.exists(), f"golden file {path} missing; run with LLMPROXY_REGEN_GOLDEN=1 and read what it wrote"
+    assert data == path.read_bytes(), f"golden mismatch: {path}"
+
+
+async def async_items(items):  # noqa: ANN001, ANN201
+    """An async iterator over ``items``: what a translator reads its events or chunks from."""
+    for item in items:
+        yield item
 
 
 def splits(data: bytes, mode: str | int | list[int] | None, seed: int = 0) -> list[bytes]:

@@ -5,7 +5,7 @@ Regenerate the golden files with ``LLMPROXY_REGEN_GOLDEN=1 pytest tests/test_tra
 """
 from __future__ import annotations
 
-import os
+from functools import partial
 from pathlib import Path
 
 import anthropic
@@ -13,14 +13,13 @@ import orjson
 import pytest
 from aiohttp import web
 
+from conftest import async_items, check_golden
 from llmproxy.errors import ProxyError
 from llmproxy.sse import Event, SSEDecoder
 from llmproxy.translate import Meta
 from llmproxy.translate import anthropic as A
 
 FIXTURES = Path(__file__).parent / "fixtures" / "anthropic"
-GOLDEN = Path(__file__).parent / "golden" / "anthropic"
-REGEN = os.environ.get("LLMPROXY_REGEN_GOLDEN") == "1"
 META = Meta("msg_test", 1700000000, "claude-test")
 
 STREAMS = sorted(p.name for p in FIXTURES.iterdir() if p.suffix == ".sse" or p.name.endswith(".chunks.jsonl"))
@@ -37,13 +36,7 @@ def test_every_fixture_has_a_golden_test() -> None:
 # ---------------------------------------------------------------- helpers
 
 
-def golden(name: str, data: bytes) -> None:
-    """Compare ``data`` with the golden file byte for byte (or write it when regenerating)."""
-    path = GOLDEN / name
-    if REGEN:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    assert data == path.read_bytes(), f"golden mismatch: {path}"
+golden = partial(check_golden, "anthropic")
 
 
 def pretty(obj: object) -> bytes:
@@ -65,16 +58,11 @@ def decode(pieces: list[bytes]) -> list[Event]:
     return events + decoder.flush()
 
 
-async def aiter(items):
-    for item in items:
-        yield item
-
-
 async def hub_stream(events: list[Event]) -> list[dict]:
     """Hub chunks from upstream events; a raised ProxyError becomes a final ``{"raised": …}`` line."""
     out: list[dict] = []
     try:
-        async for chunk in A.stream_from_upstream(aiter(events), META):
+        async for chunk in A.stream_from_upstream(async_items(events), META):
             out.append(chunk)
     except ProxyError as err:
         out.append({"raised": {"status": err.status, "message": err.message}})
@@ -82,7 +70,7 @@ async def hub_stream(events: list[Event]) -> list[dict]:
 
 
 async def client_stream(chunks: list[dict]) -> bytes:
-    return b"".join([b async for b in A.stream_to_client(aiter(chunks), META)])
+    return b"".join([b async for b in A.stream_to_client(async_items(chunks), META)])
 
 
 def jsonl(items: list[dict]) -> bytes:
@@ -558,7 +546,7 @@ async def sdk_server():
                                 content_type="application/json")
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         await resp.prepare(request)
-        async for event in A.stream_to_client(aiter(served["chunks"]), META):
+        async for event in A.stream_to_client(async_items(served["chunks"]), META):
             await resp.write(event)
         await resp.write_eof()
         return resp

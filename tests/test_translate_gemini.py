@@ -1,16 +1,17 @@
 """Gemini translator: golden pairs for every recorded fixture, split-byte replays, request shape, front door.
 
-Regenerate the golden files with ``GOLDEN_UPDATE=1 pytest tests/test_translate_gemini.py`` and
+Regenerate the golden files with ``LLMPROXY_REGEN_GOLDEN=1 pytest tests/test_translate_gemini.py`` and
 review the diff by hand.
 """
 from __future__ import annotations
 
-import os
+from functools import partial
 from pathlib import Path
 
 import orjson
 import pytest
 
+from conftest import async_items, check_golden
 from llmproxy.errors import ProxyError
 from llmproxy.sse import Event, JSONArrayDecoder, SSEDecoder
 from llmproxy.translate import Meta
@@ -19,7 +20,7 @@ from llmproxy.translate import gemini as g
 FIXTURES = Path(__file__).parent / "fixtures" / "gemini"
 GOLDEN = Path(__file__).parent / "golden" / "gemini"
 META = Meta(id="chatcmpl-gem1", created=1700000000, model="gemini-test")
-UPDATE = os.environ.get("GOLDEN_UPDATE") == "1"
+golden = partial(check_golden, "gemini")
 # HTTP status each error fixture was recorded with (from its name).
 ERROR_STATUS = {"error-400-api-key-invalid.json": 400, "error-400-array-wrapped.json": 400,
                 "error-429-resource-exhausted.json": 429, "error-429-retry-info.json": 429}
@@ -48,29 +49,15 @@ def decode(pieces: list[bytes], decoder_cls: type) -> list[Event]:
     return events + dec.flush()
 
 
-async def aiter(items):
-    for item in items:
-        yield item
-
-
 async def translate(events: list[Event]) -> bytes:
     """Hub chunks as JSONL bytes; a raised ProxyError becomes a last ``{"error": …}`` line."""
     lines = []
     try:
-        async for chunk in g.stream_from_upstream(aiter(events), META):
+        async for chunk in g.stream_from_upstream(async_items(events), META):
             lines.append(orjson.dumps(chunk))
     except ProxyError as exc:
         lines.append(orjson.dumps({"error": {"status": exc.status, "message": exc.message}}))
     return b"\n".join(lines) + b"\n"
-
-
-def check_golden(name: str, data: bytes) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    assert path.exists(), f"missing golden file {path}; run with GOLDEN_UPDATE=1 and review it"
-    assert data == path.read_bytes()
 
 
 def as_json(obj) -> bytes:
@@ -93,7 +80,7 @@ def test_every_fixture_has_a_golden_test():
 @pytest.mark.parametrize("name", STREAMS)
 async def test_stream_golden(name):
     raw, dec = stream_bytes(name)
-    check_golden(name.rsplit(".", 2 if name.endswith(".chunks.jsonl") else 1)[0] + ".jsonl",
+    golden(name.rsplit(".", 2 if name.endswith(".chunks.jsonl") else 1)[0] + ".jsonl",
                  await translate(decode([raw], dec)))
 
 
@@ -114,13 +101,13 @@ async def test_stream_split_everywhere(name):
 @pytest.mark.parametrize("name", fixture_names("nonstream-"))
 def test_nonstream_golden(name):
     body = orjson.loads((FIXTURES / name).read_bytes())
-    check_golden(name, as_json(g.response_from_upstream(body, META)))
+    golden(name, as_json(g.response_from_upstream(body, META)))
 
 
 @pytest.mark.parametrize("name", sorted(ERROR_STATUS))
 def test_error_golden(name):
     err = g.error_from_upstream(ERROR_STATUS[name], (FIXTURES / name).read_bytes())
-    check_golden(name, as_json(error_dict(err)))
+    golden(name, as_json(error_dict(err)))
 
 
 @pytest.mark.parametrize("name", fixture_names("request-"))
@@ -128,7 +115,7 @@ def test_request_fixture_golden(name):
     """Recorded Gemini requests -> hub (front door) -> Gemini again (backend)."""
     hub = g.request_from_client(orjson.loads((FIXTURES / name).read_bytes()))
     path, body = g.request_to_upstream(hub, "gemini-2.5-flash", False)
-    check_golden(name, as_json({"hub": hub, "path": path, "body": body}))
+    golden(name, as_json({"hub": hub, "path": path, "body": body}))
 
 
 # ----------------------------------------------------------------------------- stream specifics
@@ -182,7 +169,7 @@ async def test_stream_eof_without_finish_reason_is_502():
     events = decode([raw], SSEDecoder)[:2]
     out = []
     with pytest.raises(ProxyError) as exc:
-        async for chunk in g.stream_from_upstream(aiter(events), META):
+        async for chunk in g.stream_from_upstream(async_items(events), META):
             out.append(chunk)
     assert exc.value.status == 502 and "finishReason" in exc.value.message
     assert [c["choices"][0]["delta"] for c in out] == [{"role": "assistant", "content": ""}, {"content": "The"},
@@ -191,7 +178,7 @@ async def test_stream_eof_without_finish_reason_is_502():
 
 async def test_empty_stream_is_502():
     with pytest.raises(ProxyError) as exc:
-        async for _ in g.stream_from_upstream(aiter([]), META):
+        async for _ in g.stream_from_upstream(async_items([]), META):
             pass
     assert exc.value.status == 502
 
@@ -199,7 +186,7 @@ async def test_empty_stream_is_502():
 async def test_array_wrapped_error_inside_json_array_stream():
     events = decode([(FIXTURES / "error-400-array-wrapped.json").read_bytes()], JSONArrayDecoder)
     with pytest.raises(ProxyError) as exc:
-        async for _ in g.stream_from_upstream(aiter(events), META):
+        async for _ in g.stream_from_upstream(async_items(events), META):
             pass
     assert exc.value.status == 400 and exc.value.message == "API key not valid. Please pass a valid API key."
 
@@ -209,7 +196,7 @@ async def test_error_element_after_chunks_in_json_array_stream():
            b'{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}\n]')
     out = []
     with pytest.raises(ProxyError) as exc:
-        async for chunk in g.stream_from_upstream(aiter(decode([raw], JSONArrayDecoder)), META):
+        async for chunk in g.stream_from_upstream(async_items(decode([raw], JSONArrayDecoder)), META):
             out.append(chunk)
     assert (exc.value.status, exc.value.message) == (503, "The model is overloaded.")
     assert out[-1]["choices"][0]["delta"] == {"content": "Hi"}
@@ -217,14 +204,14 @@ async def test_error_element_after_chunks_in_json_array_stream():
 
 async def test_stream_prompt_blocked_and_safety():
     blocked = [Event(None, b'{"promptFeedback":{"blockReason":"PROHIBITED_CONTENT"},"usageMetadata":{"promptTokenCount":7,"totalTokenCount":7}}')]
-    out = [c async for c in g.stream_from_upstream(aiter(blocked), META)]
+    out = [c async for c in g.stream_from_upstream(async_items(blocked), META)]
     assert out[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert out[1]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "content_filter"}
     assert out[2]["usage"]["prompt_tokens"] == 7
     for reason, want in [("SAFETY", "content_filter"), ("IMAGE_SAFETY", "content_filter"), ("SPII", "content_filter"),
                          ("MAX_TOKENS", "length"), ("MALFORMED_FUNCTION_CALL", "stop"), ("OTHER", "stop")]:
         ev = [Event(None, orjson.dumps({"candidates": [{"content": {}, "finishReason": reason}]}))]
-        out = [c async for c in g.stream_from_upstream(aiter(ev), META)]
+        out = [c async for c in g.stream_from_upstream(async_items(ev), META)]
         assert out[-1]["choices"][0]["finish_reason"] == want and len(out) == 2  # no usage reported -> no usage chunk
 
 
@@ -233,7 +220,7 @@ async def test_stream_two_candidates_and_parallel_calls():
         {"index": 0, "content": {"parts": [{"functionCall": {"name": "a", "args": {"x": 1}}},
                                            {"functionCall": {"name": "b"}}]}, "finishReason": "STOP"},
         {"index": 1, "content": {"parts": [{"text": "two"}]}, "finishReason": "STOP"}]}))]
-    out = [c async for c in g.stream_from_upstream(aiter(ev), META)]
+    out = [c async for c in g.stream_from_upstream(async_items(ev), META)]
     deltas = [(c["choices"][0]["index"], c["choices"][0]["delta"], c["choices"][0]["finish_reason"]) for c in out]
     assert deltas[1][1]["tool_calls"][0]["id"] == "call_chatcmpl-gem1_0"
     assert deltas[2][1]["tool_calls"][0] == {"index": 1, "id": "call_chatcmpl-gem1_1", "type": "function",
@@ -251,7 +238,7 @@ async def test_partial_args_nested_paths_and_eof_close():
                             "willContinue": True}}]
     ev = [Event(None, orjson.dumps({"candidates": [{"content": {"parts": [p]}}]})) for p in fc]
     ev.append(Event(None, b'{"candidates":[{"content":{"parts":[]},"finishReason":"STOP"}]}'))
-    out = [c async for c in g.stream_from_upstream(aiter(ev), META)]
+    out = [c async for c in g.stream_from_upstream(async_items(ev), META)]
     calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in out if c["choices"] and "tool_calls" in c["choices"][0]["delta"]]
     assert orjson.loads(calls[1]["function"]["arguments"]) == {"a": {"b": "hello"}, "n": 3, "l": [True], "q k": None}
     assert out[-1]["choices"][0]["finish_reason"] == "tool_calls"
@@ -588,7 +575,7 @@ async def test_stream_to_client_round_trip(name):
     """Hub chunks -> Gemini SSE bytes -> decoded again gives the same text, reasoning, calls, finish and usage."""
     raw, dec = stream_bytes(name)
     hub = [orjson.loads(line) for line in (await translate(decode([raw], dec))).splitlines()]
-    wire = [b async for b in g.stream_to_client(aiter(hub), META)]
+    wire = [b async for b in g.stream_to_client(async_items(hub), META)]
     assert all(w.startswith(b"data: {") and w.endswith(b"}\r\n\r\n") for w in wire)
     again = [orjson.loads(line) for line in (await translate(decode([b"".join(wire)], SSEDecoder))).splitlines()]
 

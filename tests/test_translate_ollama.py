@@ -1,26 +1,26 @@
 """Ollama native API translator: golden fixtures, split streams, requests, errors, front door, official SDK.
 
-Regenerate the golden files with ``LLMPROXY_UPDATE_GOLDEN=1`` (then read them by hand before committing).
+Regenerate the golden files with ``LLMPROXY_REGEN_GOLDEN=1`` (then read them by hand before committing).
 """
 from __future__ import annotations
 
 import base64
-import os
+from functools import partial
 from pathlib import Path
 
 import orjson
 import pytest
 from aiohttp import web
 
+from conftest import async_items, check_golden
 from llmproxy.errors import ProxyError
 from llmproxy.sse import DECODERS
 from llmproxy.translate import Meta
 from llmproxy.translate import ollama as ol
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ollama"
-GOLDEN = Path(__file__).parent / "golden" / "ollama"
-UPDATE = os.environ.get("LLMPROXY_UPDATE_GOLDEN") == "1"
 META = Meta(id="chatcmpl-ol1", created=1751920939, model="llama3.2")
+golden = partial(check_golden, "ollama")
 
 # HTTP status each recorded error body came with (error-docs.json is the documented generic 500 body).
 ERROR_STATUS = {"error-502-upstream.json": 502, "error-docs.json": 500}
@@ -38,29 +38,15 @@ def _events(data: bytes, pieces: list[bytes] | None = None) -> list:
     return out + dec.flush()
 
 
-async def _aiter(items):
-    for item in items:
-        yield item
-
-
 async def _run_stream(events) -> list[dict]:
     """Hub chunks of a stream, and a final {"error": {...}} record if the translator raised."""
     out: list[dict] = []
     try:
-        async for chunk in ol.stream_from_upstream(_aiter(events), META):
+        async for chunk in ol.stream_from_upstream(async_items(events), META):
             out.append(chunk)
     except ProxyError as e:
         out.append({"error": {"status": e.status, "message": e.message}})
     return out
-
-
-def _check_golden(name: str, data: bytes) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    assert path.exists(), f"golden file {path} missing; run with LLMPROXY_UPDATE_GOLDEN=1"
-    assert data == path.read_bytes()
 
 
 def _jsonl(chunks: list[dict]) -> bytes:
@@ -78,20 +64,20 @@ def test_every_fixture_has_a_golden_test():
 @pytest.mark.parametrize("name", _fixture_names("nonstream-*.json"))
 def test_golden_nonstream(name):
     hub = ol.response_from_upstream(orjson.loads((FIXTURES / name).read_bytes()), META)
-    _check_golden(name, orjson.dumps(hub, option=orjson.OPT_INDENT_2) + b"\n")
+    golden(name, orjson.dumps(hub, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 @pytest.mark.parametrize("name", _fixture_names("stream-*.ndjson"))
 async def test_golden_stream(name):
     chunks = await _run_stream(_events((FIXTURES / name).read_bytes()))
-    _check_golden(name.replace(".ndjson", ".jsonl"), _jsonl(chunks))
+    golden(name.replace(".ndjson", ".jsonl"), _jsonl(chunks))
 
 
 @pytest.mark.parametrize("name", sorted(ERROR_STATUS))
 def test_golden_error(name):
     err = ol.error_from_upstream(ERROR_STATUS[name], (FIXTURES / name).read_bytes())
     record = {"status": err.status, "message": err.message, "type": err.type}
-    _check_golden(name, orjson.dumps(record, option=orjson.OPT_INDENT_2) + b"\n")
+    golden(name, orjson.dumps(record, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 @pytest.mark.parametrize("name", _fixture_names("stream-*.ndjson"))
@@ -414,7 +400,7 @@ def test_nonstream_round_trip(name):
 
 
 async def _encode(chunks, fn=ol.stream_to_client) -> list[dict]:
-    lines = [line async for line in fn(_aiter(chunks), META)]
+    lines = [line async for line in fn(async_items(chunks), META)]
     assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in lines)
     return [orjson.loads(line) for line in lines]
 
@@ -510,7 +496,7 @@ async def _serve(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
     chunks = HUB_TOOL_STREAM if wants_tools else HUB_TEXT_STREAM
-    async for line in (ol.stream_to_generate if generate else ol.stream_to_client)(_aiter(chunks), META):
+    async for line in (ol.stream_to_generate if generate else ol.stream_to_client)(async_items(chunks), META):
         await resp.write(line)
     if body.get("options", {}).get("seed") == 666:  # a mid-stream failure after the answer
         await resp.write(ol.stream_error(ProxyError(502, "backend went away")))
