@@ -14,7 +14,7 @@ import secrets as _secrets
 import time
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import orjson
 from aiohttp import web
@@ -252,6 +252,41 @@ def finish_upstream(call: Call, up: UpstreamCall, err: ProxyError | None = None)
     log_back(up.backend, up.status, up.t0, up.first_byte_ms, err, call.usage.total if call.usage else None)
 
 
+T = TypeVar("T")
+
+
+async def whole_answer(call: Call, up: UpstreamCall, parse: Callable[[Any], T], usage_of: Callable[[T], Usage | None]) -> tuple[bytes, T]:
+    """A non-stream answer: read it, give the connection back, ``parse`` its JSON, note its usage.
+
+    A body that breaks off, is not JSON (an HTML error page, a captive portal) or that ``parse``
+    cannot read is a 502 on the ``←`` line; nothing reached the client yet, so the request may fail over.
+    """
+    try:
+        raw = await up.read()
+    except ProxyError as e:
+        up.close()
+        finish_upstream(call, up, e)
+        raise
+    up.close()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        err = ProxyError(502, f"backend '{up.backend.name}' answered HTTP {up.status} with a body that is not JSON "
+                              f"({up.resp.content_type or 'no content type'}, {len(raw):,} bytes)", code="upstream_garbage")
+        finish_upstream(call, up, err)
+        raise err from None
+    try:
+        out = parse(data)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        err = ProxyError(502, f"backend '{up.backend.name}' sent a response llmproxy cannot read: {e}")
+        finish_upstream(call, up, err)
+        raise err from None
+    call.usage = usage_of(out)
+    finish_upstream(call, up)
+    call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)  # the answer is complete once read
+    return raw, out
+
+
 async def stream_out(call: Call, up: UpstreamCall, pieces: AsyncIterator[bytes], content_type: str) -> web.StreamResponse:
     """Write ``pieces`` to the client as they come; an error after the first byte ends the stream in-band.
 
@@ -354,13 +389,7 @@ async def translated_embeddings(call: Call) -> dict:
         raise ProxyError(400, f"backend '{call.target.backend.name}' (api: {call.target.backend.api}) has no embeddings endpoint", param="model")
     path, body = module.embeddings_to_upstream(call.body, call.target.upstream_model)
     up = await open_upstream(call, path, orjson.dumps(body), False, module)
-    try:
-        raw = await up.read()
-    finally:
-        up.close()
-    out = module.embeddings_from_upstream(orjson.loads(raw), call.meta)
-    call.usage = Usage.from_hub(out.get("usage"))
-    finish_upstream(call, up)
+    _, out = await whole_answer(call, up, lambda data: module.embeddings_from_upstream(data, call.meta), Usage.of_answer)
     return out
 
 
@@ -377,19 +406,7 @@ async def translated_chat(call: Call, to_hub: Callable[[dict], dict] | None = No
     path, body = module.request_to_upstream(hub, call.target.upstream_model, stream)
     up = await open_upstream(call, path, orjson.dumps(body), stream, module)
     if not stream:
-        try:
-            raw = await up.read()
-        finally:
-            up.close()
-        try:
-            hub_resp = module.response_from_upstream(orjson.loads(raw), meta)
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
-            err = ProxyError(502, f"backend '{up.backend.name}' sent a response llmproxy cannot read: {e}")
-            finish_upstream(call, up, err)
-            raise err from None
-        call.usage = Usage.from_hub(hub_resp.get("usage"))
-        finish_upstream(call, up)
-        call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)  # as relay: the answer is complete
+        _, hub_resp = await whole_answer(call, up, lambda data: module.response_from_upstream(data, meta), Usage.of_answer)
         out = call.front.module.response_to_client(hub_resp, meta)
         return web.Response(body=orjson.dumps(out), content_type="application/json")
 

@@ -3,14 +3,12 @@ and the upstream bytes come back untouched, event by event, while usage is read 
 """
 from __future__ import annotations
 
-import time
 from typing import Any, AsyncIterator, Callable, Protocol
 
 import orjson
 from aiohttp import web
 
-from .errors import ProxyError
-from .proxy import Call, finish_upstream, open_upstream, stream_out, upstream_body
+from .proxy import Call, open_upstream, stream_out, upstream_body, whole_answer
 from .sse import LineFramer, SSEFramer, parse_event
 from .translate import anthropic as anthropic_fmt
 from .translate import ollama as ollama_fmt
@@ -183,29 +181,11 @@ async def _events(up: UpstreamCall, inspect: Inspector, framer: Framer | None = 
         yield rest
 
 
-def _hub_usage_of(body: Any) -> Usage | None:
-    usage = body.get("usage") if isinstance(body, dict) else None
-    return Usage.from_hub(usage) if isinstance(usage, dict) else None
-
-
-async def _whole(call: Call, up: UpstreamCall, usage_of: UsageOf = _hub_usage_of) -> web.Response:
+async def _whole(call: Call, up: UpstreamCall, usage_of: UsageOf = Usage.of_answer) -> web.Response:
     """A non-stream answer: read it, note its usage, pass the bytes on unchanged."""
-    try:
-        raw = await up.read()
-    except ProxyError as e:
-        up.close()
-        finish_upstream(call, up, e)
-        raise
-    up.close()
-    try:
-        call.usage = usage_of(orjson.loads(raw))
-    except orjson.JSONDecodeError:
-        # Every API here answers JSON; anything else (an HTML error page, a captive portal) is a broken
-        # backend, and nothing reached the client yet, so the request may fail over.
-        err = ProxyError(502, f"backend '{up.backend.name}' answered HTTP {up.status} with a body that is not JSON "
-                              f"({up.resp.content_type or 'no content type'}, {len(raw):,} bytes)", code="upstream_garbage")
-        finish_upstream(call, up, err)
-        raise err from None
-    finish_upstream(call, up)
-    call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)
+    raw, _ = await whole_answer(call, up, _as_is, usage_of)
     return web.Response(status=up.status, body=raw, headers={"Content-Type": up.resp.headers.get("Content-Type") or "application/json"})
+
+
+def _as_is(body: Any) -> Any:
+    return body

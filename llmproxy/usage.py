@@ -34,6 +34,12 @@ class Usage:
     reasoning: int = 0
 
     @classmethod
+    def of_answer(cls, body: Any) -> "Usage | None":
+        """The usage of a hub (OpenAI-shaped) answer body, None when it has none."""
+        usage = body.get("usage") if isinstance(body, dict) else None
+        return cls.from_hub(usage) if isinstance(usage, dict) else None
+
+    @classmethod
     def from_hub(cls, u: Mapping[str, Any] | None) -> "Usage | None":
         if not u:
             return None

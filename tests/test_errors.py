@@ -202,3 +202,23 @@ async def test_500_concurrent_requests_lose_no_row(upstream, proxy):
     rows = await p.rows()
     assert len(rows) == 500 and len({r["id"] for r in rows}) == 500
     assert p.state.log.dropped == 0
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", {"model": "ol/llama", "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/embeddings", {"model": "ol/nomic", "input": "hi"}),
+])
+async def test_a_translated_answer_that_is_not_json_is_a_502_with_a_row(upstream, proxy, path, body):
+    """An Ollama backend behind a captive portal: the same 502 a relayed answer gets, not a 500 (embeddings was)."""
+    html = Reply(b"<html>captive portal</html>", content_type="text/html")
+    up = await upstream({"/api/chat": html, "/api/embed": html})
+    cfg = openai_config(up.url)
+    cfg["backends"]["ol"] = {"api": "ollama", "url": up.url}
+    p = await proxy(cfg)
+    async with aiohttp.ClientSession() as s, s.post(p.url + path, data=orjson.dumps(body)) as r:
+        status, raw = r.status, await r.read()
+    assert status == 502
+    e = err(raw)
+    assert e["code"] == "upstream_garbage" and "is not JSON (text/html, 27 bytes)" in e["message"]
+    [row] = await p.rows()
+    assert row["status"] == 502 and row["backend"] == "ol" and "not JSON" in row["error"]
