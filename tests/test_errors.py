@@ -222,3 +222,30 @@ async def test_a_translated_answer_that_is_not_json_is_a_502_with_a_row(upstream
     assert e["code"] == "upstream_garbage" and "is not JSON (text/html, 27 bytes)" in e["message"]
     [row] = await p.rows()
     assert row["status"] == 502 and row["backend"] == "ol" and "not JSON" in row["error"]
+
+
+def _message(path: str, raw: bytes) -> str:
+    body = orjson.loads(raw)
+    if path == "/v1/messages":
+        assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+        return body["error"]["message"]
+    if path.startswith("/api/"):
+        return body["error"]
+    return body["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/api/chat", "/api/embed"])
+@pytest.mark.parametrize("body, says", [
+    ({"messages": [{"role": "user", "content": "hi"}]}, "'model' must be a non-empty string (got missing)"),
+    ({"model": 7, "messages": [{"role": "user", "content": "hi"}]}, "'model' must be a non-empty string (got a number)"),
+    ({"model": "gpt", "stream": "yes", "messages": [{"role": "user", "content": "hi"}], "input": "hi"}, "'stream' must be a boolean, got a string"),
+])
+async def test_every_door_checks_model_and_stream_alike_in_its_own_shape(upstream, proxy, path, body, says):
+    up = await upstream({})
+    p = await proxy(openai_config(up.url))
+    async with aiohttp.ClientSession() as s, s.post(p.url + path, data=orjson.dumps(body)) as r:
+        status, raw = r.status, await r.read()
+    assert status == 400 and _message(path, raw) == says
+    assert up.seen == []  # refused before routing
+    [row] = await p.rows()
+    assert row["status"] == 400

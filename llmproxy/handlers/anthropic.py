@@ -16,6 +16,7 @@ from ..errors import ProxyError, bad_request
 from ..proxy import Call, Front, serve, translated_chat
 from ..relay import relay_anthropic
 from ..translate import anthropic as fmt
+from ..translate.common import check_routing
 
 ANTHROPIC = Front("anthropic", fmt, "text/event-stream", "msg_")
 
@@ -28,18 +29,8 @@ MESSAGE_TOKENS = 4
 TOOL_TOKENS = 8
 
 
-def _checked(body: dict) -> dict:
-    """Only what the door itself needs: the model. The rest is checked by the backend (relay) or the translator."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("model: Field required (a non-empty string)", param="model")
-    if body.get("stream") is not None and not isinstance(body["stream"], bool):
-        raise bad_request("stream: must be a boolean", param="stream")
-    return body
-
-
 async def messages(request: web.Request) -> web.StreamResponse:
-    return await serve(request, ANTHROPIC, "messages", _messages, parse=_checked)
+    return await serve(request, ANTHROPIC, "messages", _messages, parse=check_routing)
 
 
 async def _messages(call: Call) -> web.StreamResponse:
@@ -49,7 +40,7 @@ async def _messages(call: Call) -> web.StreamResponse:
 
 
 async def count_tokens(request: web.Request) -> web.StreamResponse:
-    return await serve(request, ANTHROPIC, "count_tokens", _count_tokens, parse=_checked)
+    return await serve(request, ANTHROPIC, "count_tokens", _count_tokens, parse=check_routing)
 
 
 async def _count_tokens(call: Call) -> web.StreamResponse:

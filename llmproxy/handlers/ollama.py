@@ -19,6 +19,7 @@ from ..proxy import Call, Front, error_response, read_json, serve, translated_ch
 from ..relay import relay_ollama
 from ..state import STATE
 from ..translate import ollama as fmt
+from ..translate.common import check_routing
 
 OLLAMA = Front("ollama", fmt, "application/x-ndjson", "ollama-", default_stream=True)
 # /api/generate: the same format with the generate-shaped request and answers.
@@ -33,16 +34,6 @@ EMBED = Front("ollama", fmt, "application/json", "ollama-")  # never streamed
 OLLAMA_VERSION = "0.12.0"
 # /api/ps: llmproxy models never unload; Ollama shows a keep_alive of -1 as an expiry centuries away.
 NEVER = "2318-01-01T00:00:00Z"
-
-
-def _checked(body: dict) -> dict:
-    """What the door needs before routing: the model (the rest is the backend's or the translator's)."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("model is required", param="model")
-    if body.get("stream") is not None and not isinstance(body["stream"], bool):
-        raise bad_request("stream: must be true or false", param="stream")
-    return body
 
 
 def _json(obj: dict) -> web.Response:
@@ -61,7 +52,7 @@ def _door(front: Front, endpoint: str, path: str, to_hub: Callable[[dict], dict]
         return await translated_chat(call, to_hub)
 
     async def endpoint_handler(request: web.Request) -> web.StreamResponse:
-        return await serve(request, front, endpoint, handler, parse=_checked)
+        return await serve(request, front, endpoint, handler, parse=check_routing)
 
     return endpoint_handler
 
@@ -71,7 +62,7 @@ generate = _door(GENERATE, "generate", "/api/generate", fmt.request_from_generat
 
 
 async def embed(request: web.Request) -> web.StreamResponse:
-    return await serve(request, EMBED, "embed", _embed, parse=_checked)
+    return await serve(request, EMBED, "embed", _embed, parse=check_routing)
 
 
 async def _embed(call: Call) -> web.StreamResponse:

@@ -10,10 +10,47 @@ from typing import Any
 
 import orjson
 
-from ..errors import ProxyError
+from ..errors import ProxyError, bad_request
 from . import Meta
 
 # ---------------------------------------------------------------- hub shapes
+
+
+# field → (accepted JSON types, the name used in the message)
+FieldTypes = dict[str, tuple[tuple[type, ...], str]]
+
+
+def json_type(v: Any) -> str:
+    """A JSON value's type as a message names it."""
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(v), "a number")
+
+
+def check_types(body: dict, types: FieldTypes) -> None:
+    """400 naming the first field whose JSON type is wrong (null counts as absent)."""
+    for name, (ok, what) in types.items():
+        v = body.get(name)
+        if v is not None and (not isinstance(v, ok) or (isinstance(v, bool) and bool not in ok)):
+            raise bad_request(f"'{name}' must be {what}, got {json_type(v)}", param=name)
+
+
+def require_model(body: dict) -> str:
+    """The request's model name; 400 when it is missing or not a non-empty string."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        got = "missing" if model is None else json_type(model)
+        raise bad_request(f"'model' must be a non-empty string (got {got})", param="model")
+    return model
+
+
+_ROUTING: FieldTypes = {"stream": ((bool,), "a boolean")}
+
+
+def check_routing(body: dict) -> dict:
+    """All a door that relays checks before routing: the model, and ``stream`` a boolean if present
+    (the rest is the backend's to judge, or the translator's)."""
+    require_model(body)
+    check_types(body, _ROUTING)
+    return body
 
 
 def hub_chunk(meta: Meta, delta: dict | None, finish: str | None = None, usage: dict | None = None) -> dict:

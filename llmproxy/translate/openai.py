@@ -12,7 +12,7 @@ import orjson
 from ..errors import ProxyError, bad_request
 from ..sse import Event
 from . import Meta
-from .common import json_or_none, text_error
+from .common import check_types, json_or_none, json_type, require_model, text_error
 
 STREAM_DECODER = "sse"
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -32,26 +32,9 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
-def check_fields(body: dict, types: dict[str, tuple[tuple[type, ...], str]] = _TYPES) -> None:
-    """400 naming the first field whose JSON type is wrong (null counts as absent)."""
-    for name, (ok, what) in types.items():
-        v = body.get(name)
-        if v is not None and (not isinstance(v, ok) or (isinstance(v, bool) and bool not in ok)):
-            raise bad_request(f"'{name}' must be {what}, got {_json_type(v)}", param=name)
-
-
-def _json_type(v: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(v), "a number"
-    )
-
-
-def require_model(body: dict) -> str:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        got = "missing" if model is None else _json_type(model)
-        raise bad_request(f"'model' must be a non-empty string (got {got})", param="model")
-    return model
+def check_fields(body: dict) -> None:
+    """400 naming the first OpenAI field whose JSON type is wrong."""
+    check_types(body, _TYPES)
 
 
 def request_from_client(body: dict) -> dict:
@@ -62,7 +45,7 @@ def request_from_client(body: dict) -> dict:
         raise bad_request("'messages' must be a non-empty array of messages", param="messages")
     for i, m in enumerate(msgs):
         if not isinstance(m, dict):
-            raise bad_request(f"'messages[{i}]' must be an object, got {_json_type(m)}", param=f"messages[{i}]")
+            raise bad_request(f"'messages[{i}]' must be an object, got {json_type(m)}", param=f"messages[{i}]")
         if m.get("role") not in ROLES:
             raise bad_request(
                 f"'messages[{i}].role' must be one of {', '.join(sorted(ROLES))}, got {m.get('role')!r}",
