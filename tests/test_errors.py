@@ -238,6 +238,7 @@ def _message(path: str, raw: bytes) -> str:
 @pytest.mark.parametrize("body, says", [
     ({"messages": [{"role": "user", "content": "hi"}]}, "'model' must be a non-empty string (got missing)"),
     ({"model": 7, "messages": [{"role": "user", "content": "hi"}]}, "'model' must be a non-empty string (got a number)"),
+    ({"model": "", "messages": [{"role": "user", "content": "hi"}]}, "'model' must be a non-empty string (got an empty string)"),
     ({"model": "gpt", "stream": "yes", "messages": [{"role": "user", "content": "hi"}], "input": "hi"}, "'stream' must be a boolean, got a string"),
 ])
 async def test_every_door_checks_model_and_stream_alike_in_its_own_shape(upstream, proxy, path, body, says):

@@ -37,7 +37,7 @@ def require_model(body: dict) -> str:
     """The request's model name; 400 when it is missing or not a non-empty string."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        got = "missing" if model is None else json_type(model)
+        got = "missing" if model is None else "an empty string" if model == "" else json_type(model)
         raise bad_request(f"'model' must be a non-empty string (got {got})", param="model")
     return model
 
