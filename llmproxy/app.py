@@ -16,6 +16,7 @@ from .handlers import anthropic as anthropic_handlers
 from .handlers import ollama as ollama_handlers
 from .handlers import openai as openai_handlers
 from .headers import redact
+from .pipeline import errors
 from .requestlog import RequestLog
 from .state import STATE, Snapshot, State
 
@@ -26,7 +27,7 @@ def make_app(config_path: str | Path, *, signals: bool = True) -> web.Applicatio
     """Build the app; raises ConfigError on a bad file (nothing is started yet)."""
     cfg = load_config(config_path)
     state = State(snap=Snapshot.build(cfg), log=RequestLog(cfg.log_path, cfg.log_queue))
-    app = web.Application(client_max_size=1 << 40)  # body limits are enforced per request, from config
+    app = web.Application(client_max_size=1 << 40, middlewares=[errors])  # body limits are enforced per request, from config
     app[STATE] = state
     app.cleanup_ctx.append(_request_log)
     app.cleanup_ctx.append(_upstream)
@@ -57,7 +58,7 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
 async def _discovery(app: web.Application) -> AsyncIterator[None]:
     """List the models of ``discover: true`` backends in the background (never awaited by a request)."""
     state = app[STATE]
-    task = asyncio.create_task(state.discovery.run(state), name="discovery")
+    task = asyncio.create_task(state.discovery.run(lambda: state.snap.config, state.upstream, state.balance.key_value), name="discovery")
     yield
     task.cancel()
     try:

@@ -18,8 +18,9 @@ import math
 import random
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import orjson
 
@@ -242,6 +243,19 @@ class Balancer:
                 return i
         return None
 
+    def key_value(self, backend: Backend, key: int | None = None) -> str | None:
+        """The value of key #``key`` (0-based), or of the key to use next when None; None without keys.
+
+        With every key cooling down, the one that frees up first rather than none.
+        """
+        if not backend.keys:
+            return None
+        if key is None:
+            key = self.pick_key(backend)
+            if key is None:
+                key = self.soonest_key(backend)
+        return backend.keys[key % len(backend.keys)]
+
     def soonest_key(self, backend: Backend) -> int:
         """The key whose cooldown ends first."""
         return min(range(len(backend.keys)), key=lambda i: self.keys.get((backend.name, i), KeyState()).until)
@@ -261,6 +275,16 @@ class Balancer:
         ks.until, ks.reason = self.clock() + min(secs, self.s.cooldown_max), _reason(err)
 
     # -------------------------------------------------------------- outcomes
+
+    @contextmanager
+    def busy(self, t: Target) -> Iterator[None]:
+        """Count a request in flight on ``t``'s route while the block runs (``least_busy`` reads it)."""
+        rk = _route_key(t)
+        self.in_flight[rk] = self.in_flight.get(rk, 0) + 1
+        try:
+            yield
+        finally:
+            self.in_flight[rk] = self.in_flight.get(rk, 1) - 1  # (a reload may have dropped the route meanwhile)
 
     def blocked(self, t: Target, probes: list[Breaker]) -> tuple[str, float] | None:
         """Why ``t`` may not be tried now and for how long (None: it may; a probe it takes goes to ``probes``)."""

@@ -11,16 +11,17 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import orjson
 
 from .config import Backend, Config
 from .errors import ProxyError
 from .translate import BACKENDS
+from .upstream import Upstream
 
-if TYPE_CHECKING:
-    from .upstream import Upstream
+# Which key a listing uses: the balancer's choice for the backend (None when it has no keys).
+KeyOf = Callable[[Backend], "str | None"]
 
 log = logging.getLogger("llmproxy")
 
@@ -123,11 +124,11 @@ class Discovery:
             listing.next_at = 0.0
         self._kick.set()
 
-    async def run(self, state: Any) -> None:  # noqa: ANN401 - State (import cycle)
-        """The background task: list what is due, then sleep until the next is due or a kick."""
+    async def run(self, config: Callable[[], Config], upstream: Upstream, key_of: KeyOf) -> None:
+        """The background task: list what is due in the running ``config()``, then sleep until the next is due or a kick."""
         while True:
             self._kick.clear()
-            cfg = state.snap.config
+            cfg = config()
             wanted = {b.name: b for b in cfg.backends.values() if b.discover}
             for gone in [n for n in self.lists if n not in wanted]:
                 del self.lists[gone]
@@ -135,20 +136,20 @@ class Discovery:
             now = time.monotonic()
             due = [b for b in wanted.values() if self.lists.setdefault(b.name, Listing()).next_at <= now]
             if due:
-                await asyncio.gather(*(self.refresh(state.upstream, b) for b in due))
+                await asyncio.gather(*(self.refresh(upstream, b, key_of(b)) for b in due))
             wait = min((lst.next_at for lst in self.lists.values()), default=now + 3600) - time.monotonic()
             try:
                 await asyncio.wait_for(self._kick.wait(), timeout=max(0.05, wait))
             except TimeoutError:
                 pass
 
-    async def refresh(self, upstream: "Upstream", b: Backend) -> None:
-        """List one backend; on failure keep its last list and note why."""
+    async def refresh(self, upstream: Upstream, b: Backend, key: str | None) -> None:
+        """List one backend (with ``key``, the value of one of its keys); on failure keep its last list and note why."""
         listing = self.lists.setdefault(b.name, Listing())
         listing.next_at = time.monotonic() + b.discover_interval
         try:
             async with asyncio.timeout(min(LIST_TIMEOUT, b.timeout.first_byte)):
-                names = await fetch(upstream, b)
+                names = await fetch(upstream, b, key)
         except TimeoutError:
             err = f"listing models took over {min(LIST_TIMEOUT, b.timeout.first_byte):g} s"
         except ProxyError as e:
@@ -180,14 +181,14 @@ class Discovery:
         self.version += 1
 
 
-async def fetch(upstream: "Upstream", b: Backend) -> list[str]:
+async def fetch(upstream: Upstream, b: Backend, key: str | None) -> list[str]:
     """Every model name the backend lists (following pages)."""
     names: list[str] = []
     path: str | None = PATHS[b.api]
     for _ in range(MAX_PAGES):
         if path is None:
             break
-        up = await upstream.open(b, path, b"", model="(model list)", stream=False, method="GET")
+        up = await upstream.open(b, path, b"", model="(model list)", stream=False, method="GET", key=key)
         try:
             raw = await up.read()
         finally:

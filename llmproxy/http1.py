@@ -141,17 +141,25 @@ class Response:
             else:
                 conn.abort()
 
+    def waiter(self) -> asyncio.Future[None]:
+        """A future that resolves when more of the body (or its end, or a failure) arrives.
+
+        A future, not a coroutine: the reader awaits it directly, and its timer can fail it.
+        """
+        w = self._waiter
+        if w is None or w.done():
+            w = self._waiter = asyncio.get_running_loop().create_future()
+            if self._chunks or self._eof or self._exc is not None:
+                w.set_result(None)
+        return w
+
     async def readany(self) -> bytes:
         """The next bytes of the body; b"" at its end."""
         while True:
             data = self.read_nowait()
             if data or self._eof:
                 return data
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self.waiter()
 
 
 class Connection(asyncio.Protocol):

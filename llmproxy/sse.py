@@ -1,109 +1,185 @@
-"""Incremental stream decoders (SSE, NDJSON, JSON array) and SSE encoders.
+"""Framers: upstream body bytes cut into events, each event's raw bytes kept with its parsed form.
 
-Every decoder works on bytes: ``decode(chunk)`` returns the events completed by
-this chunk, ``flush()`` the one left at EOF.  Framing happens on bytes and UTF-8
-is only decoded by the JSON parser afterwards, so a network split inside a
-multi-byte character cannot corrupt text.
+One framer per stream format (``FRAMERS``): ``feed(chunk)`` returns the frames this chunk
+completed, ``flush()`` what is left at the end of the body.  A frame's ``raw`` is its bytes exactly
+as they came (a relay writes them on untouched); its ``name`` and ``data`` are parsed only when
+someone reads them.  Framing happens on bytes and UTF-8 is decoded only by the JSON parser
+afterwards, so a network split inside a multi-byte character cannot corrupt text.  Every framer
+looks at each byte a bounded number of times: a huge event that arrives in many reads costs
+linear time, not a rescan per read.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, Union
 
 
 class Event(NamedTuple):
-    """One decoded stream event: the SSE ``event:`` name (or None) and its data bytes."""
+    """A parsed event on its own (built by hand, or an element of a JSON array stream)."""
 
     name: str | None
-    data: bytes
+    data: bytes | None
 
 
-class SSEDecoder:
-    """Server-sent events: ``\\n``, ``\\r\\n`` or ``\\r`` line ends, multi-line data, comments."""
+class SSEFrame:
+    """One server-sent event: its raw bytes (terminator included) and, on first read, its fields."""
 
-    __slots__ = ("_buf", "_name", "_data")
+    __slots__ = ("raw", "_name", "_data", "_parsed")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self._parsed = False
+
+    @property
+    def name(self) -> str | None:
+        """The ``event:`` field, or None."""
+        if not self._parsed:
+            self._parse()
+        return self._name
+
+    @property
+    def data(self) -> bytes | None:
+        """The ``data:`` lines joined by ``\\n``; None when the event has no data line (nothing to dispatch)."""
+        if not self._parsed:
+            self._parse()
+        return self._data
+
+    def _parse(self) -> None:
+        self._parsed = True
+        raw = self.raw
+        if b"\r" in raw:
+            raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        name: str | None = None
+        data: list[bytes] = []
+        for line in raw.split(b"\n"):
+            if not line:
+                if data:
+                    break  # the blank line that ends the event
+                continue
+            if line[0] == 0x3A:  # ":" comment
+                continue
+            field, sep, value = line.partition(b":")
+            if sep and value[:1] == b" ":
+                value = value[1:]
+            if field == b"data":
+                data.append(value)
+            elif field == b"event":
+                name = value.decode("utf-8", "replace")
+        self._name = name
+        self._data = (data[0] if len(data) == 1 else b"\n".join(data)) if data else None
+
+    def __repr__(self) -> str:
+        return f"SSEFrame({self.raw!r})"
+
+
+class SSEFramer:
+    """Server-sent events: ``\\n``, ``\\r\\n`` or ``\\r`` line ends; an event ends at a blank line.
+
+    Cuts between events only, so the frames' raw bytes joined are the body exactly (the last,
+    unterminated piece comes from ``flush``).
+    """
+
+    __slots__ = ("_buf", "_scan", "_cr")
 
     def __init__(self) -> None:
         self._buf = b""
-        self._name: str | None = None
-        self._data: list[bytes] = []
+        self._scan = 0  # where the search for the next blank line resumes in _buf
+        self._cr = False  # a "\r" was seen: line ends need the careful scanner from now on
 
-    def decode(self, chunk: bytes) -> list[Event]:
+    def feed(self, chunk: bytes) -> list[SSEFrame]:
         buf = self._buf + chunk if self._buf else chunk
-        out: list[Event] = []
-        if b"\r" not in buf:  # "\n" line ends only (every provider here): split, no scanning loop
-            end = buf.rfind(b"\n") + 1
-            self._buf = buf[end:]
-            if end:
-                line = self._line
-                for ln in buf[: end - 1].split(b"\n"):
-                    line(ln, out)
-            return out
+        if not self._cr and b"\r" in chunk:
+            self._cr, self._scan = True, 0  # the scan restarts at a line start
+        if self._cr:
+            return self._feed_cr(buf)
+        # "\n" line ends only (every provider here): a blank line is "\n\n".
+        out: list[SSEFrame] = []
         start = 0
+        end = buf.find(b"\n\n", self._scan)
+        while end >= 0:
+            end += 2
+            out.append(SSEFrame(buf[start:end]))
+            start = end
+            end = buf.find(b"\n\n", start)
+        self._buf = buf[start:] if start else buf
+        self._scan = max(0, len(self._buf) - 1)  # a "\n" at the end may pair with the next read's
+        return out
+
+    def _feed_cr(self, buf: bytes) -> list[SSEFrame]:
+        out: list[SSEFrame] = []
+        start = 0  # the current event's first byte
+        pos = self._scan  # the start of the line being looked at (always a line start)
         n = len(buf)
-        while start < n:
-            nl = buf.find(b"\n", start)
-            cr = buf.find(b"\r", start, nl if nl >= 0 else n)
+        while pos < n:
+            nl = buf.find(b"\n", pos)
+            cr = buf.find(b"\r", pos, nl if nl >= 0 else n)
             if cr >= 0:
-                # "\r" at the very end may be the first half of "\r\n": wait for more.
                 if cr == n - 1:
-                    break
-                end, nxt = cr, cr + 2 if buf[cr + 1 : cr + 2] == b"\n" else cr + 1
+                    break  # "\r" at the very end may be the first half of "\r\n": wait for more
+                eol, nxt = cr, cr + 2 if buf[cr + 1] == 0x0A else cr + 1
             elif nl >= 0:
-                end, nxt = nl, nl + 1
+                eol, nxt = nl, nl + 1
             else:
                 break
-            self._line(buf[start:end], out)
-            start = nxt
+            if eol == pos:  # a blank line: the event ends with it
+                out.append(SSEFrame(buf[start:nxt]))
+                start = nxt
+            pos = nxt
         self._buf = buf[start:]
+        self._scan = pos - start
         return out
 
-    def flush(self) -> list[Event]:
-        out: list[Event] = []
-        if self._buf:
-            self._line(self._buf.rstrip(b"\r"), out)
-            self._buf = b""
-        self._line(b"", out)
-        return out
-
-    def _line(self, line: bytes, out: list[Event]) -> None:
-        if not line:
-            if self._data:
-                out.append(Event(self._name, b"\n".join(self._data)))
-            self._name = None
-            self._data = []
-            return
-        if line[0] == 0x3A:  # ":" comment
-            return
-        field, sep, value = line.partition(b":")
-        if sep and value[:1] == b" ":
-            value = value[1:]
-        if field == b"data":
-            self._data.append(value)
-        elif field == b"event":
-            self._name = value.decode("utf-8", "replace")
+    def flush(self) -> list[SSEFrame]:
+        rest, self._buf, self._scan = self._buf, b"", 0
+        return [SSEFrame(rest)] if rest else []
 
 
-class NDJSONDecoder:
-    """Newline-delimited JSON: one object a line, blank lines skipped, last line may lack ``\\n``."""
+class Line:
+    """One NDJSON line: raw bytes (newline included) and, as ``data``, the line without it."""
+
+    __slots__ = ("raw",)
+    name = None
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    @property
+    def data(self) -> bytes | None:
+        """The line's JSON text; None for a blank line."""
+        line = self.raw.strip()
+        return line or None
+
+    def __repr__(self) -> str:
+        return f"Line({self.raw!r})"
+
+
+class LineFramer:
+    """Newline-delimited JSON: one object a line; the last line may lack its ``\\n``."""
 
     __slots__ = ("_buf",)
 
     def __init__(self) -> None:
         self._buf = b""
 
-    def decode(self, chunk: bytes) -> list[Event]:
-        buf = self._buf + chunk if self._buf else chunk
-        lines = buf.split(b"\n")
-        self._buf = lines.pop()
-        return [Event(None, line) for line in lines if line.strip()]
+    def feed(self, chunk: bytes) -> list[Line]:
+        end = chunk.rfind(b"\n") + 1
+        if not end:
+            self._buf += chunk
+            return []
+        buf = self._buf + chunk[:end] if self._buf else chunk[:end]
+        self._buf = chunk[end:]
+        return [Line(raw) for raw in buf.splitlines(keepends=True)]
 
-    def flush(self) -> list[Event]:
-        line, self._buf = self._buf, b""
-        return [Event(None, line)] if line.strip() else []
+    def flush(self) -> list[Line]:
+        rest, self._buf = self._buf, b""
+        return [Line(rest)] if rest else []
 
 
-class JSONArrayDecoder:
-    """A JSON array streamed element by element (Gemini without ``alt=sse``): ``[{…}\\n,\\n{…}]``."""
+class JSONArrayFramer:
+    """A JSON array streamed element by element (Gemini without ``alt=sse``): ``[{…}\\n,\\n{…}]``.
+
+    Its frames are the elements (``data``); the brackets and commas between them are dropped, so
+    this framer serves translation, never a byte-for-byte relay.
+    """
 
     __slots__ = ("_buf", "_depth", "_in_str", "_esc", "_start", "_pos")
 
@@ -115,7 +191,7 @@ class JSONArrayDecoder:
         self._start = -1
         self._pos = 0
 
-    def decode(self, chunk: bytes) -> list[Event]:
+    def feed(self, chunk: bytes) -> list[Event]:
         self._buf += chunk
         buf = self._buf
         out: list[Event] = []
@@ -156,71 +232,28 @@ class JSONArrayDecoder:
         return []
 
 
-class SSEFramer:
-    """Cuts raw SSE bytes into whole events, terminator included, for relaying them untouched."""
-
-    __slots__ = ("_buf",)
-
-    def __init__(self) -> None:
-        self._buf = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        buf = self._buf + chunk if self._buf else chunk
-        out: list[bytes] = []
-        start = 0
-        crlf = b"\r" in buf
-        while True:
-            end = buf.find(b"\n\n", start)
-            if end >= 0:
-                end += 2
-            if crlf:
-                for sep in (b"\r\n\r\n", b"\r\r"):
-                    e = buf.find(sep, start, end if end >= 0 else len(buf))
-                    if e >= 0 and (end < 0 or e + len(sep) <= end):
-                        end = e + len(sep)
-            if end < 0:
-                break
-            out.append(buf[start:end])
-            start = end
-        self._buf = buf[start:]
-        return out
-
-    def flush(self) -> bytes:
-        rest, self._buf = self._buf, b""
-        return rest
+Frame = Union[SSEFrame, Line, Event]
 
 
-class LineFramer:
-    """Cuts raw NDJSON bytes into whole lines, newline included, for relaying them untouched."""
-
-    __slots__ = ("_buf",)
-
-    def __init__(self) -> None:
-        self._buf = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        buf = self._buf + chunk if self._buf else chunk
-        end = buf.rfind(b"\n") + 1
-        self._buf = buf[end:]
-        return buf[:end].splitlines(keepends=True) if end else []
-
-    def flush(self) -> bytes:
-        rest, self._buf = self._buf, b""
-        return rest
+class Framer(Protocol):
+    def feed(self, chunk: bytes) -> list[Frame]: ...
+    def flush(self) -> list[Frame]: ...
 
 
-def parse_event(raw: bytes) -> Event | None:
-    """Decode one raw event cut by ``SSEFramer``."""
-    d = SSEDecoder()
-    events = d.decode(raw) + d.flush()
-    return events[0] if events else None
+FRAMERS: dict[str, type[SSEFramer] | type[LineFramer] | type[JSONArrayFramer]] = {
+    "sse": SSEFramer, "ndjson": LineFramer, "json-array": JSONArrayFramer,
+}
+
+
+def events(framer: Framer, pieces: list[bytes]) -> list[Event]:
+    """The events with data in ``pieces``, flushed at the end: a whole body framed and parsed at once."""
+    out = [f for p in pieces for f in framer.feed(p)]
+    out += framer.flush()
+    return [Event(f.name, f.data) for f in out if f.data is not None]
 
 
 def sse_event(data: bytes, name: str | None = None) -> bytes:
     """Encode one SSE event (``event:`` line only when named)."""
     if name is None:
         return b"data: " + data + b"\n\n"
-    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
-
-
-DECODERS = {"sse": SSEDecoder, "ndjson": NDJSONDecoder, "json-array": JSONArrayDecoder}
+    return b"event: " + name.encode() + b"\n" + b"data: " + data + b"\n\n"

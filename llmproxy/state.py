@@ -46,7 +46,6 @@ class State:
     discovery: Discovery = field(default_factory=Discovery)
 
     def __post_init__(self) -> None:
-        self.upstream.balance = self.balance
         self.balance.configure(self.snap.config)
         if self.snap.resolver.discovery is None:
             self.snap = Snapshot(self.snap.config, Resolver(self.snap.config, self.discovery), self.snap.secrets)

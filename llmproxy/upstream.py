@@ -12,7 +12,6 @@ from logging import INFO, WARNING
 from typing import AsyncIterator, Awaitable, TypeVar
 
 from . import console
-from .balance import Balancer
 from .config import Backend
 from .errors import ProxyError
 from .headers import render
@@ -22,9 +21,19 @@ T = TypeVar("T")
 
 
 class UpstreamCall:
-    """One upstream response being read; ``close()`` releases (or aborts) the connection."""
+    """One upstream response being read; ``close()`` releases (or aborts) the connection.
 
-    __slots__ = ("backend", "resp", "status", "t0", "first_byte_ms", "url", "model", "stream", "pending", "watch")
+    The body is read with two calls and no generator: ``take()`` returns the bytes already in
+    (b"" when none), ``await more()`` waits for the next ones, False at the body's end::
+
+        while (data := up.take()) or await up.more():
+            ...
+
+    Both keep the timers: the first byte within ``timeout.first_byte``, each later read within
+    ``timeout.idle`` of the last, all within ``timeout.total``.
+    """
+
+    __slots__ = ("backend", "resp", "status", "t0", "first_byte_ms", "url", "model", "stream", "pending", "watch", "_end")
 
     def __init__(self, backend: Backend, resp: Response, t0: float, url: str, model: str, stream: bool, watch: _Watch) -> None:
         self.backend = backend
@@ -35,52 +44,57 @@ class UpstreamCall:
         self.url = url
         self.model = model
         self.stream = stream
-        self.pending = 0  # decoded events from bytes already read, not yet taken (set by proxy.events_of)
+        self.pending = 0  # frames from bytes already read, not yet taken by the consumer (set by the reader)
+        t = backend.timeout
+        self._end = t0 + t.total  # loop.time() is time.monotonic()
         self.watch = watch  # the timer that ran while waiting for the headers, carried on to the body
+        watch.deadline = min(self._end, t0 + t.first_byte)
 
     def ready(self) -> bool:
-        """More of the body can be had without waiting: decoded events pending, bytes buffered, or its end already in."""
+        """More of the body can be had without waiting: frames pending, bytes buffered, or its end already in."""
         return self.pending > 0 or self.resp.buffered or self.resp.complete
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive; the first within first_byte, then each within idle, all within total."""
-        t = self.backend.timeout
-        loop = asyncio.get_running_loop()
-        read, buffered = self.resp.readany, self.resp.read_nowait
-        first = self.first_byte_ms is None
-        end = self.t0 + t.total  # loop.time() is time.monotonic()
-        watch = self.watch
-        watch.deadline = min(end, self.t0 + t.first_byte if first else loop.time() + t.idle)
-        watch.task = None  # the task reading the body is the one to wake on a timeout
+    def take(self) -> bytes:
+        """The body bytes already in (b"" when none); raises ProxyError 502 if the body broke off."""
         try:
-            while True:
-                try:
-                    data = buffered()  # b"" when nothing is buffered (or at EOF: readany then says so)
-                    if not data:
-                        data = await watch.wait(read())
-                except TimeoutError:
-                    raise self._timeout(loop.time() >= end) from None
-                except ResponseError as e:
-                    raise ProxyError(502, f"backend '{self.backend.name}' broke off the response: {e}") from None
-                if not data:
-                    return
-                if first:
-                    self.first_byte_ms = (time.monotonic() - self.t0) * 1000
-                    first = False
-                watch.deadline = min(end, loop.time() + t.idle)
-                yield data
+            data = self.resp.read_nowait()
+        except ResponseError as e:
+            raise ProxyError(502, f"backend '{self.backend.name}' broke off the response: {e}") from None
+        if data:
+            now = self.watch.loop.time()
+            if self.first_byte_ms is None:
+                self.first_byte_ms = (now - self.t0) * 1000
+            self.watch.deadline = min(self._end, now + self.backend.timeout.idle)
+        return data
+
+    async def more(self) -> bool:
+        """Wait until ``take()`` has bytes (True) or the body ended (False); ProxyError 504 on a timeout."""
+        resp = self.resp
+        if resp.complete and not resp.buffered:
+            return False
+        try:
+            await self.watch.wait_for(resp.waiter())
+        except TimeoutError:
+            raise self._timeout(self.watch.loop.time() >= self._end) from None
+        return not (resp.complete and not resp.buffered)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive (for a caller that wants an iterator; the stream loop uses take/more)."""
+        try:
+            while (data := self.take()) or await self.more():
+                if data:
+                    yield data
         finally:
-            watch.stop()
+            self.watch.stop()
 
     async def read(self) -> bytes:
         """The whole body (non-stream responses and errors)."""
         if self.resp.complete:
-            # Already all in (most small answers arrive with their headers): no timer, no generator.
-            data = self.resp.read_nowait()
-            if data and self.first_byte_ms is None:
-                self.first_byte_ms = (time.monotonic() - self.t0) * 1000
-            return data
-        parts = [c async for c in self.chunks()]
+            # Already all in (most small answers arrive with their headers): no timer, no loop.
+            return self.take()
+        parts = []
+        while (data := self.take()) or await self.more():
+            parts.append(data)
         return b"".join(parts)
 
     def _timeout(self, total: bool) -> ProxyError:
@@ -102,29 +116,34 @@ class _Watch:
 
     Moving the deadline is an attribute write; the timer, when it fires before the deadline (bytes
     came meanwhile), re-arms itself for the new one.  Only a wait for bytes can time out, never the
-    consumer's work between chunks: the timer cancels nothing unless ``wait()`` is waiting.
+    consumer's work between reads: the timer acts only while ``wait()`` or ``wait_for()`` waits.
+    While the request is out (``wait``), a timeout cancels the waiting task; while the body is read
+    (``wait_for``), it fails the future being awaited, which costs nothing when it does not fire.
     """
 
-    __slots__ = ("loop", "deadline", "task", "handle", "waiting", "fired")
+    __slots__ = ("loop", "deadline", "task", "fut", "handle", "waiting", "fired")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         self.loop, self.deadline = loop, deadline
         self.task: asyncio.Task | None = None
+        self.fut: asyncio.Future | None = None
         self.handle: asyncio.TimerHandle | None = None
         self.waiting = self.fired = False
 
-    async def wait(self, aw: Awaitable[T]) -> T:
-        """``await aw``, or TimeoutError once the deadline passes first."""
-        if self.loop.time() >= self.deadline:
-            aw.close()  # type: ignore[attr-defined]  # a coroutine never started
-            raise TimeoutError
-        if self.task is None:
-            self.task = asyncio.current_task()
+    def _arm(self) -> None:
         h = self.handle
         if h is None or h.when() > self.deadline:  # not armed, or for a later deadline (first_byte, then a shorter idle)
             if h is not None:
                 h.cancel()
             self.handle = self.loop.call_at(self.deadline, self._check)
+
+    async def wait(self, aw: Awaitable[T]) -> T:
+        """``await aw`` (a coroutine), or TimeoutError once the deadline passes first."""
+        if self.loop.time() >= self.deadline:
+            aw.close()  # type: ignore[attr-defined]  # a coroutine never started
+            raise TimeoutError
+        self.task = asyncio.current_task()
+        self._arm()
         self.waiting = True
         try:
             return await aw
@@ -135,17 +154,32 @@ class _Watch:
             raise
         finally:
             self.waiting = False
+            self.task = None
+
+    async def wait_for(self, fut: asyncio.Future) -> None:
+        """``await fut``, or TimeoutError once the deadline passes first."""
+        if self.loop.time() >= self.deadline:
+            raise TimeoutError
+        self._arm()
+        self.fut = fut
+        try:
+            await fut
+        finally:
+            self.fut = None
 
     def _check(self) -> None:
         self.handle = None
-        if not self.waiting:
-            return  # the next wait() arms the timer again
-        if self.loop.time() >= self.deadline:
+        if not self.waiting and self.fut is None:
+            return  # the next wait arms the timer again
+        if self.loop.time() < self.deadline:
+            self.handle = self.loop.call_at(self.deadline, self._check)
+        elif self.fut is not None:
+            if not self.fut.done():
+                self.fut.set_exception(TimeoutError())
+        else:
             self.fired = True
             assert self.task is not None
             self.task.cancel()
-        else:
-            self.handle = self.loop.call_at(self.deadline, self._check)
 
     def stop(self) -> None:
         if self.handle is not None:
@@ -156,9 +190,8 @@ class _Watch:
 class Upstream:
     """The process-wide client: one keep-alive pool (``http1.Pool``), shared by every request."""
 
-    def __init__(self, balance: Balancer | None = None) -> None:
+    def __init__(self) -> None:
         self.pool: Pool | None = None
-        self.balance = balance or Balancer()  # key choice and cooldowns (State links its own)
 
     async def start(self) -> None:
         self.pool = Pool()
@@ -166,16 +199,6 @@ class Upstream:
     async def close(self) -> None:
         if self.pool is not None:
             self.pool.close()
-
-    def key_value(self, backend: Backend, key: int | None) -> str | None:
-        """The value of key #``key`` (0-based), or the balancer's choice when None; None without keys."""
-        if not backend.keys:
-            return None
-        if key is None:
-            key = self.balance.pick_key(backend)
-            if key is None:  # every key cooling down: the one that frees up first rather than none
-                key = self.balance.soonest_key(backend)
-        return backend.keys[key % len(backend.keys)]
 
     async def open(
         self,
@@ -187,13 +210,13 @@ class Upstream:
         stream: bool,
         extra_headers: dict[str, str] | None = None,
         method: str = "POST",
-        key: int | None = None,
+        key: str | None = None,
     ) -> UpstreamCall:
-        """Send the request (with key #``key``, 0-based, if the backend has keys); return once response headers are in. Raises ProxyError 502/504."""
+        """Send the request (with ``key``, the value of one of the backend's keys); return once response headers are in. Raises ProxyError 502/504."""
         assert self.pool is not None
         t = backend.timeout
         url = backend.url + path
-        headers = render(backend, self.key_value(backend, key), extra_headers)
+        headers = render(backend, key, extra_headers)
         console.line(INFO, f"→ {backend.name} {model}{' (stream)' if stream else ''} {url}")
         t0 = time.monotonic()
         limit, which = (t.first_byte, "first_byte") if t.first_byte <= t.total else (t.total, "total")

@@ -1,11 +1,12 @@
-"""SSEDecoder against a line-by-line reading of the SSE rules, on awkward streams cut every way."""
+"""SSEFramer against a line-by-line reading of the SSE rules, on awkward streams cut every way:
+the frames' fields mean what the rules say, and their raw bytes joined are the stream exactly."""
 from __future__ import annotations
 
 import random
 
 import pytest
 
-from llmproxy.sse import Event, SSEDecoder
+from llmproxy.sse import Event, LineFramer, SSEFramer
 
 
 def reference(raw: bytes) -> list[Event]:
@@ -50,9 +51,11 @@ STREAMS = {
 
 
 def decode(pieces: list[bytes]) -> list[Event]:
-    d = SSEDecoder()
-    out = [e for p in pieces for e in d.decode(p)]
-    return out + d.flush()
+    """The events the framer's frames carry; and the frames' raw bytes must rebuild the stream."""
+    framer = SSEFramer()
+    frames = [f for p in pieces for f in framer.feed(p)] + framer.flush()
+    assert b"".join(f.raw for f in frames) == b"".join(pieces), "a relay would change the bytes"
+    return [Event(f.name, f.data) for f in frames if f.data is not None]
 
 
 @pytest.mark.parametrize("name", STREAMS)
@@ -74,3 +77,29 @@ def test_all_streams_joined_cut_at_random() -> None:
         cuts = sorted(rnd.sample(range(1, len(raw)), rnd.randint(1, 12)))
         pieces = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)])]
         assert decode(pieces) == want
+
+
+def test_the_two_readings_of_a_blank_line_after_lf_agree() -> None:
+    """``\n`` then ``\r\n`` is a line end and a blank line: two events, as the rules say."""
+    assert decode([b"data: a\n\r\ndata: b\n\n"]) == [Event(None, b"a"), Event(None, b"b")]
+
+
+def test_a_huge_unterminated_event_is_framed_in_linear_time() -> None:
+    """8 MB of one event arriving in 8 KB reads: each read must not rescan what came before."""
+    framer = SSEFramer()
+    piece = b"x" * 8192
+    assert framer.feed(b"data: ") == []
+    for _ in range(1024):
+        assert framer.feed(piece) == []
+    assert framer._scan >= 8 * 1024 * 1024 - 1  # the search resumes at the end, not at the start
+    (frame,) = framer.feed(b"\n\n")
+    assert len(frame.data) == 8 * 1024 * 1024
+
+
+def test_ndjson_lines_keep_their_bytes() -> None:
+    raw = b'{"a":1}\n\n{"b":2}\r\n{"c":3}'
+    for i in range(len(raw) + 1):
+        framer = LineFramer()
+        frames = framer.feed(raw[:i]) + framer.feed(raw[i:]) + framer.flush()
+        assert b"".join(f.raw for f in frames) == raw
+        assert [f.data for f in frames if f.data] == [b'{"a":1}', b'{"b":2}', b'{"c":3}']

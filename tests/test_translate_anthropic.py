@@ -15,7 +15,7 @@ from aiohttp import web
 
 from conftest import async_items, check_golden
 from llmproxy.errors import ProxyError
-from llmproxy.sse import Event, SSEDecoder
+from llmproxy.sse import Event, SSEFramer, events
 from llmproxy.translate import Meta
 from llmproxy.translate import anthropic as A
 
@@ -53,9 +53,7 @@ def sse_bytes(name: str) -> bytes:
 
 
 def decode(pieces: list[bytes]) -> list[Event]:
-    decoder = SSEDecoder()
-    events = [e for piece in pieces for e in decoder.decode(piece)]
-    return events + decoder.flush()
+    return events(SSEFramer(), pieces)
 
 
 async def hub_stream(events: list[Event]) -> list[dict]:

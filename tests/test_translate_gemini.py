@@ -13,7 +13,7 @@ import pytest
 
 from conftest import async_items, check_golden
 from llmproxy.errors import ProxyError
-from llmproxy.sse import Event, JSONArrayDecoder, SSEDecoder
+from llmproxy.sse import Event, JSONArrayFramer, SSEFramer, events
 from llmproxy.translate import Meta
 from llmproxy.translate import gemini as g
 
@@ -37,16 +37,12 @@ def stream_bytes(name: str) -> tuple[bytes, type]:
     """The fixture's wire bytes and decoder; Vertex chunk lists are framed as Gemini SSE."""
     raw = (FIXTURES / name).read_bytes()
     if name.endswith(".chunks.jsonl"):
-        return b"".join(b"data: " + line + b"\r\n\r\n" for line in raw.splitlines() if line.strip()), SSEDecoder
-    return raw, (JSONArrayDecoder if name.endswith(".json") else SSEDecoder)
+        return b"".join(b"data: " + line + b"\r\n\r\n" for line in raw.splitlines() if line.strip()), SSEFramer
+    return raw, (JSONArrayFramer if name.endswith(".json") else SSEFramer)
 
 
-def decode(pieces: list[bytes], decoder_cls: type) -> list[Event]:
-    dec = decoder_cls()
-    events: list[Event] = []
-    for piece in pieces:
-        events.extend(dec.decode(piece))
-    return events + dec.flush()
+def decode(pieces: list[bytes], framer: type) -> list[Event]:
+    return events(framer(), pieces)
 
 
 async def translate(events: list[Event]) -> bytes:
@@ -166,7 +162,7 @@ def test_golden_content_by_hand():
 
 async def test_stream_eof_without_finish_reason_is_502():
     raw = (FIXTURES / "stream-text.sse").read_bytes()
-    events = decode([raw], SSEDecoder)[:2]
+    events = decode([raw], SSEFramer)[:2]
     out = []
     with pytest.raises(ProxyError) as exc:
         async for chunk in g.stream_from_upstream(async_items(events), META):
@@ -184,7 +180,7 @@ async def test_empty_stream_is_502():
 
 
 async def test_array_wrapped_error_inside_json_array_stream():
-    events = decode([(FIXTURES / "error-400-array-wrapped.json").read_bytes()], JSONArrayDecoder)
+    events = decode([(FIXTURES / "error-400-array-wrapped.json").read_bytes()], JSONArrayFramer)
     with pytest.raises(ProxyError) as exc:
         async for _ in g.stream_from_upstream(async_items(events), META):
             pass
@@ -196,7 +192,7 @@ async def test_error_element_after_chunks_in_json_array_stream():
            b'{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}\n]')
     out = []
     with pytest.raises(ProxyError) as exc:
-        async for chunk in g.stream_from_upstream(async_items(decode([raw], JSONArrayDecoder)), META):
+        async for chunk in g.stream_from_upstream(async_items(decode([raw], JSONArrayFramer)), META):
             out.append(chunk)
     assert (exc.value.status, exc.value.message) == (503, "The model is overloaded.")
     assert out[-1]["choices"][0]["delta"] == {"content": "Hi"}
@@ -577,7 +573,7 @@ async def test_stream_to_client_round_trip(name):
     hub = [orjson.loads(line) for line in (await translate(decode([raw], dec))).splitlines()]
     wire = [b async for b in g.stream_to_client(async_items(hub), META)]
     assert all(w.startswith(b"data: {") and w.endswith(b"}\r\n\r\n") for w in wire)
-    again = [orjson.loads(line) for line in (await translate(decode([b"".join(wire)], SSEDecoder))).splitlines()]
+    again = [orjson.loads(line) for line in (await translate(decode([b"".join(wire)], SSEFramer))).splitlines()]
 
     def summary(chunks):
         text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
@@ -605,5 +601,5 @@ def test_error_body_and_stream_error_round_trip():
     assert (back.status, back.message, back.retry_after) == (429, "slow down", 34.4)
     event = g.stream_error(ProxyError(503, "overloaded"))
     assert event.startswith(b"data: ") and event.endswith(b"\r\n\r\n")
-    (ev,) = decode([event], SSEDecoder)
+    (ev,) = decode([event], SSEFramer)
     assert orjson.loads(ev.data)["error"]["status"] == "UNAVAILABLE"

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from conftest import async_items, check_golden
 from llmproxy.errors import ProxyError
-from llmproxy.sse import DECODERS
+from llmproxy.sse import FRAMERS, events
 from llmproxy.translate import Meta
 from llmproxy.translate import ollama as ol
 
@@ -31,11 +31,7 @@ def _fixture_names(pattern: str) -> list[str]:
 
 
 def _events(data: bytes, pieces: list[bytes] | None = None) -> list:
-    dec = DECODERS[ol.STREAM_DECODER]()
-    out = []
-    for piece in pieces if pieces is not None else [data]:
-        out.extend(dec.decode(piece))
-    return out + dec.flush()
+    return events(FRAMERS[ol.STREAM_DECODER](), pieces if pieces is not None else [data])
 
 
 async def _run_stream(events) -> list[dict]:

@@ -1,6 +1,6 @@
 """The Anthropic front door: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` (any query string).
 
-To an ``api: anthropic`` backend the request is relayed (``relay_anthropic``: lossless, the client's
+To an ``api: anthropic`` backend the request is relayed (``relay.anthropic``: lossless, the client's
 anthropic-* headers along); to any other backend it goes through the hub and comes back as a
 proper Anthropic message or event stream.
 """
@@ -13,8 +13,8 @@ import orjson
 from aiohttp import web
 
 from ..errors import ProxyError, bad_request
-from ..proxy import Call, Front, serve, translated_chat
-from ..relay import relay_anthropic
+from .. import relay, translated
+from ..pipeline import Call, Front, route, serve
 from ..translate import anthropic as fmt
 from ..translate.common import check_routing
 
@@ -35,8 +35,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 async def _messages(call: Call) -> web.StreamResponse:
     if call.target.backend.api == "anthropic":
-        return await relay_anthropic(call, "/v1/messages")
-    return await translated_chat(call, fmt.request_from_client)
+        return await relay.anthropic(call, "/v1/messages")
+    return await translated.chat(call, fmt.request_from_client)
 
 
 async def count_tokens(request: web.Request) -> web.StreamResponse:
@@ -46,7 +46,7 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
 async def _count_tokens(call: Call) -> web.StreamResponse:
     if call.target.backend.api == "anthropic":
         try:
-            return await relay_anthropic(call, "/v1/messages/count_tokens", params=False)
+            return await relay.anthropic(call, "/v1/messages/count_tokens", params=False)
         except ProxyError as e:
             # Anthropic-compatible servers without the endpoint: estimate instead of failing /context.
             # (Anthropic's own 404 for an unknown model names it: "model: …", and is passed on.)
@@ -105,5 +105,5 @@ def _size(content: Any) -> tuple[int, int]:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/messages", messages)
-    app.router.add_post("/v1/messages/count_tokens", count_tokens)
+    route(app, "POST", "/v1/messages", messages, ANTHROPIC)
+    route(app, "POST", "/v1/messages/count_tokens", count_tokens, ANTHROPIC)

@@ -14,9 +14,9 @@ import orjson
 from aiohttp import web
 
 from .. import access, catalog
-from ..errors import ProxyError, bad_request
-from ..proxy import Call, Front, error_response, read_json, serve, translated_chat, translated_embeddings
-from ..relay import relay_ollama
+from ..errors import bad_request
+from .. import relay, translated
+from ..pipeline import Call, Front, read_json, route, serve
 from ..state import STATE
 from ..translate import ollama as fmt
 from ..translate.common import check_routing
@@ -48,8 +48,8 @@ def _door(front: Front, endpoint: str, path: str, to_hub: Callable[[dict], dict]
 
     async def handler(call: Call) -> web.StreamResponse:
         if call.target.backend.api == "ollama":
-            return await relay_ollama(call, path)
-        return await translated_chat(call, to_hub)
+            return await relay.ollama(call, path)
+        return await translated.chat(call, to_hub)
 
     async def endpoint_handler(request: web.Request) -> web.StreamResponse:
         return await serve(request, front, endpoint, handler, parse=check_routing)
@@ -67,7 +67,7 @@ async def embed(request: web.Request) -> web.StreamResponse:
 
 async def _embed(call: Call) -> web.StreamResponse:
     if call.target.backend.api == "ollama":
-        return await relay_ollama(call, "/api/embed")
+        return await relay.ollama(call, "/api/embed")
     inp = call.body.get("input")
     if not (isinstance(inp, str) or (isinstance(inp, list) and inp and all(isinstance(s, str) for s in inp))):
         raise bad_request("input: must be a string or a non-empty list of strings", param="input")
@@ -76,7 +76,7 @@ async def _embed(call: Call) -> web.StreamResponse:
         hub["dimensions"] = call.body["dimensions"]
     raw, call.body = call.body, hub
     try:
-        out = await translated_embeddings(call)
+        out = await translated.embeddings(call)
     finally:
         call.body = raw  # another route (failover) may relay the client's body
     data = sorted(out.get("data") or [], key=lambda d: d.get("index", 0))
@@ -116,17 +116,11 @@ async def version(request: web.Request) -> web.Response:
 
 
 async def tags(request: web.Request) -> web.Response:
-    try:
-        return _json({"models": _listed(request)})
-    except ProxyError as e:
-        return error_response(OLLAMA, e)
+    return _json({"models": _listed(request)})
 
 
 async def ps(request: web.Request) -> web.Response:
-    try:
-        models = [{**m, "expires_at": NEVER, "size_vram": 0} for m in _listed(request)]
-    except ProxyError as e:
-        return error_response(OLLAMA, e)
+    models = [{**m, "expires_at": NEVER, "size_vram": 0} for m in _listed(request)]
     for m in models:
         del m["modified_at"]
     return _json({"models": models})
@@ -134,26 +128,23 @@ async def ps(request: web.Request) -> web.Response:
 
 async def show(request: web.Request) -> web.Response:
     snap = request.app[STATE].snap
-    try:
-        client = access.authenticate(snap.config, request)
-        body = await read_json(request, snap.config.max_body)
-        name = body.get("model") or body.get("name")  # "name" in older clients
-        if not isinstance(name, str) or not name:
-            raise bad_request("model is required", param="model")
-        res = snap.resolver.resolve(name, default=False)
-        access.authorize(client, name, res.name)
-    except ProxyError as e:
-        return error_response(OLLAMA, e)
+    client = access.authenticate(snap.config, request)
+    body = await read_json(request, snap.config.max_body)
+    name = body.get("model") or body.get("name")  # "name" in older clients
+    if not isinstance(name, str) or not name:
+        raise bad_request("model is required", param="model")
+    res = snap.resolver.resolve(name, default=False)
+    access.authorize(client, name, res.name)
     entry = _entry(name, catalog.owner(snap, name), _modified(snap))
     return _json({"modelfile": "", "parameters": "", "template": "", "details": entry["details"],
                   "model_info": {}, "capabilities": ["completion", "tools"], "modified_at": entry["modified_at"]})
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/version", version)
-    app.router.add_get("/api/tags", tags)
-    app.router.add_get("/api/ps", ps)
-    app.router.add_post("/api/show", show)
-    app.router.add_post("/api/chat", chat)
-    app.router.add_post("/api/generate", generate)
-    app.router.add_post("/api/embed", embed)
+    route(app, "GET", "/api/version", version, OLLAMA)
+    route(app, "GET", "/api/tags", tags, OLLAMA)
+    route(app, "GET", "/api/ps", ps, OLLAMA)
+    route(app, "POST", "/api/show", show, OLLAMA)
+    route(app, "POST", "/api/chat", chat, OLLAMA)
+    route(app, "POST", "/api/generate", generate, OLLAMA)
+    route(app, "POST", "/api/embed", embed, OLLAMA)

@@ -6,8 +6,8 @@ from aiohttp import web
 
 from .. import access, catalog
 from ..errors import ProxyError, bad_request
-from ..proxy import Call, Front, error_response, serve, translated_chat, translated_embeddings
-from ..relay import relay_openai
+from .. import relay, translated
+from ..pipeline import Call, Front, route, serve
 from ..state import STATE
 from ..translate import openai as fmt
 
@@ -20,8 +20,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def _chat(call: Call) -> web.StreamResponse:
     if call.target.backend.api == "openai":
-        return await relay_openai(call, "/chat/completions")
-    return await translated_chat(call)
+        return await relay.openai(call, "/chat/completions")
+    return await translated.chat(call)
 
 
 def _legacy(body: dict) -> dict:
@@ -39,7 +39,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
 async def _completions(call: Call) -> web.StreamResponse:
     if call.target.backend.api != "openai":
         raise ProxyError(400, f"/v1/completions (legacy) is only served by api: openai backends; '{call.target.backend.name}' is api: {call.target.backend.api} — use /v1/chat/completions", param="model")
-    return await relay_openai(call, "/completions")
+    return await relay.openai(call, "/completions")
 
 
 def _embeddings_body(body: dict) -> dict:
@@ -59,8 +59,8 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 async def _embeddings(call: Call) -> web.StreamResponse:
     api = call.target.backend.api
     if api == "openai":
-        return await relay_openai(call, "/embeddings")
-    return web.Response(body=orjson.dumps(await translated_embeddings(call)), content_type="application/json")
+        return await relay.openai(call, "/embeddings")
+    return web.Response(body=orjson.dumps(await translated.embeddings(call)), content_type="application/json")
 
 
 def _model_entry(name: str, created: int, owner: str) -> dict:
@@ -70,10 +70,7 @@ def _model_entry(name: str, created: int, owner: str) -> dict:
 async def list_models(request: web.Request) -> web.Response:
     state = request.app[STATE]
     snap = state.snap
-    try:
-        client = access.authenticate(snap.config, request)
-    except ProxyError as e:
-        return error_response(OPENAI, e)
+    client = access.authenticate(snap.config, request)
     created = int(snap.config.loaded_at)
     data = [_model_entry(n, created, o) for n, o in catalog.listed(state, snap, client)]
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
@@ -82,18 +79,15 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     snap = request.app[STATE].snap
     name = request.match_info["model"]
-    try:
-        client = access.authenticate(snap.config, request)
-        res = snap.resolver.resolve(name, default=False)
-        access.authorize(client, name, res.name)
-    except ProxyError as e:
-        return error_response(OPENAI, e)
+    client = access.authenticate(snap.config, request)
+    res = snap.resolver.resolve(name, default=False)
+    access.authorize(client, name, res.name)
     return web.Response(body=orjson.dumps(_model_entry(name, int(snap.config.loaded_at), catalog.owner(snap, name))), content_type="application/json")
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/models/{model:.+}", get_model)
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/completions", completions)
-    app.router.add_post("/v1/embeddings", embeddings)
+    route(app, "GET", "/v1/models", list_models, OPENAI)
+    route(app, "GET", "/v1/models/{model:.+}", get_model, OPENAI)
+    route(app, "POST", "/v1/chat/completions", chat_completions, OPENAI)
+    route(app, "POST", "/v1/completions", completions, OPENAI)
+    route(app, "POST", "/v1/embeddings", embeddings, OPENAI)

@@ -2,7 +2,7 @@
 
 The hub format is OpenAI Chat Completions.  A backend module provides::
 
-    STREAM_DECODER: str                                   # key of llmproxy.sse.DECODERS
+    STREAM_DECODER: str                                   # key of llmproxy.sse.FRAMERS
     request_to_upstream(hub, model, stream) -> (path, body)
     response_from_upstream(body, meta) -> hub response dict
     stream_from_upstream(events, meta) -> async iterator of hub chunk dicts

@@ -52,8 +52,10 @@ from ..sse import Event, sse_event
 from ..usage import Usage, hub_usage
 from . import Meta
 from .common import (
+    Tap,
     dump_args,
     event_json,
+    frame_json,
     hub_chunk,
     hub_completion,
     hub_usage_chunk,
@@ -404,6 +406,32 @@ def counts_to_hub_usage(counts: dict[str, int]) -> dict:
     write = counts.get("cache_creation_input_tokens", 0)
     prompt = counts.get("input_tokens", 0) + read + write  # input_tokens excludes the cache
     return hub_usage(prompt, counts.get("output_tokens", 0), cached=read, cache_write=write)
+
+
+def usage_of_answer(body: Any) -> dict | None:
+    """The hub usage of a whole Anthropic answer (a message, or a count_tokens result); None when it has none."""
+    usage = body.get("usage") if isinstance(body, dict) else None
+    return counts_to_hub_usage(usage_counts(usage)) if isinstance(usage, dict) else None
+
+
+def relay_tap(frame: Any, seen: dict) -> Tap | None:
+    """Usage from ``message_start`` and ``message_delta`` (cumulative counts, kept in ``seen``), and ``event: error``."""
+    raw = frame.raw
+    if b"message_start" in raw or b"message_delta" in raw:
+        data = frame_json(frame)
+        if not isinstance(data, dict):
+            return None
+        kind = frame.name or data.get("type")
+        if kind == "message_start":
+            seen.update(usage_counts((data.get("message") or {}).get("usage")))
+        elif kind == "message_delta":
+            seen.update(usage_counts(data.get("usage")))
+        else:
+            return None
+        return Tap(usage=counts_to_hub_usage(seen)) if seen else None
+    if b"error" in raw and (frame.name == "error" or b'"type":"error"' in raw or b'"type": "error"' in raw):
+        return Tap(error=error_from_upstream(200, frame.data or b""))
+    return None
 
 
 def response_from_upstream(body: dict, meta: Meta) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -163,6 +163,29 @@ def parse_tool_args(arguments: Any, where: str) -> dict:
 def dump_args(arguments: Any) -> str:
     """Object arguments -> the compact JSON string OpenAI carries."""
     return orjson.dumps(arguments if arguments is not None else {}).decode()
+
+
+# ---------------------------------------------------------------- what a relay reads of a stream
+
+
+class Tap(NamedTuple):
+    """What one upstream event tells a byte-for-byte relay (each format's ``relay_tap`` returns it,
+    or None for the ordinary event, found by a byte check without parsing)."""
+
+    usage: dict | None = None  # the hub usage so far, when this event says it
+    error: ProxyError | None = None  # an error the backend sent in the stream
+    usage_only: bool = False  # the event carries nothing but usage: a client that did not ask for usage does not get it
+
+
+def frame_json(frame: Any) -> Any:
+    """A frame's data as JSON; None when it has no data or the data is not JSON (a relay passes it on as it is)."""
+    data = frame.data
+    if not data:
+        return None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
 
 
 # ---------------------------------------------------------------- error bodies

@@ -32,8 +32,10 @@ from ..sse import Event
 from ..usage import hub_usage
 from . import Meta
 from .common import (
+    Tap,
     dump_args,
     event_json,
+    frame_json,
     hub_chunk,
     hub_completion,
     json_or_none,
@@ -225,6 +227,28 @@ def _finish_from(obj: dict, tool_calls_seen: bool) -> str:
 def usage_from(obj: dict) -> dict:
     """Hub usage from an Ollama final object (missing counts are 0)."""
     return hub_usage(int(obj.get("prompt_eval_count") or 0), int(obj.get("eval_count") or 0))
+
+
+def relay_tap(frame: Any, seen: dict) -> Tap | None:
+    """Usage from the last line (``"done": true``) and an in-band ``{"error": …}`` line."""
+    raw = frame.raw
+    if b'"error"' not in raw and b'"done":true' not in raw and b'"done": true' not in raw:
+        return None
+    obj = frame_json(frame)
+    if not isinstance(obj, dict):
+        return None
+    if obj.get("error"):
+        return Tap(error=error_from_upstream(502, raw))
+    if obj.get("done"):
+        return Tap(usage=usage_of_answer(obj))
+    return None
+
+
+def usage_of_answer(body: Any) -> dict | None:
+    """Hub usage of an Ollama answer (or last stream line); None when it carries no counts."""
+    if not isinstance(body, dict) or ("prompt_eval_count" not in body and "eval_count" not in body):
+        return None
+    return usage_from(body)
 
 
 def response_from_upstream(body: dict, meta: Meta) -> dict:

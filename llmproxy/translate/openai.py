@@ -12,7 +12,7 @@ import orjson
 from ..errors import ProxyError, bad_request
 from ..sse import Event
 from . import Meta
-from .common import check_types, json_or_none, json_type, require_model, text_error
+from .common import Tap, check_types, frame_json, json_or_none, json_type, require_model, text_error
 
 STREAM_DECODER = "sse"
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -87,6 +87,27 @@ async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> Asyn
         if "error" in chunk and "choices" not in chunk:
             raise error_from_body(502, chunk)
         yield chunk
+
+
+def usage_of_answer(body: Any) -> dict | None:
+    """The hub usage of a whole answer (chat, completions, embeddings); None when it has none."""
+    usage = body.get("usage") if isinstance(body, dict) else None
+    return usage if isinstance(usage, dict) else None
+
+
+def relay_tap(frame: Any, seen: dict) -> Tap | None:
+    """The usage chunk (``choices: []``, or usage beside the last choice) and an in-band ``{"error": …}``."""
+    raw = frame.raw
+    if b'"usage"' in raw and b'"usage":null' not in raw and b'"usage": null' not in raw:
+        chunk = frame_json(frame)
+        usage = chunk.get("usage") if isinstance(chunk, dict) else None
+        if usage:
+            return Tap(usage=usage, usage_only=not chunk.get("choices"))
+    if b'"error"' in raw:
+        chunk = frame_json(frame)
+        if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
+            return Tap(error=error_from_body(502, chunk))
+    return None
 
 
 def embeddings_to_upstream(hub: dict, model: str) -> tuple[str, dict]:

@@ -1,0 +1,89 @@
+"""Through the hub: the client's format → the hub (OpenAI Chat Completions) → the backend's format,
+and the answer back the same way, by the pure translators in ``llmproxy.translate``.
+"""
+from __future__ import annotations
+
+from types import ModuleType
+from typing import AsyncIterator, Callable
+
+import orjson
+from aiohttp import web
+
+from .errors import ProxyError
+from .exchange import frames, open_upstream, stream_out, upstream_body, whole_answer
+from .pipeline import Call
+from .sse import FRAMERS, Frame
+from .translate import BACKENDS
+from .upstream import UpstreamCall
+from .usage import Usage
+
+
+def backend_module(call: Call) -> ModuleType:
+    api = call.target.backend.api if call.target else "?"
+    mod = BACKENDS.get(api)
+    if mod is None:
+        raise ProxyError(501, f"backends of api '{api}' are not supported by this llmproxy version yet", code="not_implemented")
+    return mod
+
+
+async def embeddings(call: Call) -> dict:
+    """A hub embeddings request (``call.body``) → the backend's format → an OpenAI embeddings list."""
+    module = backend_module(call)
+    if not hasattr(module, "embeddings_to_upstream"):
+        raise ProxyError(400, f"backend '{call.target.backend.name}' (api: {call.target.backend.api}) has no embeddings endpoint", param="model")
+    path, body = module.embeddings_to_upstream(call.body, call.target.upstream_model)
+    up = await open_upstream(call, path, orjson.dumps(body), False, module)
+    _, out = await whole_answer(call, up, lambda data: module.embeddings_from_upstream(data, call.meta), Usage.of_answer)
+    return out
+
+
+async def chat(call: Call, to_hub: Callable[[dict], dict] | None = None) -> web.StreamResponse:
+    """Front format → hub → backend format, and the answer back the same way.
+
+    ``to_hub`` turns the client's body into the hub's, for a front door whose own format is not the
+    hub (the OpenAI door's body already is); ``call.body`` itself is never changed.
+    """
+    module = backend_module(call)
+    hub = upstream_body(call, to_hub(call.body) if to_hub else None)
+    stream = bool(hub.get("stream", call.front.default_stream))
+    meta = call.meta
+    path, body = module.request_to_upstream(hub, call.target.upstream_model, stream)
+    up = await open_upstream(call, path, orjson.dumps(body), stream, module)
+    if not stream:
+        _, hub_resp = await whole_answer(call, up, lambda data: module.response_from_upstream(data, meta), Usage.of_answer)
+        out = call.front.module.response_to_client(hub_resp, meta)
+        return web.Response(body=orjson.dumps(out), content_type="application/json")
+
+    wants_usage = call.front.wants_usage(call.body)
+
+    async def hub_chunks() -> AsyncIterator[dict]:
+        events = _events(up, FRAMERS[module.STREAM_DECODER]())
+        try:
+            async for chunk in module.stream_from_upstream(events, meta):
+                u = chunk.get("usage")
+                if u:
+                    call.usage = Usage.from_hub(u)
+                    if not chunk.get("choices") and not wants_usage:
+                        continue
+                yield chunk
+        finally:
+            await events.aclose()  # the translator may stop before the upstream's last bytes
+
+    return await stream_out(call, up, call.front.module.stream_to_client(hub_chunks(), meta), call.front.stream_type)
+
+
+async def _events(up: UpstreamCall, framer) -> AsyncIterator[Frame]:  # noqa: ANN001 - a Framer
+    """The frames with data, one at a time, for a translator; ``up.pending`` counts those read and still to come."""
+    batches = frames(up, framer)
+    try:
+        async for batch in batches:
+            left = len(batch)
+            for f in batch:
+                left -= 1
+                if f.data is None:
+                    continue
+                up.pending = left
+                yield f
+    finally:
+        up.pending = 0
+        await batches.aclose()
