@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import jsonschema
 import yaml
@@ -232,105 +232,181 @@ def _frozen(d: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(d or {}))
 
 
-def _parse_listen(s: str) -> tuple[str, int]:
-    host, _, port = s.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
+def _build(d: dict, path: Path, digest: str) -> Config:
+    """router.yaml section by section, one function each.
+
+    The sections that can be at fault come first, in the order their errors have always been
+    reported (the first fault raises); then Config takes every section in the file's order.
+    """
+    backends = _backends(d["backends"])
+    aliases = d.get("aliases") or {}
+    _distinct_names(d["models"], aliases)
+    models, patterns = _models(d["models"], backends)
+    alias_targets = _aliases(aliases)
+    access = _access(d.get("access"))
+    return Config(
+        path=path,
+        sha256=digest,
+        loaded_at=time.time(),
+        **_listen(d.get("listen", "127.0.0.1:4000")),
+        **_log(d.get("log") or {}, path.parent),
+        **_limits(d.get("limits") or {}),
+        backends=MappingProxyType(backends),
+        models=MappingProxyType(models),
+        patterns=tuple(patterns),
+        aliases=MappingProxyType(alias_targets),
+        alias_names=tuple(aliases),
+        default_model=d.get("default_model"),
+        failover=_failover(d.get("failover") or {}),
+        **access,
+        pending=_not_yet_active(d),
+    )
+
+
+def _listen(listen: str) -> dict[str, Any]:
+    """listen: → Config's host and port."""
+    host, _, port = listen.rpartition(":")
+    return {"host": host.strip("[]") or "127.0.0.1", "port": int(port)}
+
+
+def _log(log: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """log: → Config's log_path (relative to the file's folder), log_bodies and log_queue."""
+    return {
+        "log_path": (folder / log.get("path", "llmproxy.db")).resolve(),
+        "log_bodies": bool(log.get("bodies", False)),
+        "log_queue": int(log.get("queue", 100000)),
+    }
+
+
+def _limits(limits: Mapping[str, Any]) -> dict[str, Any]:
+    """limits: → Config's max_body (in bytes) and shutdown_grace."""
+    return {
+        "max_body": int(float(limits.get("max_body_mb", 32)) * 1024 * 1024),
+        "shutdown_grace": float(limits.get("shutdown_grace", 30)),
+    }
 
 
 # Headers llmproxy's client writes from the body it sends and the encodings it can decode.
 FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "accept-encoding", "te", "upgrade"})
 
 
-def _build(d: dict, path: Path, digest: str) -> Config:
-    pending: list[str] = []
-    backends: dict[str, Backend] = {}
-    for name, b in d["backends"].items():
-        headers = []
-        for k, v in (b.get("headers") or {}).items():
-            low = str(k).lower()
-            if low in FRAMING_HEADERS:
-                raise ConfigError(f"backends.{name}.headers.{k}: llmproxy sets this header itself (it frames and decodes the body)")
-            headers.append(("Host" if low == "host" else str(k), str(v)))  # a configured Host replaces the url's
-        headers = tuple(headers)
-        keys = tuple(b.get("keys") or ())
-        uses_key = any("{key}" in v for _, v in headers)
-        if uses_key and not keys:
-            raise ConfigError(f"backends.{name}.headers: a header uses {{key}} but the backend has no 'keys:' list")
-        if keys and not uses_key:
-            raise ConfigError(f"backends.{name}.keys: keys are listed but no header template uses {{key}}")
-        backends[name] = Backend(
-            name=name,
-            api=b["api"],
-            url=b["url"].rstrip("/"),
-            headers=headers,
-            keys=keys,
-            discover=bool(b.get("discover", False)),
-            passthrough=bool(b.get("passthrough", True)),
-            timeout=_timeout(b.get("timeout")),
-            discover_interval=float(b.get("discover_interval", 600)),
-        )
+def _backends(raw: Mapping[str, dict]) -> dict[str, Backend]:
+    """backends: each one checked in turn, then their names against each other."""
+    backends = {name: _backend(name, b) for name, b in raw.items()}
     _no_clash("backends", list(backends))
+    return backends
 
-    raw_models: dict[str, dict] = d["models"]
-    _no_clash("models", list(raw_models))
-    aliases_raw: dict[str, str] = d.get("aliases") or {}
-    _no_clash("aliases", list(aliases_raw))
-    lower_models = {n.lower(): n for n in raw_models}
-    for a in aliases_raw:
+
+def _backend(name: str, b: Mapping[str, Any]) -> Backend:
+    headers = _backend_headers(name, b.get("headers") or {})
+    keys = tuple(b.get("keys") or ())
+    uses_key = any("{key}" in v for _, v in headers)
+    if uses_key and not keys:
+        raise ConfigError(f"backends.{name}.headers: a header uses {{key}} but the backend has no 'keys:' list")
+    if keys and not uses_key:
+        raise ConfigError(f"backends.{name}.keys: keys are listed but no header template uses {{key}}")
+    return Backend(
+        name=name,
+        api=b["api"],
+        url=b["url"].rstrip("/"),
+        headers=headers,
+        keys=keys,
+        discover=bool(b.get("discover", False)),
+        passthrough=bool(b.get("passthrough", True)),
+        timeout=_timeout(b.get("timeout")),
+        discover_interval=float(b.get("discover_interval", 600)),
+    )
+
+
+def _backend_headers(name: str, raw: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    headers = []
+    for k, v in raw.items():
+        low = str(k).lower()
+        if low in FRAMING_HEADERS:
+            raise ConfigError(f"backends.{name}.headers.{k}: llmproxy sets this header itself (it frames and decodes the body)")
+        headers.append(("Host" if low == "host" else str(k), str(v)))  # a configured Host replaces the url's
+    return tuple(headers)
+
+
+def _distinct_names(models: Mapping[str, Any], aliases: Mapping[str, str]) -> None:
+    """models: and aliases: share one case-insensitive namespace; checked before either is built."""
+    _no_clash("models", list(models))
+    _no_clash("aliases", list(aliases))
+    lower_models = {n.lower(): n for n in models}
+    for a in aliases:
         if a.lower() in lower_models:
             raise ConfigError(f"aliases.{a}: clashes with model '{lower_models[a.lower()]}' (names are case-insensitive)")
 
-    def backend_of(name: str, where: str) -> Backend:
-        if name not in backends:
-            raise ConfigError(f"{where}: backend '{name}' is not defined in backends{_closest(name, backends)}")
-        return backends[name]
 
-    def direct(m: dict, where: str) -> Route:
-        return Route(
-            backend=backend_of(m["backend"], f"{where}.backend"),
-            model=m.get("model"),
-            params=_frozen(m.get("params")),
-            price=_frozen(m["price"]) if m.get("price") else None,
-            weight=float(m.get("weight", 1)),
-            context_fallback=bool(m.get("context_fallback", False)),
-        )
-
+def _models(raw: Mapping[str, dict], backends: Mapping[str, Backend]) -> tuple[dict[str, Model], list[tuple[re.Pattern[str], Model]]]:
+    """models: → exact models by lower-case name, and patterns."""
     models: dict[str, Model] = {}
     patterns: list[tuple[re.Pattern[str], Model]] = []
     # Direct models first, so routes may name them.
-    for name, m in raw_models.items():
+    for name, m in raw.items():
         if "backend" in m:
-            model = Model(name=name, routes=(direct(m, f"models.{name}"),), max_attempts=int(m.get("max_attempts", 3)))
+            model = Model(name=name, routes=(_direct_route(m, f"models.{name}", backends),), max_attempts=int(m.get("max_attempts", 3)))
             _add_model(name, model, models, patterns)
-    for name, m in raw_models.items():
-        if "routes" not in m:
-            continue
-        where = f"models.{name}"
-        if "*" in name:
-            raise ConfigError(f"{where}: a pattern cannot have routes; give it a backend")
-        routes: list[Route] = []
-        for i, r in enumerate(m["routes"]):
-            rw = f"{where}.routes.{i}"
-            if isinstance(r, dict) and "backend" in r:
-                rr = direct(r, rw)
-                routes.append(rr if rr.model else _with(rr, model=name))
-                continue
-            ref = r if isinstance(r, str) else r["model"]
-            target = models.get(ref.lower())
-            if target is None:
-                hint = " (a route may only name a model with a backend, not one with routes)" if ref.lower() in lower_models else _closest(ref, [n for n in raw_models if "backend" in raw_models[n]])
-                raise ConfigError(f"{rw}: model '{ref}' is not defined in models{hint}")
-            base = target.routes[0]
-            extra = {}
-            if isinstance(r, dict):
-                extra = {"weight": float(r.get("weight", 1)), "context_fallback": bool(r.get("context_fallback", False))}
-            routes.append(_with(base, model=base.model or target.name, **extra))
-        strategy = m.get("strategy", "fallback")
-        models[name.lower()] = Model(name=name, routes=tuple(routes), strategy=strategy, max_attempts=int(m.get("max_attempts", 3)))
+    for name, m in raw.items():
+        if "routes" in m:
+            models[name.lower()] = _routed_model(name, m, raw, models, backends)
+    return models, patterns
 
-    # Aliases: every chain must end, with no cycle.
-    aliases = {a.lower(): t for a, t in aliases_raw.items()}
-    for a in aliases_raw:
+
+def _routed_model(name: str, m: Mapping[str, Any], raw: Mapping[str, dict], models: Mapping[str, Model], backends: Mapping[str, Backend]) -> Model:
+    """A model with routes: each one a backend of its own, or a model built before it."""
+    where = f"models.{name}"
+    if "*" in name:
+        raise ConfigError(f"{where}: a pattern cannot have routes; give it a backend")
+    routes: list[Route] = []
+    for i, r in enumerate(m["routes"]):
+        rw = f"{where}.routes.{i}"
+        if isinstance(r, dict) and "backend" in r:
+            route = _direct_route(r, rw, backends)
+            routes.append(route if route.model else _with(route, model=name))
+        else:
+            routes.append(_route_to_model(r, rw, raw, models))
+    return Model(name=name, routes=tuple(routes), strategy=m.get("strategy", "fallback"), max_attempts=int(m.get("max_attempts", 3)))
+
+
+def _direct_route(m: Mapping[str, Any], where: str, backends: Mapping[str, Backend]) -> Route:
+    """A direct model, or a route with its own backend."""
+    name = m["backend"]
+    if name not in backends:
+        raise ConfigError(f"{where}.backend: backend '{name}' is not defined in backends{_closest(name, backends)}")
+    return Route(
+        backend=backends[name],
+        model=m.get("model"),
+        params=_frozen(m.get("params")),
+        price=_frozen(m["price"]) if m.get("price") else None,
+        **_route_options(m),
+    )
+
+
+def _route_to_model(r: str | Mapping[str, Any], where: str, raw: Mapping[str, dict], models: Mapping[str, Model]) -> Route:
+    """A route naming another model: that model's route, with this route's weight and context_fallback."""
+    ref = r if isinstance(r, str) else r["model"]
+    target = models.get(ref.lower())
+    if target is None:
+        if ref.lower() in {n.lower() for n in raw}:
+            hint = " (a route may only name a model with a backend, not one with routes)"
+        else:
+            hint = _closest(ref, [n for n in raw if "backend" in raw[n]])
+        raise ConfigError(f"{where}: model '{ref}' is not defined in models{hint}")
+    base = target.routes[0]
+    extra = _route_options(r) if isinstance(r, dict) else {}
+    return _with(base, model=base.model or target.name, **extra)
+
+
+def _route_options(r: Mapping[str, Any]) -> dict[str, Any]:
+    """What a route (or a direct model) sets for balancing: weight and context_fallback."""
+    return {"weight": float(r.get("weight", 1)), "context_fallback": bool(r.get("context_fallback", False))}
+
+
+def _aliases(raw: Mapping[str, str]) -> dict[str, str]:
+    """aliases: → lower-case alias → target as written; every chain must end, with no cycle."""
+    aliases = {a.lower(): t for a, t in raw.items()}
+    for a in raw:
         seen = [a]
         cur = aliases[a.lower()]
         while cur.lower() in aliases:
@@ -338,55 +414,7 @@ def _build(d: dict, path: Path, digest: str) -> Config:
                 raise ConfigError(f"aliases.{a}: alias cycle {' → '.join(seen + [cur])}")
             seen.append(cur)
             cur = aliases[cur.lower()]
-
-    default_model = d.get("default_model")
-    access = d.get("access")
-    clients: tuple[Client, ...] | None = None
-    admin_key = None
-    if access is not None:
-        admin_key = access.get("admin_key")
-        if admin_key:
-            pending.append("access.admin_key: the /admin page arrives with a later release")
-        cl: list[Client] = []
-        seen_names: set[str] = set()
-        for i, c in enumerate(access.get("clients") or ()):
-            if c["name"].lower() in seen_names:
-                raise ConfigError(f"access.clients.{i}.name: client '{c['name']}' is listed twice")
-            seen_names.add(c["name"].lower())
-            digest_ = bytes.fromhex(c["key_sha256"]) if "key_sha256" in c else hashlib.sha256(c["key"].encode()).digest()
-            for k in ("rpm", "tpm", "budget"):
-                if k in c:
-                    pending.append(f"access.clients.{i}.{k}: enforced by a later release; recorded, not enforced yet")
-            cl.append(Client(c["name"], digest_, tuple(c.get("models") or ("*",)), tuple(c.get("tags") or ())))
-        clients = tuple(cl)
-    log = d.get("log") or {}
-    if log.get("bodies"):
-        pending.append("log.bodies: storing bodies arrives with a later release; not stored yet")
-    limits = d.get("limits") or {}
-    host, port = _parse_listen(d.get("listen", "127.0.0.1:4000"))
-    cfg = Config(
-        path=path,
-        sha256=digest,
-        loaded_at=time.time(),
-        host=host,
-        port=port,
-        log_path=(path.parent / log.get("path", "llmproxy.db")).resolve(),
-        log_bodies=bool(log.get("bodies", False)),
-        log_queue=int(log.get("queue", 100000)),
-        max_body=int(float(limits.get("max_body_mb", 32)) * 1024 * 1024),
-        shutdown_grace=float(limits.get("shutdown_grace", 30)),
-        backends=MappingProxyType(backends),
-        models=MappingProxyType(models),
-        patterns=tuple(patterns),
-        aliases=MappingProxyType(aliases),
-        default_model=default_model,
-        clients=clients,
-        admin_key=admin_key,
-        pending=tuple(pending),
-        alias_names=tuple(aliases_raw),
-        failover=_failover(d.get("failover") or {}),
-    )
-    return cfg
+    return aliases
 
 
 def _failover(f: Mapping[str, Any]) -> Failover:
@@ -401,6 +429,40 @@ def _failover(f: Mapping[str, Any]) -> Failover:
         cooldown_max=float(c.get("max", dflt.cooldown_max)),
         explore=float(f.get("explore", dflt.explore)),
     )
+
+
+def _access(access: Mapping[str, Any] | None) -> dict[str, Any]:
+    """access: → Config's clients (None: no access control) and admin_key."""
+    if access is None:
+        return {"clients": None, "admin_key": None}
+    return {"clients": _clients(access.get("clients") or ()), "admin_key": access.get("admin_key")}
+
+
+def _clients(raw: Iterable[Mapping[str, Any]]) -> tuple[Client, ...]:
+    clients: list[Client] = []
+    seen_names: set[str] = set()
+    for i, c in enumerate(raw):
+        if c["name"].lower() in seen_names:
+            raise ConfigError(f"access.clients.{i}.name: client '{c['name']}' is listed twice")
+        seen_names.add(c["name"].lower())
+        key_sha256 = bytes.fromhex(c["key_sha256"]) if "key_sha256" in c else hashlib.sha256(c["key"].encode()).digest()
+        clients.append(Client(c["name"], key_sha256, tuple(c.get("models") or ("*",)), tuple(c.get("tags") or ())))
+    return tuple(clients)
+
+
+def _not_yet_active(d: dict) -> tuple[str, ...]:
+    """Fields accepted whose behaviour arrives with a later release (Config.pending, shown by check and /health)."""
+    notes: list[str] = []
+    access = d.get("access") or {}
+    if access.get("admin_key"):
+        notes.append("access.admin_key: the /admin page arrives with a later release")
+    for i, c in enumerate(access.get("clients") or ()):
+        for k in ("rpm", "tpm", "budget"):
+            if k in c:
+                notes.append(f"access.clients.{i}.{k}: enforced by a later release; recorded, not enforced yet")
+    if (d.get("log") or {}).get("bodies"):
+        notes.append("log.bodies: storing bodies arrives with a later release; not stored yet")
+    return tuple(notes)
 
 
 def _with(route: Route, **changes: Any) -> Route:

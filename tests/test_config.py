@@ -54,6 +54,12 @@ def test_env_expansion(tmp_path):
         ({"backends": {"oa": {"api": "openai", "url": "http://x", "timeout": {"idle": -1}}}}, r"backends\.oa\.timeout\.idle: -1"),
         ({"access": {"clients": [{"name": "a"}]}}, r"access\.clients\.0: a client needs exactly one of 'key' or 'key_sha256'"),
         ({"backends": {"oa": {"api": "openai", "url": "http://x", "headers": {"A": "{key}"}}}}, r"backends\.oa\.headers: a header uses \{key\} but the backend has no 'keys:'"),
+        ({"backends": {"oa": {"api": "openai", "url": "http://x", "keys": ["k"]}}}, r"^backends\.oa\.keys: keys are listed but no header template uses \{key\}$"),
+        ({"backends": {"OA": {"api": "openai", "url": "http://y"}}}, r"^backends\.oa: clashes with 'OA' \(names are case-insensitive\)$"),
+        ({"aliases": {"a": "m", "A": "m"}}, r"^aliases\.a: clashes with 'A' \(names are case-insensitive\)$"),
+        ({"models": {"m": {"backend": "oa"}, "p/*": {"routes": ["m"]}}}, r"^models\.p/\*: a pattern cannot have routes; give it a backend$"),
+        ({"models": {"m": {"backend": "oa"}, "a": {"routes": ["z"]}, "z": {"routes": ["m"]}}}, r"^models\.a\.routes\.0: model 'z' is not defined in models \(a route may only name a model with a backend, not one with routes\)$"),
+        ({"access": {"clients": [{"name": "a", "key": "12345678"}, {"name": "A", "key": "87654321"}]}}, r"^access\.clients\.1\.name: client 'A' is listed twice$"),
     ],
 )
 def test_errors_name_the_path(tmp_path, patch, expect):
@@ -146,3 +152,39 @@ def test_headers_llmproxy_sets_itself_are_refused(tmp_path, name):
     cfg = {**BASE, "backends": {"oa": {"api": "openai", "url": "http://127.0.0.1:9/v1", "headers": {name: "x"}}}}
     msg = error_of(tmp_path, cfg)
     assert f"backends.oa.headers.{name}" in msg and "sets this header itself" in msg
+
+
+def test_first_fault_reported_is_the_same_section_by_section(tmp_path):
+    """A file with faults in several sections reports one: backends, then model and alias names, then models, aliases, access."""
+    cfg = {
+        "backends": {"oa": {"api": "openai", "url": "http://x", "keys": ["k"]}},
+        "models": {"m": {"backend": "nope"}, "s": {"routes": ["m"]}},
+        "aliases": {"M": "m", "a": "b", "b": "a"},
+        "access": {"clients": [{"name": "c", "key": "12345678"}, {"name": "c", "key": "87654321"}]},
+    }
+    expected = [
+        ("backends.oa.keys: keys are listed but no header template uses {key}", lambda: cfg["backends"]["oa"].pop("keys")),
+        ("aliases.M: clashes with model 'm' (names are case-insensitive)", lambda: cfg["aliases"].pop("M")),
+        ("models.m.backend: backend 'nope' is not defined in backends", lambda: cfg["models"]["m"].update(backend="oa")),
+        ("aliases.a: alias cycle a → b → a", lambda: cfg["aliases"].update(b="m")),
+        ("access.clients.1.name: client 'c' is listed twice", lambda: cfg["access"]["clients"].pop()),
+    ]
+    for message, fix in expected:
+        assert error_of(tmp_path, cfg) == message
+        fix()
+    assert load(tmp_path, cfg).models
+
+
+def test_pending_lists_access_before_log(tmp_path):
+    cfg = {
+        **BASE,
+        "log": {"bodies": True},
+        "access": {"admin_key": "adm", "clients": [{"name": "a", "key": "12345678", "rpm": 5, "budget": {"usd": 1}}, {"name": "b", "key": "87654321", "tpm": 9}]},
+    }
+    assert load(tmp_path, cfg).pending == (
+        "access.admin_key: the /admin page arrives with a later release",
+        "access.clients.0.rpm: enforced by a later release; recorded, not enforced yet",
+        "access.clients.0.budget: enforced by a later release; recorded, not enforced yet",
+        "access.clients.1.tpm: enforced by a later release; recorded, not enforced yet",
+        "log.bodies: storing bodies arrives with a later release; not stored yet",
+    )
