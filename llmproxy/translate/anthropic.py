@@ -50,7 +50,7 @@ import orjson
 from ..errors import ProxyError
 from ..sse import Event, sse_event
 from ..usage import Usage, hub_usage
-from . import Meta
+from .meta import Meta
 from .common import (
     dump_args,
     event_json,

@@ -34,7 +34,7 @@ import orjson
 from ..errors import ProxyError
 from ..sse import Event
 from ..usage import Usage, hub_usage
-from . import Meta
+from .meta import Meta
 from .common import (
     dump_args,
     event_json,

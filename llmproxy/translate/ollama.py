@@ -30,7 +30,7 @@ import orjson
 from ..errors import ProxyError
 from ..sse import Event
 from ..usage import hub_usage
-from . import Meta
+from .meta import Meta
 from .common import (
     dump_args,
     event_json,
