@@ -13,6 +13,7 @@ import pytest
 
 from conftest import async_items, check_golden
 from llmproxy.errors import ProxyError
+from llmproxy.mock import gemini as mock_gemini
 from llmproxy.sse import Event, JSONArrayFramer, SSEFramer, events
 from llmproxy.translate import Meta
 from llmproxy.translate import gemini as g
@@ -109,7 +110,7 @@ def test_error_golden(name):
 @pytest.mark.parametrize("name", fixture_names("request-"))
 def test_request_fixture_golden(name):
     """Recorded Gemini requests -> hub (front door) -> Gemini again (backend)."""
-    hub = g.request_from_client(orjson.loads((FIXTURES / name).read_bytes()))
+    hub = mock_gemini.request_from_client(orjson.loads((FIXTURES / name).read_bytes()))
     path, body = g.request_to_upstream(hub, "gemini-2.5-flash", False)
     golden(name, as_json({"hub": hub, "path": path, "body": body}))
 
@@ -531,7 +532,7 @@ def test_request_from_client_round_trip():
                              "thinkingConfig": {"thinkingBudget": 2048, "includeThoughts": True}},
         "model": "gemini-test",
     }
-    hub = g.request_from_client(gemini_req)
+    hub = mock_gemini.request_from_client(gemini_req)
     assert hub["messages"] == [
         {"role": "system", "content": "sys"},
         {"role": "user", "content": [{"type": "text", "text": "Look:"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA="}}]},
@@ -550,7 +551,7 @@ def test_request_from_client_round_trip():
     for bad in [{"contents": "x"}, {"contents": []}, {"contents": [{"role": "user", "parts": "x"}]},
                 {"contents": [{"role": "user", "parts": [{"video": 1}]}]}, {"contents": [{"parts": []}], "tools": {}}]:
         with pytest.raises(ProxyError) as exc:
-            g.request_from_client(bad)
+            mock_gemini.request_from_client(bad)
         assert exc.value.status == 400
 
 
@@ -558,9 +559,9 @@ def test_response_to_client_round_trip():
     for name in fixture_names("nonstream-"):
         body = orjson.loads((FIXTURES / name).read_bytes())
         hub = g.response_from_upstream(body, META)
-        again = g.response_from_upstream(g.response_to_client(hub, META), META)
+        again = g.response_from_upstream(mock_gemini.response_to_client(hub, META), META)
         assert again == hub, name
-    out = g.response_to_client(g.response_from_upstream(orjson.loads((FIXTURES / "nonstream-function-call.json").read_bytes()), META), META)
+    out = mock_gemini.response_to_client(g.response_from_upstream(orjson.loads((FIXTURES / "nonstream-function-call.json").read_bytes()), META), META)
     assert out["candidates"][0]["finishReason"] == "STOP"
     assert out["usageMetadata"] == {"promptTokenCount": 57, "candidatesTokenCount": 15, "totalTokenCount": 196,
                                     "thoughtsTokenCount": 124}
@@ -571,7 +572,7 @@ async def test_stream_to_client_round_trip(name):
     """Hub chunks -> Gemini SSE bytes -> decoded again gives the same text, reasoning, calls, finish and usage."""
     raw, dec = stream_bytes(name)
     hub = [orjson.loads(line) for line in (await translate(decode([raw], dec))).splitlines()]
-    wire = [b async for b in g.stream_to_client(async_items(hub), META)]
+    wire = [b async for b in mock_gemini.stream_to_client(async_items(hub), META)]
     assert all(w.startswith(b"data: {") and w.endswith(b"}\r\n\r\n") for w in wire)
     again = [orjson.loads(line) for line in (await translate(decode([b"".join(wire)], SSEFramer))).splitlines()]
 
@@ -593,13 +594,13 @@ async def test_stream_to_client_round_trip(name):
 
 def test_error_body_and_stream_error_round_trip():
     err = ProxyError(429, "slow down", retry_after=34.4)
-    body = g.error_body(err)
+    body = mock_gemini.error_body(err)
     assert orjson.loads(body) == {"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED",
                                             "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
                                                          "retryDelay": "34.4s"}]}}
     back = g.error_from_upstream(429, body)
     assert (back.status, back.message, back.retry_after) == (429, "slow down", 34.4)
-    event = g.stream_error(ProxyError(503, "overloaded"))
+    event = mock_gemini.stream_error(ProxyError(503, "overloaded"))
     assert event.startswith(b"data: ") and event.endswith(b"\r\n\r\n")
     (ev,) = decode([event], SSEFramer)
     assert orjson.loads(ev.data)["error"]["status"] == "UNAVAILABLE"

@@ -8,22 +8,13 @@ The hub format is OpenAI Chat Completions.  A backend module provides::
     stream_from_upstream(events, meta) -> async iterator of hub chunk dicts
     error_from_upstream(status, body_bytes) -> ProxyError
 
-No I/O, clock or random ids inside: everything variable arrives in ``meta``.
+No I/O, clock or random ids inside: everything variable arrives in ``meta`` (``translate/meta.py``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from . import anthropic, gemini, ollama, openai
+from .meta import Meta
 
-
-@dataclass(frozen=True, slots=True)
-class Meta:
-    """What a translator may not invent itself: the response id, creation time and model name."""
-
-    id: str
-    created: int
-    model: str
-
-
-from . import anthropic, gemini, ollama, openai  # noqa: E402  (the modules import Meta from here)
+__all__ = ["BACKENDS", "Meta", "anthropic", "gemini", "ollama", "openai"]
 
 BACKENDS = {"openai": openai, "anthropic": anthropic, "gemini": gemini, "ollama": ollama}

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from ..errors import ProxyError, bad_request
-from . import Meta
+from .meta import Meta
 
 # ---------------------------------------------------------------- hub shapes
 

@@ -11,8 +11,8 @@ import orjson
 
 from ..errors import ProxyError, bad_request
 from ..sse import Event
-from . import Meta
 from .common import Tap, check_types, frame_json, json_or_none, json_type, require_model, text_error
+from .meta import Meta
 
 STREAM_DECODER = "sse"
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})

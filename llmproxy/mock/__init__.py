@@ -7,7 +7,8 @@ unless the last message is a tool result, and thinks aloud briefly when asked fo
 Besides chat: embeddings (OpenAI, Gemini ``:batchEmbedContents``, Ollama ``/api/embed``) and model
 lists (OpenAI and Anthropic ``/v1/models``, Gemini ``/v1beta/models``, Ollama ``/api/tags``).  Requests are parsed and answers
 encoded by llmproxy's own format modules (front-door direction), so the emulator speaks exactly
-what llmproxy's translators read.
+what llmproxy's translators read.  Gemini's front-door translator serves only the emulator, so it
+lives here, in ``mock/gemini.py``.
 """
 from __future__ import annotations
 
@@ -18,11 +19,15 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from .errors import ProxyError
-from .translate import BACKENDS, Meta
-from .translate import openai as oai
-from .translate.common import hub_chunk, hub_completion
-from .usage import hub_usage
+from ..errors import ProxyError
+from ..translate import Meta, anthropic, ollama
+from ..translate import openai as oai
+from ..translate.common import hub_chunk, hub_completion
+from ..usage import hub_usage
+from . import gemini
+
+FORMATS = {"openai": oai, "anthropic": anthropic, "gemini": gemini, "ollama": ollama}
+"""Each format's front-door translator: it parses the requests the emulator gets and encodes its answers."""
 
 CHUNKS = web.AppKey("chunks", int)
 DELAY = web.AppKey("delay", float)
@@ -111,7 +116,7 @@ def _meta(hub: dict, prefix: str) -> Meta:
 
 
 async def _answer(request: web.Request, fmt_name: str, hub_of, stream_of) -> web.StreamResponse:  # noqa: ANN001
-    mod = BACKENDS[fmt_name]
+    mod = FORMATS[fmt_name]
     try:
         body = orjson.loads(await request.read())
         hub = hub_of(mod, body, request)
@@ -169,7 +174,7 @@ async def gemini_generate(request: web.Request) -> web.StreamResponse:
         return await gemini_embed(request)
     if method not in ("generateContent", "streamGenerateContent"):
         err = ProxyError(404, f"mock: unknown Gemini method '{method}'")
-        return web.Response(status=404, body=BACKENDS["gemini"].error_body(err), content_type="application/json")
+        return web.Response(status=404, body=gemini.error_body(err), content_type="application/json")
     return await _answer(request, "gemini", _gemini, lambda hub, body, r: method == "streamGenerateContent")
 
 
@@ -249,13 +254,13 @@ def make_mock_app(chunks: int = 8, delay: float = 0.0) -> web.Application:
         app.router.add_post(prefix + "/embeddings", openai_embeddings)
         app.router.add_post(prefix + "/completions", openai_completions)
         app.router.add_get(prefix + "/models", openai_models)
-    if "anthropic" in BACKENDS:
+    if "anthropic" in FORMATS:
         app.router.add_post("/v1/messages", anthropic_messages)
-    if "ollama" in BACKENDS:
+    if "ollama" in FORMATS:
         app.router.add_post("/api/chat", ollama_chat)
         app.router.add_post("/api/embed", ollama_embed)
         app.router.add_get("/api/tags", ollama_tags)
-    if "gemini" in BACKENDS:
+    if "gemini" in FORMATS:
         app.router.add_post("/v1beta/models/{model}:{method}", gemini_generate)
         app.router.add_get("/v1beta/models", gemini_models)
     return app
