@@ -104,15 +104,15 @@ async def frames(up: UpstreamCall, framer: Framer) -> AsyncIterator[list[Frame]]
     """The one reader: the frames each upstream read completes, as a batch, then what is left at the end."""
     take, more, feed = up.take, up.more, framer.feed
     try:
+        data = take()
         while True:
-            data = take()
-            if not data:
-                if await more():
-                    continue
+            if data:
+                batch = feed(data)
+                if batch:
+                    yield batch
+            if not await more():
                 break
-            batch = feed(data)
-            if batch:
-                yield batch
+            data = take()
         rest = framer.flush()
         if rest:
             yield rest

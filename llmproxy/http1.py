@@ -63,12 +63,13 @@ def _tls() -> ssl.SSLContext:
 class Response:
     """Status and headers of one response, and its body as it arrives (read by one consumer)."""
 
-    __slots__ = ("status", "headers", "_conn", "_chunks", "_size", "_eof", "_exc", "_waiter", "_paused")
+    __slots__ = ("status", "headers", "_conn", "_loop", "_chunks", "_size", "_eof", "_exc", "_waiter", "_paused")
 
     def __init__(self, conn: Connection, status: int, headers: CIMultiDictProxy[str]) -> None:
         self.status = status
         self.headers = headers
         self._conn: Connection | None = conn
+        self._loop = asyncio.get_running_loop()
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._eof = False
@@ -148,7 +149,7 @@ class Response:
         """
         w = self._waiter
         if w is None or w.done():
-            w = self._waiter = asyncio.get_running_loop().create_future()
+            w = self._waiter = self._loop.create_future()
             if self._chunks or self._eof or self._exc is not None:
                 w.set_result(None)
         return w

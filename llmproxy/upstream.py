@@ -70,13 +70,18 @@ class UpstreamCall:
     async def more(self) -> bool:
         """Wait until ``take()`` has bytes (True) or the body ended (False); ProxyError 504 on a timeout."""
         resp = self.resp
-        if resp.complete and not resp.buffered:
+        if resp.buffered:
+            return True
+        if resp.complete:
             return False
+        watch = self.watch
         try:
-            await self.watch.wait_for(resp.waiter())
+            await watch.watching(resp.waiter())
         except TimeoutError:
-            raise self._timeout(self.watch.loop.time() >= self._end) from None
-        return not (resp.complete and not resp.buffered)
+            raise self._timeout(watch.loop.time() >= self._end) from None
+        finally:
+            watch.fut = None
+        return resp.buffered or not resp.complete
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive (for a caller that wants an iterator; the stream loop uses take/more)."""
@@ -116,9 +121,9 @@ class _Watch:
 
     Moving the deadline is an attribute write; the timer, when it fires before the deadline (bytes
     came meanwhile), re-arms itself for the new one.  Only a wait for bytes can time out, never the
-    consumer's work between reads: the timer acts only while ``wait()`` or ``wait_for()`` waits.
+    consumer's work between reads: the timer acts only while ``wait()`` or a ``watching()`` future waits.
     While the request is out (``wait``), a timeout cancels the waiting task; while the body is read
-    (``wait_for``), it fails the future being awaited, which costs nothing when it does not fire.
+    (``watching``), it fails the future being awaited, which costs nothing when it does not fire.
     """
 
     __slots__ = ("loop", "deadline", "task", "fut", "handle", "waiting", "fired")
@@ -156,16 +161,15 @@ class _Watch:
             self.waiting = False
             self.task = None
 
-    async def wait_for(self, fut: asyncio.Future) -> None:
-        """``await fut``, or TimeoutError once the deadline passes first."""
+    def watching(self, fut: asyncio.Future) -> asyncio.Future:
+        """``fut``, failed with TimeoutError if the deadline passes before it is done; the caller
+        awaits it and then sets ``fut`` back to None.  (A plain call, not a coroutine: it runs for
+        every read of a stream.)"""
         if self.loop.time() >= self.deadline:
             raise TimeoutError
         self._arm()
         self.fut = fut
-        try:
-            await fut
-        finally:
-            self.fut = None
+        return fut
 
     def _check(self) -> None:
         self.handle = None

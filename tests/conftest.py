@@ -83,7 +83,7 @@ class Reply:
 @dataclass
 class Seen:
     path: str
-    query: str
+    query: str  # raw, as it came on the request line
     headers: dict[str, str]
     body: Any
 
@@ -104,7 +104,7 @@ class FakeUpstream:
             body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             body = raw
-        self.seen.append(Seen(request.path, request.query_string, dict(request.headers), body))
+        self.seen.append(Seen(request.path, request.rel_url.raw_query_string, dict(request.headers), body))
         reply = self.routes.get(request.path)
         if reply is None:
             return web.json_response({"error": {"message": f"fake upstream: no route {request.path}"}}, status=404)

@@ -61,3 +61,26 @@ async def test_stats_cli(upstream, proxy):
     assert line.split()[:3] == ["up", "3", "0"] and "438" in line and "0.4560" in line
     out = subprocess.run([sys.executable, "-m", "llmproxy", "stats", "--db", str(db), "--by", "day", "--since", "1h"], capture_output=True, text=True, check=True).stdout
     assert "requests" in out.splitlines()[0]
+
+
+async def test_each_door_answers_a_refused_key_in_its_own_shape(upstream, proxy):
+    """One error middleware: the same 401 is OpenAI's, Anthropic's or Ollama's error body by the route it came to."""
+    import aiohttp
+
+    up = await upstream({})
+    p = await proxy(access_config(up.url))
+    body = {"model": "gpt", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer wrong-key-0000"}) as s:
+        async with s.get(p.url + "/v1/models") as r:
+            assert r.status == 401 and (await r.json())["error"]["type"] == "authentication_error"
+        async with s.post(p.url + "/v1/messages", json=body) as r:
+            got = await r.json()
+            assert r.status == 401 and got["type"] == "error" and got["error"]["type"] == "authentication_error"
+        for method, path in (("GET", "/api/tags"), ("GET", "/api/ps"), ("POST", "/api/show"), ("POST", "/api/chat")):
+            async with s.request(method, p.url + path, json=body) as r:
+                got = await r.json()
+                assert r.status == 401 and isinstance(got["error"], str) and "client key is not valid" in got["error"], path
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY_A}"}) as s:
+        async with s.post(p.url + "/api/show", json={"model": "no-such-model"}) as r:
+            assert r.status == 404 and isinstance((await r.json())["error"], str)
+    assert not up.seen

@@ -5,9 +5,12 @@ over OpenAI and Ollama backends it is translated through the hub.
 """
 from __future__ import annotations
 
+import aiohttp
 import anthropic
 import orjson
 import pytest
+
+from yarl import URL
 
 from conftest import Reply, fixture_bytes
 
@@ -160,6 +163,18 @@ async def test_count_tokens_relayed(upstream, proxy):
     assert seen.body["model"] == "claude-upstream-name" and "max_tokens" not in seen.body  # count_tokens takes no params
     [row] = await p.rows()
     assert row["endpoint"] == "count_tokens" and row["front"] == "anthropic" and row["prompt_tokens"] is None
+
+
+async def test_query_string_goes_up_as_the_client_wrote_it(upstream, proxy):
+    """``%23`` must not cut the query short, and ``+``/``%20`` must not change: the bytes go up as sent."""
+    up = await upstream({"/v1/messages": Reply(fixture_bytes("anthropic/nonstream-text.json"))})
+    p = await proxy(_config(up.url))
+    raw = "beta=true&note=a%23b+c%20d&empty="
+    async with aiohttp.ClientSession() as s:
+        async with s.post(URL(f"{p.url}/v1/messages?{raw}", encoded=True), json={"model": "sonnet", "max_tokens": 5,
+                          "messages": [{"role": "user", "content": "hi"}]}) as r:
+            assert r.status == 200, await r.text()
+    assert up.seen[0].query == raw
 
 
 async def test_count_tokens_local_estimate(upstream, proxy):
