@@ -36,9 +36,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from loadgen import busy_cpus, busy_pct  # bench/ is this script's folder, first on sys.path
+from loadgen import TICK, busy_cpus, busy_pct, cpu_s  # bench/ is this script's folder, first on sys.path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -102,6 +103,7 @@ class Proc:
         self.log = work / f"{name}.log"
         self.t0 = time.perf_counter()
         self.p = subprocess.Popen((pin(cpu) if cpu is not None else []) + cmd, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, cwd=work)
+        LIVE.append(self)
 
     def wait_port(self, timeout: float = 15) -> None:
         end = time.monotonic() + timeout
@@ -136,6 +138,31 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait()
+        if self in LIVE:
+            LIVE.remove(self)
+
+
+LIVE: list[Proc] = []  # the servers running now: upstream, floor, llmproxy
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this bench's processes: run.py, its finished load generators and its running servers."""
+    me, done = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + done.ru_utime + done.ru_stime + sum(cpu_s(p.p.pid) for p in LIVE)
+
+
+def with_others(load: Callable[[], dict]) -> dict:
+    """Runs one load and adds ``others_pct``: the CPU the machine spent outside this bench meanwhile, in % of one core.
+
+    The machine may be shared: another program's load takes CPU from the proxy or the load
+    generator and skews that test's figures.  Busy time from /proc/stat (all CPUs) less this
+    bench's own processes' CPU time (softirq is charged to whichever task it interrupts).
+    """
+    ours, busy, t0 = own_cpu_s(), sum(b for b, _ in busy_cpus()) / TICK, time.perf_counter()
+    r = load()
+    others = sum(b for b, _ in busy_cpus()) / TICK - busy - (own_cpu_s() - ours)
+    r["others_pct"] = round(100 * max(0.0, others) / (time.perf_counter() - t0), 1)
+    return r
 
 
 def post(port: int, path: str, body: dict) -> tuple[int, bytes]:
@@ -153,8 +180,8 @@ def post(port: int, path: str, body: dict) -> tuple[int, bytes]:
 
 def loadgen(**o: object) -> dict:
     o.setdefault("headers", AUTH)
-    out = subprocess.run(pin(1) + [PY, str(HERE / "loadgen.py"), json.dumps(o)], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+    cmd = pin(1) + [PY, str(HERE / "loadgen.py"), json.dumps(o)]
+    return with_others(lambda: json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout))
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -170,7 +197,10 @@ def wrk(url: str, path: str, body: dict, conns: int, seconds: float, work: Path)
     script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\nwrk.headers["Content-Type"] = "application/json"\n'
                       + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in AUTH.items()))
     cmd = pin(1) + ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url + path]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return with_others(lambda: _wrk_result(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout))
+
+
+def _wrk_result(out: str) -> dict:
     pcts = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.M))
     done = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -241,6 +271,7 @@ def _median_run(runs: list[dict]) -> dict:
     mid = dict(runs[len(runs) // 2])
     mid["first_p50_runs"] = sorted(x["first"]["p50"] for x in runs if x["requests"])
     mid["errors"] = sum(x["errors"] for x in runs)
+    mid["others_pct"] = max(x["others_pct"] for x in runs)
     return mid
 
 
@@ -432,7 +463,10 @@ ROWS = [  # label, getter, decimals
     ("proxy CPU per stream ms·core (streams/s test)", lambda r: r["rate"].get("cpu_ms_per_stream"), 3),
     ("proxy busy % (streams/s test)", lambda r: r["rate"].get("busy_pct"), 0),
     ("peak RSS MiB", lambda r: r.get("peak_mib"), 1),
+    ("other programs' CPU % of a core (worst test)", lambda r: max(r[k]["others_pct"] for k in TESTS), 0),
 ]
+TESTS = ("c1", "c64", "paced", "together", "rate")
+OTHERS_MAX = 10  # % of a core other programs may use during a test before its figures are called skewed
 
 
 def table(res: dict) -> str:
@@ -452,7 +486,7 @@ def table(res: dict) -> str:
             out.append(f"  {label:<48}" + "".join(f"{fmt(v, d):>10}" for v in vals) + f"{ratio(vals[2], vals[1]):>9}{ratio(vals[2], vals[0]):>9}")
         added = [x["c1"]["lat"]["p50"] - direct["c1"]["lat"]["p50"] for x in (floor, lp)]
         out.append(f"  {'added p50 ms @1 (vs direct)':<48}{'':>10}{fmt(added[0], 3):>10}{fmt(added[1], 3):>10}{ratio(added[1], added[0]):>9}")
-        errs = sum(x[k]["errors"] for x in (floor, lp) for k in ("c1", "c64", "paced", "together", "rate"))
+        errs = sum(x[k]["errors"] for x in (floor, lp) for k in TESTS)
         out.append(f"  errors (floor + llmproxy, all tests): {errs}")
     return "\n".join(out)
 
@@ -479,6 +513,7 @@ SLOW_ROWS: list = [  # label, getter (None: ended / errors; "connect": retries /
     ("CPU 1 busy % (upstream + load generator)", lambda r: r["cpu_busy_pct"][1] if len(r.get("cpu_busy_pct") or ()) > 1 else None, 0),
     ("streams ended / errors", None, 0),
     ("connect: retries / listen overflows", "connect", 0),
+    ("other programs' CPU % of a core", lambda r: r["others_pct"], 0),
 ]
 
 
@@ -495,6 +530,18 @@ def slow_table(s: dict) -> str:
         vals = [None if r is None else get(r) for r in sides]
         out.append(f"  {label:<48}" + "".join(f"{fmt(v, d):>10}" for v in vals) + f"{ratio(vals[2], vals[1]):>9}")
     return "\n".join(out)
+
+
+def skewed(res: dict) -> list[str]:
+    """The tests during which other programs used more than OTHERS_MAX % of a core."""
+    out = []
+    for side in ("direct", "floor", "llmproxy"):
+        for path, r in res[side].items():
+            out += [f"{side} {path} {k} ({r[k]['others_pct']:.0f}%)" for k in TESTS if k in r and r[k]["others_pct"] > OTHERS_MAX]
+    slow = res.get("slow") or {}
+    out += [f"slow streams {side} ({slow[side]['others_pct']:.0f}%)" for side in ("direct", "floor", "llmproxy")
+            if side in slow and slow[side]["others_pct"] > OTHERS_MAX]
+    return out
 
 
 def targets(res: dict) -> list[tuple[str, bool | None, str]]:
@@ -631,6 +678,7 @@ def main() -> None:
     finally:
         up.stop()
     res["targets"] = [{"target": n, "met": ok, "measured": m} for n, ok, m in targets(res)]
+    res["skewed"] = skewed(res)
     res["took_s"] = round(time.perf_counter() - t_start, 1)
     out = Path(o.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -646,6 +694,9 @@ def main() -> None:
     print("\nTargets")
     for n, ok, m in targets(res):
         print(f"  {'—' if ok is None else '✓' if ok else '✗'} {n:<54} {m}")
+    if res["skewed"]:
+        print(f"\n  ⚠ other programs used more than {OTHERS_MAX}% of a core during {len(res['skewed'])} tests, whose figures are skewed "
+              f"(run again on a quiet machine): {', '.join(res['skewed'])}")
     print(f"\nwritten {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest} in {res['took_s']:.0f} s")
     shutil.rmtree(work, ignore_errors=True)
 
