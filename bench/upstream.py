@@ -13,6 +13,7 @@ fixed JSON body with usage.  Only ``Content-Length`` request bodies (what aiohtt
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import signal
 import sys
@@ -123,7 +124,10 @@ class Server(asyncio.Protocol):
             self.t.write(STREAM_HEAD + b"".join(_frame(p) for p in self._pieces(anthropic, chunks, usage)) + b"0\r\n\r\n")
             return True
         self.busy = True
-        asyncio.get_running_loop().create_task(self._slow(anthropic, chunks, gap, usage))
+        self.frames, self.sent, self.gap = _frames(anthropic, chunks, usage), 1, gap
+        self.t.write(STREAM_HEAD + self.frames[0])
+        self.loop = asyncio.get_running_loop()
+        self.loop.call_later(gap, self._tick)
         return False
 
     @staticmethod
@@ -132,17 +136,24 @@ class Server(asyncio.Protocol):
             return [AN_FIRST] + [AN_PIECE] * (chunks - 2) + [AN_PIECE + AN_END]
         return [OA_FIRST] + [OA_PIECE] * (chunks - 2) + [OA_PIECE + OA_END + (OA_USAGE if usage else b"") + OA_DONE]
 
-    async def _slow(self, anthropic: bool, chunks: int, gap: float, usage: bool) -> None:
-        pieces = self._pieces(anthropic, chunks, usage)
-        self.t.write(STREAM_HEAD + _frame(pieces[0]))
-        for p in pieces[1:]:
-            await asyncio.sleep(gap)
-            if self.t.is_closing():
-                return
-            self.t.write(_frame(p))
+    def _tick(self) -> None:
+        """The next chunk of a paced stream, ``gap`` after the last one was written (a timer, not a task: thousands run at once)."""
+        if self.t.is_closing():
+            return
+        self.t.write(self.frames[self.sent])
+        self.sent += 1
+        if self.sent < len(self.frames):
+            self.loop.call_later(self.gap, self._tick)
+            return
         self.t.write(b"0\r\n\r\n")
         self.busy = False
         self._next()
+
+
+@functools.lru_cache(maxsize=64)
+def _frames(anthropic: bool, chunks: int, usage: bool) -> tuple[bytes, ...]:
+    """A paced stream's chunks, each framed for chunked transfer encoding."""
+    return tuple(_frame(p) for p in Server._pieces(anthropic, chunks, usage))
 
 
 async def main(port: int) -> None:
