@@ -103,9 +103,9 @@ async def test_informational_responses_are_skipped_and_gzip_is_decoded():
 
 
 @pytest.mark.parametrize("answer, message", [
-    (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "not an HTTP/1.x response"),
-    (b"HTTP/1.1 200 OK\r\nbroken header line\r\n\r\n", "malformed header line"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size line"),
+    (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "not a valid HTTP/1.1 response: Expected HTTP/"),
+    (b"HTTP/1.1 200 OK\r\nbroken header line\r\n\r\n", "not a valid HTTP/1.1 response: Invalid header"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "not a valid HTTP/1.1 response: Invalid character in chunk size"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: keep-alive\r\n\r\n{\"cut", "connection closed"),
     (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nnotgz", "does not decode"),
 ])
