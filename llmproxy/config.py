@@ -101,6 +101,8 @@ class Config:
     log_bodies: bool
     log_queue: int
     max_body: int
+    max_response: int  # bytes of a decoded non-stream answer
+    max_event: int  # bytes of one stream event
     shutdown_grace: float
     backends: Mapping[str, Backend]
     models: Mapping[str, Model]  # keyed by lower-case name, exact names only
@@ -279,11 +281,17 @@ def _log(log: Mapping[str, Any], folder: Path) -> dict[str, Any]:
 
 
 def _limits(limits: Mapping[str, Any]) -> dict[str, Any]:
-    """limits: → Config's max_body (in bytes) and shutdown_grace."""
+    """limits: → Config's max_body, max_response and max_event (in bytes) and shutdown_grace."""
     return {
-        "max_body": int(float(limits.get("max_body_mb", 32)) * 1024 * 1024),
+        "max_body": _mib(limits.get("max_body_mb", 32)),
+        "max_response": _mib(limits.get("max_response_mb", 64)),
+        "max_event": _mib(limits.get("max_event_mb", 16)),
         "shutdown_grace": float(limits.get("shutdown_grace", 30)),
     }
+
+
+def _mib(n: Any) -> int:
+    return int(float(n) * 1024 * 1024)
 
 
 # Headers llmproxy's client writes from the body it sends and the encodings it can decode.

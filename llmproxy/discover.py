@@ -34,6 +34,7 @@ PATHS = {
 }
 MAX_PAGES = 20
 LIST_TIMEOUT = 30.0
+LIST_MAX_BYTES = 16 * 1024 * 1024  # one page of a model list
 
 
 def parse(api: str, data: Any) -> tuple[list[str], str | None]:
@@ -188,7 +189,7 @@ async def fetch(upstream: Upstream, b: Backend, key: str | None) -> list[str]:
     for _ in range(MAX_PAGES):
         if path is None:
             break
-        up = await upstream.open(b, path, b"", model="(model list)", stream=False, method="GET", key=key)
+        up = await upstream.open(b, path, b"", model="(model list)", stream=False, method="GET", key=key, max_bytes=LIST_MAX_BYTES)
         try:
             raw = await up.read()
         finally:

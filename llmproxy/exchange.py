@@ -18,7 +18,7 @@ from .balance import parse_retry_after
 from .errors import ProxyError
 from .headers import redact
 from .pipeline import Call
-from .sse import Frame, Framer
+from .sse import EventTooLarge, Frame, Framer
 from .upstream import UpstreamCall, log_back
 from .usage import Usage
 
@@ -41,8 +41,10 @@ async def open_upstream(call: Call, path: str, body: bytes, stream: bool, module
     """Send the upstream request; an error status becomes a ProxyError in the hub's terms."""
     target = call.target
     assert target is not None
+    limits = call.snap.config
     up = await call.state.upstream.open(target.backend, path, body, model=target.upstream_model, stream=stream,
-                                        extra_headers=extra_headers, key=call.key_value)
+                                        extra_headers=extra_headers, key=call.key_value,
+                                        max_bytes=limits.max_event if stream else limits.max_response)
     if up.status >= 400:
         try:
             raw = await up.read()
@@ -116,6 +118,8 @@ async def frames(up: UpstreamCall, framer: Framer) -> AsyncIterator[list[Frame]]
         rest = framer.flush()
         if rest:
             yield rest
+    except EventTooLarge:
+        raise up.too_large() from None
     finally:
         up.watch.stop()
 

@@ -20,11 +20,13 @@ import zlib
 from collections import deque
 from functools import lru_cache
 
+import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 MAX_HEAD = 64 * 1024  # bytes of status line + headers
 HIGH_WATER = 1 << 20  # buffered body bytes at which the socket stops being read
+INFLATE_STEP = 256 * 1024  # a compressed body is inflated at most this much at a time
 IDLE_KEEP = 30.0  # seconds an idle connection stays in the pool
 ACCEPT_ENCODING = "gzip, deflate"
 
@@ -35,6 +37,14 @@ class ConnectError(OSError):
 
 class ResponseError(Exception):
     """The connection broke mid-response, or the bytes were not an HTTP/1.x response."""
+
+
+class BodyTooLarge(ResponseError):
+    """More decoded body waited unread than the caller allowed (``max_buffered``)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the body is over {limit:,} bytes")
+        self.limit = limit
 
 
 @lru_cache(maxsize=1024)
@@ -63,10 +73,11 @@ def _tls() -> ssl.SSLContext:
 class Response:
     """Status and headers of one response, and its body as it arrives (read by one consumer)."""
 
-    __slots__ = ("status", "headers", "_conn", "_loop", "_chunks", "_size", "_eof", "_exc", "_waiter", "_paused")
+    __slots__ = ("status", "headers", "_conn", "_loop", "_chunks", "_size", "_max", "_eof", "_exc", "_waiter", "_paused")
 
-    def __init__(self, conn: Connection, status: int, headers: CIMultiDictProxy[str]) -> None:
+    def __init__(self, conn: Connection, status: int, headers: CIMultiDictProxy[str], max_buffered: int = 0) -> None:
         self.status = status
+        self._max = max_buffered  # decoded bytes that may wait unread (0: no cap); over it the body fails
         self.headers = headers
         self._conn: Connection | None = conn
         self._loop = asyncio.get_running_loop()
@@ -86,6 +97,8 @@ class Response:
     def _feed(self, data: bytes) -> None:
         self._chunks.append(data)
         self._size += len(data)
+        if self._max and self._size > self._max:
+            raise BodyTooLarge(self._max)
         if self._size > HIGH_WATER and not self._paused and self._conn is not None:
             self._paused = True
             self._conn.pause()
@@ -164,22 +177,31 @@ class Response:
 
 
 class Connection(asyncio.Protocol):
-    """One keep-alive connection: sends a request, parses its response into a ``Response``."""
+    """One keep-alive connection: sends a request; llhttp (``httptools``) parses its response into a ``Response``.
+
+    The parser is strict (it refuses what RFC 9112 says not to trust: two Content-Lengths, a
+    Content-Length beside chunked, signs or ``0x`` in sizes, bare CRs, LF-only lines, a 4-digit
+    status); whatever it refuses fails the response with ``ResponseError`` and closes the connection.
+    Bytes after a response, or while no request is out, mean the connection cannot be trusted
+    again: it is closed, never handed to another request.
+    """
 
     def __init__(self, pool: Pool, key: tuple[str, int, bool]) -> None:
         self.pool, self.key = pool, key
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
+        self._parser = httptools.HttpResponseParser(self)
         self._head_waiter: asyncio.Future[Response] | None = None
         self._resp: Response | None = None
-        self._buf = b""
+        self._headers: CIMultiDict[str] = CIMultiDict()
+        self._reading = False  # a response's head or body is being parsed
+        self._until_close = False  # the body runs to the connection's end (no length, not chunked)
         self._got_bytes = False
-        self._mode = ""  # "length" | "chunked" | "close" | "" (no response being read)
-        self._left = 0  # bytes left of the body (length) or of the current chunk (chunked)
-        self._chunk_state = 0  # chunked: 0 size line, 1 data, 2 CRLF after data, 3 trailers
         self._keep_alive = True
         self._decoder: zlib._Decompress | None = None
+        self._error: ResponseError | None = None  # what a parser callback found wrong (raised after feed_data)
+        self._max_body = 0  # bytes of decoded body the response may buffer (0: no cap)
 
     # ---- asyncio.Protocol
 
@@ -189,28 +211,29 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
-        if self._mode == "close" and self._resp is not None and exc is None:
-            self._finish()  # a body delimited by the connection's end
+        if self._until_close and self._resp is not None and exc is None:
+            self.on_message_complete()  # a body delimited by the connection's end
             return
         err = ResponseError(f"connection closed{': ' + str(exc) if exc else ''}{' before any response' if not self._got_bytes else ''}")
         if self._head_waiter is not None and not self._head_waiter.done():
             self._head_waiter.set_exception(err)
-        elif self._resp is not None and self._mode:
-            self._mode = ""
+        elif self._resp is not None and self._reading:
+            self._reading = False
             self._resp._end(err)
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
+        if not self._reading and self._head_waiter is None:  # bytes while no request is out
+            self.abort()
+            return
         try:
-            if self._mode:
-                self._body(data)
-            elif self._head_waiter is not None:
-                self._head(data)
-            else:  # bytes while no request is out: this connection cannot be trusted again
-                self._keep_alive = False
-                self.abort()
-        except ResponseError as e:
-            self._fail(e)
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            if self._error is None:
+                self._error = ResponseError(f"not a valid HTTP/1.1 response: {_reason(e)}")
+        if self._error is not None:
+            err, self._error = self._error, None
+            self._fail(err)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport: connection_lost() ends a body read until close
@@ -249,51 +272,32 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    # ---- parsing
+    # ---- llhttp's callbacks (run inside feed_data)
 
-    def _head(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) > MAX_HEAD:
-                raise ResponseError(f"response head over {MAX_HEAD:,} bytes")
-            self._buf = buf
+    def on_message_begin(self) -> None:
+        if not self._reading and self._head_waiter is None:  # a second response nobody asked for
+            self._keep_alive = False
+            self._error = self._error or ResponseError("bytes after the response")
             return
-        self._buf = b""
-        lines = buf[:end].decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        code = rest[:3]
-        if not version.startswith("HTTP/1.") or not code.isdigit():
-            raise ResponseError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
-        status = int(code)
-        headers: CIMultiDict[str] = CIMultiDict()
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
-                raise ResponseError(f"malformed header line: {line[:80]!r}")
-            headers.add(name, value.strip())
-        rest_bytes = buf[end + 4:]
+        self._reading = True
+        self._headers = CIMultiDict()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.add(name.decode("latin-1"), value.decode("latin-1"))
+
+    def on_headers_complete(self) -> None:
+        if self._error is not None:
+            return
+        status = self._parser.get_status_code()
         if 100 <= status < 200:  # 100 Continue, 103 Early Hints: the real head follows
-            if rest_bytes:
-                self._head(rest_bytes)
             return
-        conn_hdr = headers.get("Connection", "").lower()
-        self._keep_alive = "close" not in conn_hdr and (version == "HTTP/1.1" or "keep-alive" in conn_hdr)
-        te = headers.get("Transfer-Encoding", "").lower()
-        if status in (204, 304):
-            self._mode, self._left = "length", 0
-        elif te:
-            if not te.rstrip().endswith("chunked"):
-                raise ResponseError(f"unsupported Transfer-Encoding: {te}")
-            self._mode, self._chunk_state = "chunked", 0
-        elif "Content-Length" in headers:
-            try:
-                self._left = int(headers["Content-Length"])
-            except ValueError:
-                raise ResponseError(f"bad Content-Length: {headers['Content-Length']!r}") from None
-            self._mode = "length"
-        else:
-            self._mode, self._keep_alive = "close", False
+        headers = self._headers
+        self._keep_alive = self._parser.should_keep_alive()
+        te = headers.get("Transfer-Encoding", "").strip().lower()
+        if te and te != "chunked":
+            self._error = ResponseError(f"unsupported Transfer-Encoding: {te}")
+            return
+        self._until_close = not te and "Content-Length" not in headers and status not in (204, 304)
         enc = headers.get("Content-Encoding", "").strip().lower()
         if enc in ("gzip", "x-gzip"):
             self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -302,103 +306,48 @@ class Connection(asyncio.Protocol):
         elif enc in ("", "identity"):
             self._decoder = None
         else:
-            raise ResponseError(f"unsupported Content-Encoding: {enc}")
-        resp = self._resp = Response(self, status, CIMultiDictProxy(headers))
+            self._error = ResponseError(f"unsupported Content-Encoding: {enc}")
+            return
+        resp = self._resp = Response(self, status, CIMultiDictProxy(headers), self._max_body)
         waiter, self._head_waiter = self._head_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(resp)
-        if self._mode == "length" and self._left == 0:
-            self._finish()
-        elif rest_bytes:
-            self._body(rest_bytes)
 
-    def _body(self, data: bytes) -> None:
-        mode = self._mode
-        if mode == "length":
-            n = len(data)
-            if n >= self._left:
-                if n > self._left:
-                    self._keep_alive = False  # bytes past the body: do not trust this connection again
-                self._deliver(data[: self._left] if n > self._left else data)
-                self._left = 0
-                self._finish()
-            else:
-                self._left -= n
-                self._deliver(data)
-        elif mode == "chunked":
-            self._chunked(data)
-        elif mode == "close":
-            self._deliver(data)
-        else:
-            self._keep_alive = False  # bytes nobody asked for
-
-    def _chunked(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
-        self._buf = b""
-        pos, n = 0, len(buf)
-        out: list[bytes] = []
-        while pos < n:
-            st = self._chunk_state
-            if st == 1:  # chunk data
-                take = min(self._left, n - pos)
-                out.append(buf[pos: pos + take])
-                pos += take
-                self._left -= take
-                if self._left == 0:
-                    self._chunk_state = 2
-                continue
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                if n - pos > 4096:
-                    raise ResponseError("chunk size line too long")
-                self._buf = buf[pos:]
-                break
-            line = buf[pos:eol]
-            pos = eol + 2
-            if st == 0:
-                try:
-                    size = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise ResponseError(f"bad chunk size line: {line[:40]!r}") from None
-                if size:
-                    self._left, self._chunk_state = size, 1
-                else:
-                    self._chunk_state = 3
-            elif st == 2:
-                if line:
-                    raise ResponseError("chunk data not followed by CRLF")
-                self._chunk_state = 0
-            elif not line:  # st == 3: an empty line ends the trailers and the body
-                if out:
-                    self._deliver(b"".join(out))
-                    out = []
-                if pos < n:
-                    self._keep_alive = False
-                self._finish()
-                return
-        if out:
-            self._deliver(out[0] if len(out) == 1 else b"".join(out))
-
-    def _deliver(self, data: bytes) -> None:
-        if self._decoder is not None:
-            try:
-                data = self._decoder.decompress(data)
-            except zlib.error as e:
-                raise ResponseError(f"body does not decode: {e}") from None
-        if data and self._resp is not None:
-            self._resp._feed(data)
-
-    def _finish(self) -> None:
+    def on_body(self, data: bytes) -> None:
         resp = self._resp
-        if self._decoder is not None and resp is not None:
-            rest = self._decoder.flush()
-            self._decoder = None
-            if rest:
-                resp._feed(rest)
-        self._mode = ""
+        if resp is None or self._error is not None:
+            return
+        d = self._decoder
+        try:
+            if d is None:
+                resp._feed(data)
+                return
+            while data:  # inflate in bounded pieces, so a bomb meets the cap before it meets memory
+                out = d.decompress(data, INFLATE_STEP)
+                if out:
+                    resp._feed(out)
+                data = d.unconsumed_tail
+        except zlib.error as e:
+            self._error = ResponseError(f"body does not decode: {e}")
+        except ResponseError as e:
+            self._error = e
+
+    def on_message_complete(self) -> None:
+        resp = self._resp
+        if resp is None or self._error is not None:  # a 1xx (the response proper comes next), or refused
+            return
+        if self._decoder is not None and self._error is None:
+            try:
+                rest = self._decoder.flush()
+                if rest:
+                    resp._feed(rest)
+            except (zlib.error, ResponseError) as e:
+                self._error = e if isinstance(e, ResponseError) else ResponseError(f"body does not decode: {e}")
+                return
+        self._decoder = None
+        self._reading = self._until_close = False
         self._resp = None
-        if resp is not None:
-            resp._end()
+        resp._end()
         if not self._keep_alive:
             self.abort()
 
@@ -407,12 +356,17 @@ class Connection(asyncio.Protocol):
             self._head_waiter.set_exception(exc)
         elif self._resp is not None:
             self._resp._end(exc)
-        self._mode = ""
+        self._reading = False
         self.abort()
 
     @property
     def reusable(self) -> bool:
-        return not self.closed and self._keep_alive and not self._mode and self._head_waiter is None
+        return not self.closed and self._keep_alive and not self._reading and self._head_waiter is None
+
+
+def _reason(e: Exception) -> str:
+    """llhttp's words for what it refused (``Invalid character in Content-Length``…)."""
+    return str(e) or type(e).__name__
 
 
 class Pool:
@@ -422,8 +376,12 @@ class Pool:
         self._idle: dict[tuple[str, int, bool], list[Connection]] = {}
         self._all: set[Connection] = set()
 
-    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None, connect_timeout: float) -> Response:
-        """Send the request and return once the response head is in (the caller bounds the wait)."""
+    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None, connect_timeout: float,
+                      max_buffered: int = 0) -> Response:
+        """Send the request and return once the response head is in (the caller bounds the wait).
+
+        ``max_buffered``: decoded body bytes the response may hold unread before it fails (0: no cap).
+        """
         key, target, host = _origin(url)
         conn = self._take(key)
         reused = conn is not None
@@ -431,6 +389,7 @@ class Pool:
             conn = await self._connect(key, connect_timeout)
         try:
             try:
+                conn._max_body = max_buffered
                 return await conn.send(method, target, host, headers, body)
             except ResponseError:
                 if not (reused and conn.closed and not conn._got_bytes):
@@ -438,6 +397,7 @@ class Pool:
             # A reused connection the server had just closed (its keep-alive ran out as we sent):
             # nothing of the request was answered, so it goes once more on a new connection.
             conn = await self._connect(key, connect_timeout)
+            conn._max_body = max_buffered
             return await conn.send(method, target, host, headers, body)
         except BaseException:
             conn.abort()

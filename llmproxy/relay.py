@@ -55,7 +55,7 @@ async def relay(call: Call, fmt: ModuleType, path: str, body: dict, stream: bool
             return b"".join([f.raw for f in batch if f not in dropped])
         return batch[0].raw if len(batch) == 1 else b"".join([f.raw for f in batch])
 
-    return await stream_out(call, up, frames(up, FRAMERS[kind]()), content_type or STREAM_TYPES[kind], render)
+    return await stream_out(call, up, frames(up, FRAMERS[kind](up.limit)), content_type or STREAM_TYPES[kind], render)
 
 
 def _as_is(body: Any) -> Any:

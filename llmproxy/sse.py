@@ -6,11 +6,15 @@ as they came (a relay writes them on untouched); its ``name`` and ``data`` are p
 someone reads them.  Framing happens on bytes and UTF-8 is decoded only by the JSON parser
 afterwards, so a network split inside a multi-byte character cannot corrupt text.  Every framer
 looks at each byte a bounded number of times: a huge event that arrives in many reads costs
-linear time, not a rescan per read.
+linear time, not a rescan per read; past ``max_event`` bytes it is ``EventTooLarge``.
 """
 from __future__ import annotations
 
 from typing import NamedTuple, Protocol, Union
+
+
+class EventTooLarge(ValueError):
+    """One event grew past the framer's ``max_event`` bytes before it ended."""
 
 
 class Event(NamedTuple):
@@ -78,12 +82,13 @@ class SSEFramer:
     unterminated piece comes from ``flush``).
     """
 
-    __slots__ = ("_buf", "_scan", "_cr")
+    __slots__ = ("_buf", "_scan", "_cr", "_max")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event: int = 0) -> None:
         self._buf = b""
         self._scan = 0  # where the search for the next blank line resumes in _buf
         self._cr = False  # a "\r" was seen: line ends need the careful scanner from now on
+        self._max = max_event  # bytes one unfinished event may reach (0: no cap)
 
     def feed(self, chunk: bytes) -> list[SSEFrame]:
         buf = self._buf + chunk if self._buf else chunk
@@ -102,6 +107,8 @@ class SSEFramer:
             end = buf.find(b"\n\n", start)
         self._buf = buf[start:] if start else buf
         self._scan = max(0, len(self._buf) - 1)  # a "\n" at the end may pair with the next read's
+        if self._max and len(self._buf) > self._max:
+            raise EventTooLarge(self._max)
         return out
 
     def _feed_cr(self, buf: bytes) -> list[SSEFrame]:
@@ -126,6 +133,8 @@ class SSEFramer:
             pos = nxt
         self._buf = buf[start:]
         self._scan = pos - start
+        if self._max and len(self._buf) > self._max:
+            raise EventTooLarge(self._max)
         return out
 
     def flush(self) -> list[SSEFrame]:
@@ -155,15 +164,18 @@ class Line:
 class LineFramer:
     """Newline-delimited JSON: one object a line; the last line may lack its ``\\n``."""
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "_max")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event: int = 0) -> None:
         self._buf = b""
+        self._max = max_event  # bytes one unfinished line may reach (0: no cap)
 
     def feed(self, chunk: bytes) -> list[Line]:
         end = chunk.rfind(b"\n") + 1
         if not end:
             self._buf += chunk
+            if self._max and len(self._buf) > self._max:
+                raise EventTooLarge(self._max)
             return []
         buf = self._buf + chunk[:end] if self._buf else chunk[:end]
         self._buf = chunk[end:]
@@ -181,9 +193,10 @@ class JSONArrayFramer:
     this framer serves translation, never a byte-for-byte relay.
     """
 
-    __slots__ = ("_buf", "_depth", "_in_str", "_esc", "_start", "_pos")
+    __slots__ = ("_buf", "_depth", "_in_str", "_esc", "_start", "_pos", "_max")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event: int = 0) -> None:
+        self._max = max_event  # bytes one unfinished element may reach (0: no cap)
         self._buf = b""
         self._depth = 0  # depth inside the outer array's elements
         self._in_str = False
@@ -225,6 +238,8 @@ class JSONArrayFramer:
         self._pos = i - keep
         self._start = 0 if start >= 0 else -1
         self._depth, self._in_str, self._esc = depth, in_str, esc
+        if self._max and len(self._buf) > self._max:
+            raise EventTooLarge(self._max)
         return out
 
     def flush(self) -> list[Event]:

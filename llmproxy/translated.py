@@ -57,7 +57,7 @@ async def chat(call: Call, to_hub: Callable[[dict], dict] | None = None) -> web.
     wants_usage = call.front.wants_usage(call.body)
 
     async def hub_chunks() -> AsyncIterator[dict]:
-        events = _events(up, FRAMERS[module.STREAM_DECODER]())
+        events = _events(up, FRAMERS[module.STREAM_DECODER](up.limit))
         try:
             async for chunk in module.stream_from_upstream(events, meta):
                 u = chunk.get("usage")

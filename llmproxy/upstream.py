@@ -15,7 +15,7 @@ from . import console
 from .config import Backend
 from .errors import ProxyError
 from .headers import render
-from .http1 import ConnectError, Pool, Response, ResponseError
+from .http1 import BodyTooLarge, ConnectError, Pool, Response, ResponseError
 
 T = TypeVar("T")
 
@@ -33,9 +33,9 @@ class UpstreamCall:
     ``timeout.idle`` of the last, all within ``timeout.total``.
     """
 
-    __slots__ = ("backend", "resp", "status", "t0", "first_byte_ms", "url", "model", "stream", "pending", "watch", "_end")
+    __slots__ = ("backend", "resp", "status", "t0", "first_byte_ms", "url", "model", "stream", "pending", "watch", "limit", "_end")
 
-    def __init__(self, backend: Backend, resp: Response, t0: float, url: str, model: str, stream: bool, watch: _Watch) -> None:
+    def __init__(self, backend: Backend, resp: Response, t0: float, url: str, model: str, stream: bool, watch: _Watch, limit: int = 0) -> None:
         self.backend = backend
         self.resp = resp
         self.status = resp.status
@@ -45,6 +45,7 @@ class UpstreamCall:
         self.model = model
         self.stream = stream
         self.pending = 0  # frames from bytes already read, not yet taken by the consumer (set by the reader)
+        self.limit = limit  # bytes: the whole body (non-stream) or one event (stream); 0: no cap
         t = backend.timeout
         self._end = t0 + t.total  # loop.time() is time.monotonic()
         self.watch = watch  # the timer that ran while waiting for the headers, carried on to the body
@@ -58,6 +59,8 @@ class UpstreamCall:
         """The body bytes already in (b"" when none); raises ProxyError 502 if the body broke off."""
         try:
             data = self.resp.read_nowait()
+        except BodyTooLarge:
+            raise self.too_large() from None
         except ResponseError as e:
             raise ProxyError(502, f"backend '{self.backend.name}' broke off the response: {e}") from None
         if data:
@@ -98,9 +101,19 @@ class UpstreamCall:
             # Already all in (most small answers arrive with their headers): no timer, no loop.
             return self.take()
         parts = []
+        size = 0
         while (data := self.take()) or await self.more():
             parts.append(data)
+            size += len(data)
+            if self.limit and size > self.limit:
+                raise self.too_large()
         return b"".join(parts)
+
+    def too_large(self) -> ProxyError:
+        """The 502 for a body (non-stream) or an event (stream) over its cap, naming the setting."""
+        which, what = ("max_event_mb", "a stream event") if self.stream else ("max_response_mb", "an answer")
+        return ProxyError(502, f"backend '{self.backend.name}' sent {what} over {self.limit / 1048576:g} MB (limits.{which})",
+                          code="upstream_too_large")
 
     def _timeout(self, total: bool) -> ProxyError:
         t = self.backend.timeout
@@ -215,8 +228,12 @@ class Upstream:
         extra_headers: dict[str, str] | None = None,
         method: str = "POST",
         key: str | None = None,
+        max_bytes: int = 0,
     ) -> UpstreamCall:
-        """Send the request (with ``key``, the value of one of the backend's keys); return once response headers are in. Raises ProxyError 502/504."""
+        """Send the request (with ``key``, the value of one of the backend's keys); return once response headers are in. Raises ProxyError 502/504.
+
+        ``max_bytes`` caps the answer: the whole decoded body, or for a ``stream`` one event (0: no cap).
+        """
         assert self.pool is not None
         t = backend.timeout
         url = backend.url + path
@@ -226,7 +243,7 @@ class Upstream:
         limit, which = (t.first_byte, "first_byte") if t.first_byte <= t.total else (t.total, "total")
         watch = _Watch(asyncio.get_running_loop(), t0 + limit)  # loop.time() is time.monotonic()
         try:
-            resp = await watch.wait(self.pool.request(method, url, headers, body if method == "POST" else None, t.connect))
+            resp = await watch.wait(self.pool.request(method, url, headers, body if method == "POST" else None, t.connect, max_bytes))
         except BaseException as e:
             watch.stop()
             if not isinstance(e, (TimeoutError, ConnectError, ResponseError, ValueError)):
@@ -242,7 +259,7 @@ class Upstream:
                              code="upstream_redirect")
             log_back(backend, resp.status, t0, None, err)
             raise err
-        return UpstreamCall(backend, resp, t0, url, model, stream, watch)
+        return UpstreamCall(backend, resp, t0, url, model, stream, watch, max_bytes)
 
 
 def _failure(backend: Backend, e: Exception, elapsed: float, limit: float, which: str) -> ProxyError:

@@ -5,6 +5,7 @@ import asyncio
 import os
 import random
 import sqlite3
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -131,6 +132,74 @@ class FakeUpstream:
             raise
         self.done.set()
         return resp
+
+
+def chunked(body: bytes, size: int = 37) -> bytes:
+    out = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size]) for i in range(0, len(body), size))
+    return out + b"0\r\n\r\n"
+
+
+def reply(body: bytes, *, status: str = "200 OK", framing: str = "length", extra: bytes = b"",
+          content_type: str = "application/json") -> bytes:
+    """The bytes of one whole HTTP/1.1 response (for ``Raw``): body framed by ``length``, ``chunked`` or ``close``."""
+    head = b"HTTP/1.1 " + status.encode() + b"\r\nContent-Type: " + content_type.encode() + b"\r\n" + extra
+    if framing == "length":
+        return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    if framing == "chunked":
+        return head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(body)
+    return head + b"Connection: close\r\n\r\n" + body  # delimited by the connection's end
+
+
+class Raw:
+    """A scripted HTTP server on a raw socket: each request, on whatever connection, gets the next
+    reply (bytes sent as they are, in pieces); ``None`` reads the request and closes unanswered;
+    ``close_after`` closes the connection after each reply.  ``per_connection`` counts the requests
+    each connection carried, in the order the connections came."""
+
+    def __init__(self, replies: list[bytes | None], split=None, close_after: bool = False, gap: float = 0.0) -> None:
+        self.replies, self.split, self.close_after, self.gap = list(replies), split, close_after, gap
+        self.per_connection: list[int] = []
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.url = ""  # set by start()
+
+    @property
+    def connections(self) -> int:
+        return len(self.per_connection)
+
+    async def start(self, ssl_ctx: ssl.SSLContext | None = None) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ssl_ctx)
+        port = self.server.sockets[0].getsockname()[1]
+        self.url = f"{'https' if ssl_ctx else 'http'}://127.0.0.1:{port}"
+        return self.url
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        n = len(self.per_connection)
+        self.per_connection.append(0)
+        try:
+            while self.replies:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+                self.requests.append(head + await reader.readexactly(length))
+                self.per_connection[n] += 1
+                data = self.replies.pop(0)
+                if data is None:  # read the request, answer nothing, close: a keep-alive that ran out as it was used
+                    break
+                for piece in splits(data, self.split):
+                    writer.write(piece)
+                    await writer.drain()
+                    if self.gap:
+                        await asyncio.sleep(self.gap)
+                if self.close_after or b"Connection: close" in data:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
 
 
 @pytest.fixture

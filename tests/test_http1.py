@@ -15,66 +15,11 @@ import subprocess
 import openai
 import pytest
 
-from conftest import Reply, fixture_bytes, openai_config, splits
+from conftest import Raw, Reply, fixture_bytes, openai_config, reply
 from llmproxy import http1
 from llmproxy.http1 import ConnectError, Pool, ResponseError
 
 SSE = fixture_bytes("openai/stream-text-usage.sse")
-
-
-def chunked(body: bytes, size: int = 37) -> bytes:
-    out = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size]) for i in range(0, len(body), size))
-    return out + b"0\r\n\r\n"
-
-
-def reply(body: bytes, *, status: str = "200 OK", framing: str = "length", extra: bytes = b"") -> bytes:
-    head = b"HTTP/1.1 " + status.encode() + b"\r\nContent-Type: application/json\r\n" + extra
-    if framing == "length":
-        return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
-    if framing == "chunked":
-        return head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(body)
-    return head + b"Connection: close\r\n\r\n" + body  # delimited by the connection's end
-
-
-class Raw:
-    """A scripted HTTP server: one reply per request, sent in pieces; ``close_after`` closes the connection after a reply."""
-
-    def __init__(self, replies: list[bytes | None], split=None, close_after: bool = False, gap: float = 0.0) -> None:
-        self.replies, self.split, self.close_after, self.gap = list(replies), split, close_after, gap
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.server: asyncio.Server | None = None
-
-    async def start(self, ssl_ctx: ssl.SSLContext | None = None) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ssl_ctx)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"{'https' if ssl_ctx else 'http'}://127.0.0.1:{port}"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while self.replies:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
-                self.requests.append(head + await reader.readexactly(length))
-                data = self.replies.pop(0)
-                if data is None:  # read the request, answer nothing, close: a keep-alive that ran out as it was used
-                    break
-                for piece in splits(data, self.split):
-                    writer.write(piece)
-                    await writer.drain()
-                    if self.gap:
-                        await asyncio.sleep(self.gap)
-                if self.close_after or b"Connection: close" in data:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
 
 
 async def fetch(pool: Pool, url: str, body: bytes | None = b"{}") -> tuple[int, bytes, http1.Response]:
@@ -158,9 +103,9 @@ async def test_informational_responses_are_skipped_and_gzip_is_decoded():
 
 
 @pytest.mark.parametrize("answer, message", [
-    (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "not an HTTP/1.x response"),
-    (b"HTTP/1.1 200 OK\r\nbroken header line\r\n\r\n", "malformed header line"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size line"),
+    (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "not a valid HTTP/1.1 response: Expected HTTP/"),
+    (b"HTTP/1.1 200 OK\r\nbroken header line\r\n\r\n", "not a valid HTTP/1.1 response: Invalid header"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "not a valid HTTP/1.1 response: Invalid character in chunk size"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: keep-alive\r\n\r\n{\"cut", "connection closed"),
     (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nnotgz", "does not decode"),
 ])
