@@ -11,7 +11,7 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from .config import Backend, ConfigError, load_config
+from .config import Backend, Config, ConfigError, load_config
 from .handlers import anthropic as anthropic_handlers
 from .handlers import ollama as ollama_handlers
 from .handlers import openai as openai_handlers
@@ -101,10 +101,17 @@ async def reload(app: web.Application) -> bool:
     if cfg.log_path != old.log_path:
         log.warning("log.path changed to %s; it takes effect on restart", cfg.log_path)
     log.info("reloaded %s (sha256 %s…, %d models, %d backends)", path.name, cfg.sha256[:12], len(cfg.models), len(cfg.backends))
-    for note in cfg.pending:
-        log.warning("not yet active: %s", note)
+    log_notes(cfg)
     await state.log.flush()
     return True
+
+
+def log_notes(cfg: Config) -> None:
+    """At start and after a reload: the fields not active yet, and what is unsafe (tls.verify: false)."""
+    for note in cfg.pending:
+        log.warning("not yet active: %s", note)
+    for warning in cfg.warnings:
+        log.warning("warning: %s", warning)
 
 
 async def health(request: web.Request) -> web.Response:

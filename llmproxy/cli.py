@@ -23,7 +23,7 @@ def _setup_logging(level: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from .app import make_app
+    from .app import log_notes, make_app
     from .config import ConfigError
 
     _setup_logging(args.log_level)
@@ -40,8 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.listen:
         host, _, p = args.listen.rpartition(":")
         host, port = host or "127.0.0.1", int(p)
-    for note in cfg.pending:
-        log.warning("not yet active: %s", note)
+    log_notes(cfg)
     log.info("llmproxy %s on http://%s:%d — %d models, %d backends, log %s", __version__, host, port, len(cfg.models), len(cfg.backends), cfg.log_path)
     web.run_app(app, host=host, port=port, print=None, shutdown_timeout=cfg.shutdown_grace, handler_cancellation=True, access_log=None)
     log.info("llmproxy stopped")
@@ -83,6 +82,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"access: {'off (no key asked)' if cfg.clients is None else f'{len(cfg.clients)} client(s)'}")
     for note in cfg.pending:
         print(f"not yet active: {note}")
+    for warning in cfg.warnings:
+        print(f"warning: {warning}")
     return 0
 
 
@@ -144,7 +145,13 @@ def cmd_mock(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llmproxy", description="A config-driven reverse proxy for LLM APIs: one process, one router.yaml.")
+    p = argparse.ArgumentParser(
+        prog="llmproxy",
+        description="A config-driven reverse proxy for LLM APIs: one process, one router.yaml.",
+        epilog="environment: LLMPROXY_CONFIG (the default -c); HTTPS_PROXY, HTTP_PROXY, NO_PROXY (or lower case) send upstream "
+               "calls through an http:// proxy, read at start (a backend's proxy: overrides them); SSL_CERT_FILE replaces "
+               "the system's CA store (a backend's tls.ca adds to it).",
+    )
     p.add_argument("--version", action="version", version=f"llmproxy {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 

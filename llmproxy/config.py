@@ -9,6 +9,7 @@ import difflib
 import hashlib
 import os
 import re
+import ssl
 import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -18,6 +19,9 @@ from typing import Any, Iterable, Mapping
 
 import jsonschema
 import yaml
+from yarl import URL
+
+from .netopts import DEFAULT_MAX_CONNECTIONS, DIRECT, Net, basic, parse_proxy, tls_context, without_userinfo
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / "router.schema.json"
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -47,6 +51,14 @@ class Backend:
     passthrough: bool
     timeout: Timeout
     discover_interval: float = 600.0
+    proxy: str | None = field(default=None, repr=False)  # None: HTTPS_PROXY/HTTP_PROXY/NO_PROXY; "" (DIRECT): none; else http://[user:pass@]host:port
+    tls_ca: str | None = None  # absolute path of a PEM file trusted besides the system's CA store
+    tls_verify: bool = True
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # per origin; more requests wait for a free connection
+    net: Net = field(init=False, repr=False, compare=False)  # the four above, as the pool takes them
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "net", Net(self.proxy, self.tls_ca, self.tls_verify, self.max_connections))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +126,7 @@ class Config:
     pending: tuple[str, ...] = ()  # fields accepted whose behaviour arrives later
     alias_names: tuple[str, ...] = ()  # as written, for listing
     failover: Failover = field(default_factory=Failover)
+    warnings: tuple[str, ...] = ()  # accepted, but worth a line at start and in `llmproxy check` (verify: false)
 
     def model_names(self) -> list[str]:
         """Every routable name a client may list: models and aliases, not patterns."""
@@ -194,7 +207,7 @@ def _validate(data: dict) -> None:
     errors = sorted(_validator().iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if not errors:
         return
-    raise ConfigError("\n".join(_explain(e) for e in errors[:5]))
+    raise ConfigError(without_userinfo("\n".join(_explain(e) for e in errors[:5])))  # a url's credentials are never shown
 
 
 def _explain(err: jsonschema.ValidationError) -> str:
@@ -218,6 +231,8 @@ def _explain(err: jsonschema.ValidationError) -> str:
         return _explain(best)
     if err.validator == "required":
         return f"{_where(path)}: {err.message}"
+    if len(path) == 3 and path[0] == "backends" and path[2] == "proxy":
+        return f"{_where(path)}: {err.instance!r} is not a proxy: give an http:// URL (with user:pass@ before the host if it asks for credentials), or none (or false) to go direct"
     return f"{_where(path)}: {err.message}"
 
 
@@ -240,7 +255,7 @@ def _build(d: dict, path: Path, digest: str) -> Config:
     The sections that can be at fault come first, in the order their errors have always been
     reported (the first fault raises); then Config takes every section in the file's order.
     """
-    backends = _backends(d["backends"])
+    backends = _backends(d["backends"], path.parent)
     aliases = d.get("aliases") or {}
     _distinct_names(d["models"], aliases)
     models, patterns = _models(d["models"], backends)
@@ -262,6 +277,7 @@ def _build(d: dict, path: Path, digest: str) -> Config:
         failover=_failover(d.get("failover") or {}),
         **access,
         pending=_not_yet_active(d),
+        warnings=_warnings(backends),
     )
 
 
@@ -298,15 +314,18 @@ def _mib(n: Any) -> int:
 FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "accept-encoding", "te", "upgrade"})
 
 
-def _backends(raw: Mapping[str, dict]) -> dict[str, Backend]:
+def _backends(raw: Mapping[str, dict], folder: Path) -> dict[str, Backend]:
     """backends: each one checked in turn, then their names against each other."""
-    backends = {name: _backend(name, b) for name, b in raw.items()}
+    backends = {name: _backend(name, b, folder) for name, b in raw.items()}
     _no_clash("backends", list(backends))
     return backends
 
 
-def _backend(name: str, b: Mapping[str, Any]) -> Backend:
+def _backend(name: str, b: Mapping[str, Any], folder: Path) -> Backend:
+    url, credentials = _url_credentials(b["url"])
     headers = _backend_headers(name, b.get("headers") or {})
+    if credentials and not any(k.lower() == "authorization" for k, _ in headers):
+        headers += (("Authorization", credentials),)
     keys = tuple(b.get("keys") or ())
     uses_key = any("{key}" in v for _, v in headers)
     if uses_key and not keys:
@@ -316,13 +335,58 @@ def _backend(name: str, b: Mapping[str, Any]) -> Backend:
     return Backend(
         name=name,
         api=b["api"],
-        url=b["url"].rstrip("/"),
+        url=url.rstrip("/"),
         headers=headers,
         keys=keys,
         discover=bool(b.get("discover", False)),
         passthrough=bool(b.get("passthrough", True)),
         timeout=_timeout(b.get("timeout")),
         discover_interval=float(b.get("discover_interval", 600)),
+        proxy=_backend_proxy(name, b.get("proxy")),
+        **_backend_tls(name, b.get("tls") or {}, folder),
+        max_connections=int(b.get("max_connections", DEFAULT_MAX_CONNECTIONS)),
+    )
+
+
+def _url_credentials(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``user:password@`` (never shown anywhere) and those as a Basic Authorization value."""
+    u = URL(url)
+    if u.raw_user is None and u.raw_password is None:
+        return url, None
+    return without_userinfo(url), basic(u.user or "", u.password or "")
+
+
+def _backend_proxy(name: str, proxy: str | bool | None) -> str | None:
+    """proxy: → None (the environment's), DIRECT (none/false), or the proxy URL (checked here, never shown)."""
+    if proxy is None:
+        return None
+    if proxy is False or proxy == "none":
+        return DIRECT
+    try:
+        parse_proxy(str(proxy))
+    except ValueError as e:
+        raise ConfigError(f"backends.{name}.proxy: {e}") from None
+    return str(proxy)
+
+
+def _backend_tls(name: str, tls: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """tls: → tls_ca (relative to the file's folder; read now, so a bad file fails the load) and tls_verify."""
+    verify = bool(tls.get("verify", True))
+    ca = str((folder / tls["ca"]).resolve()) if tls.get("ca") else None
+    if ca is not None:
+        try:
+            tls_context(ca, verify, fresh=True)
+        except OSError as e:  # ssl.SSLError too: a file with no PEM certificate in it
+            why = e.strerror if not isinstance(e, ssl.SSLError) else f"no CA certificate in it ({e.reason or e})"
+            raise ConfigError(f"backends.{name}.tls.ca: cannot use {ca}: {why}") from None
+    return {"tls_ca": ca, "tls_verify": verify}
+
+
+def _warnings(backends: Mapping[str, Backend]) -> tuple[str, ...]:
+    """What is allowed but unsafe: a backend whose certificate is not checked."""
+    return tuple(
+        f"backends.{b.name}.tls.verify is false: {b.name}'s certificate is not checked, anyone on the way can read and change its traffic"
+        for b in backends.values() if not b.tls_verify
     )
 
 

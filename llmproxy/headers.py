@@ -4,11 +4,14 @@
 """
 from __future__ import annotations
 
+import base64
 import re
 from functools import lru_cache
 from typing import Iterable
+from urllib.parse import quote
 
 from .config import Backend, Config
+from .netopts import proxy_password
 
 _API_DEFAULTS = {
     # Anthropic refuses requests without a version; a config may still override it.
@@ -57,7 +60,8 @@ def render(backend: Backend, key: str | None, extra: dict[str, str] | None = Non
 
 
 def secrets_of(cfg: Config) -> tuple[str, ...]:
-    """Every string in the config that may be a secret: keys and long tokens in header values."""
+    """Every string in the config that may be a secret: keys, long tokens in header values, the
+    password of Basic credentials (a url's ``user:password@`` becomes one) and of a backend's proxy."""
     out: set[str] = set()
     for b in cfg.backends.values():
         out.update(k for k in b.keys if len(k) >= 4)
@@ -65,9 +69,30 @@ def secrets_of(cfg: Config) -> tuple[str, ...]:
             for tok in re.split(r"[\s,;]+", v):
                 if len(tok) >= 12 and "{key}" not in tok:
                     out.add(tok)
+            out.update(_basic_password(v))
+        out.update(_password(proxy_password(b.proxy)))
     if cfg.admin_key:
         out.add(cfg.admin_key)
     return tuple(sorted(out, key=len, reverse=True))
+
+
+def _basic_password(value: str) -> tuple[str, ...]:
+    """The password in an ``Authorization: Basic …`` value, as sent and as it may be written in a URL."""
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "basic":
+        return ()
+    try:
+        password = base64.b64decode(token.strip(), validate=True).decode().partition(":")[2]
+    except (ValueError, UnicodeDecodeError):
+        return ()
+    return _password(password)
+
+
+def _password(password: str | None) -> tuple[str, ...]:
+    """A password and its %-encoded spelling, when long enough to be told from ordinary text (as keys: 4 characters)."""
+    if not password or len(password) < 4:
+        return ()
+    return (password, quote(password, safe=""))
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

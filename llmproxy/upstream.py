@@ -2,7 +2,8 @@
 
 ``Upstream.open()`` sends a request and returns an ``UpstreamCall`` once the response headers are
 in (within ``timeout.first_byte``); ``UpstreamCall.chunks()`` yields body bytes as they arrive,
-each within ``timeout.idle`` of the last.  Connection failures become 502, timeouts 504.
+each within ``timeout.idle`` of the last.  Connection failures become 502, timeouts 504, and a wait
+for a free connection (``max_connections``) longer than ``timeout.connect`` 503.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from . import console
 from .config import Backend
 from .errors import ProxyError
 from .headers import render
-from .http1 import BodyTooLarge, ConnectError, Pool, Response, ResponseError
+from .http1 import BodyTooLarge, ConnectError, Pool, PoolBusy, Response, ResponseError
 
 T = TypeVar("T")
 
@@ -243,10 +244,10 @@ class Upstream:
         limit, which = (t.first_byte, "first_byte") if t.first_byte <= t.total else (t.total, "total")
         watch = _Watch(asyncio.get_running_loop(), t0 + limit)  # loop.time() is time.monotonic()
         try:
-            resp = await watch.wait(self.pool.request(method, url, headers, body if method == "POST" else None, t.connect, max_bytes))
+            resp = await watch.wait(self.pool.request(method, url, headers, body if method == "POST" else None, t.connect, backend.net, max_bytes))
         except BaseException as e:
             watch.stop()
-            if not isinstance(e, (TimeoutError, ConnectError, ResponseError, ValueError)):
+            if not isinstance(e, (TimeoutError, ConnectError, PoolBusy, ResponseError, ValueError)):
                 raise  # cancelled: the client went away
             err = _failure(backend, e, time.monotonic() - t0, limit, which)
             log_back(backend, None, t0, None, err)
@@ -268,6 +269,8 @@ def _failure(backend: Backend, e: Exception, elapsed: float, limit: float, which
         if elapsed < limit - 0.05:  # the connect timeout, which fires before the overall limit
             return ProxyError(504, f"backend '{backend.name}' did not accept a connection within {backend.timeout.connect:g} s (timeout.connect)", code="upstream_timeout")
         return ProxyError(504, f"backend '{backend.name}' sent no response within {limit:g} s (timeout.{which})", code="upstream_timeout")
+    if isinstance(e, PoolBusy):  # busy, not down: another route may take the request, the backend's breaker stays closed
+        return ProxyError(503, f"backend '{backend.name}': {e} (timeout.connect)", code="upstream_busy")
     if isinstance(e, ConnectError):
         return ProxyError(502, f"backend '{backend.name}' is unreachable at {backend.url}: {e.strerror or e}", code="upstream_unreachable")
     return ProxyError(502, f"backend '{backend.name}' failed: {e}", code="upstream_error")

@@ -275,3 +275,12 @@ async def proxy(aiohttp_server, tmp_path):
     for p in started:
         for c in p.clients:
             await c.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_environment(monkeypatch):
+    """The fake upstreams are on 127.0.0.1: a developer's HTTP(S)_PROXY must not send llmproxy's calls elsewhere
+    (tests that want a proxy set the variables themselves)."""
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
