@@ -44,8 +44,17 @@ def allowed(client: Client | None, *names: str) -> bool:
     return any(fnmatch.fnmatchcase(n.lower(), g.lower()) for g in client.models for n in names if n)
 
 
-def authorize(client: Client | None, requested: str, resolved: str) -> None:
-    """403 when the client's ``models`` globs match neither the requested nor the resolved name."""
-    if not allowed(client, requested, resolved):
+def authorize(client: Client | None, requested: str, resolved: str, default: str | None = None) -> None:
+    """403 when the client's ``models`` globs match neither the requested nor the resolved name.
+
+    A name that resolved only through ``default_model`` (``default``) is a request for that model:
+    the name asked for no longer counts, else ``models: ["mock-*"]`` would let ``mock-anything``
+    reach any default.  The default's own name (an alias the client may use) and the model it
+    resolves to do.
+    """
+    if not allowed(client, default or requested, resolved):
         assert client is not None
+        if default:
+            raise ProxyError(403, f"client '{client.name}' may not use model '{requested}': that name resolves to no model, so it falls to "
+                                  f"default_model '{default}', which this client may not use", param="model", code="model_not_allowed")
         raise ProxyError(403, f"client '{client.name}' may not use model '{requested}'", param="model", code="model_not_allowed")
