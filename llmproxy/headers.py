@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Iterable
 
 from .config import Backend, Config
+from .errors import ProxyError
 
 _API_DEFAULTS = {
     # Anthropic refuses requests without a version; a config may still override it.
@@ -49,6 +50,11 @@ def render(backend: Backend, key: str | None, extra: dict[str, str] | None = Non
         configured = _configured(backend)
         for k, v in extra.items():
             if k.lower() not in configured:
+                if not (v.isascii() and (v.isprintable() or v.replace("\t", " ").isprintable())):
+                    # A client's header llmproxy cannot write as it came (non-ASCII, a control character):
+                    # that client's 400, raised before anything is sent, so it never counts against the route.
+                    raise ProxyError(400, f"header '{k}' has a character llmproxy cannot send upstream as written "
+                                          f"(only printable ASCII is forwarded); correct the header and send again", code="invalid_header")
                 h.pop(k.lower(), None)  # api defaults are spelled lower-case
                 h[k] = v
     for k, v in keyed:
