@@ -38,6 +38,14 @@ def authenticate(cfg: Config, request: web.Request) -> Client | None:
     return found
 
 
+def is_admin(cfg: Config, request: web.Request) -> bool:
+    """The request carries ``access.admin_key`` (as a client key is sent); False when none is configured."""
+    key = presented_key(request)
+    if not key or not cfg.admin_key:
+        return False
+    return hmac.compare_digest(hashlib.sha256(key.encode()).digest(), hashlib.sha256(cfg.admin_key.encode()).digest())
+
+
 def allowed(client: Client | None, *names: str) -> bool:
     if client is None:
         return True

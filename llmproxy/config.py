@@ -454,8 +454,6 @@ def _not_yet_active(d: dict) -> tuple[str, ...]:
     """Fields accepted whose behaviour arrives with a later release (Config.pending, shown by check and /health)."""
     notes: list[str] = []
     access = d.get("access") or {}
-    if access.get("admin_key"):
-        notes.append("access.admin_key: the /admin page arrives with a later release")
     for i, c in enumerate(access.get("clients") or ()):
         for k in ("rpm", "tpm", "budget"):
             if k in c:

@@ -117,3 +117,35 @@ async def test_default_model_is_held_to_the_allow_list(upstream, proxy):
     assert [x.body["model"] for x in up.seen[1:]] == ["gpt-4.1"] * 3
     rows = await p.rows()
     assert [(r["client"], r["status"]) for r in rows] == [("mocks", 403)] * 3 + [("mocks", 200)] + [("via-alias", 200)] * 3
+
+
+async def test_health_details_need_the_admin_key(upstream, proxy):
+    """With access: set, /health answers anyone whether llmproxy is up; backends, breakers and the config only to the admin key."""
+    import aiohttp
+    import yaml
+
+    from llmproxy import __version__
+    from llmproxy.app import reload
+
+    up = await upstream({})
+    cfg = access_config(up.url)
+    cfg["access"]["admin_key"] = "admin-key-0123456789"
+    p = await proxy(cfg)
+
+    async def health(**headers: str) -> dict:
+        async with aiohttp.ClientSession() as s, s.get(p.url + "/health", headers=headers) as r:
+            assert r.status == 200
+            return await r.json()
+
+    live = {"status": "ok", "version": __version__, "config_loaded": True}
+    assert await health() == live
+    assert await health(Authorization=f"Bearer {KEY_A}") == live  # a client key is not the admin key
+    assert await health(Authorization="Bearer wrong-admin-key") == live
+    for h in ({"Authorization": "Bearer admin-key-0123456789"}, {"x-api-key": "admin-key-0123456789"}):
+        full = await health(**h)
+        assert full["status"] == "ok" and full["version"] == __version__ and "up" in full["backends"] and full["config"]["sha256"]
+    cfg["models"]["gpt"]["backend"] = "nowhere"
+    p.path.write_text(yaml.safe_dump(cfg))
+    assert not await reload(p.app)  # a bad edit: the old config runs on, and liveness says the file did not load
+    assert await health() == {**live, "status": "degraded", "config_loaded": False}
+    assert "nowhere" in (await health(Authorization="Bearer admin-key-0123456789"))["config"]["reload_error"]
