@@ -196,7 +196,13 @@ def _validate(data: dict) -> None:
 
 
 def _explain(err: jsonschema.ValidationError) -> str:
-    """One schema error as 'yaml.path: what is wrong; did you mean …'."""
+    """One schema error as 'yaml.path: what is wrong; did you mean …'.
+
+    Never the value itself: after ``${VAR}`` expansion it may be a secret (``keys: "${GROQ_KEY}"``
+    instead of a list), and this text goes to ``llmproxy check``, the log and ``/health``.  So not
+    ``err.message`` (which quotes the value) but the path, the rule and what the schema expects.
+    Names of fields (mapping keys, never expanded) may be shown.
+    """
     path = tuple(err.absolute_path)
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         allowed = list(err.schema.get("properties", {}))
@@ -205,7 +211,7 @@ def _explain(err: jsonschema.ValidationError) -> str:
             f"{_where(path + (k,))}: unknown field '{k}'{_closest(k, allowed)}" for k in extra
         )
     if err.validator == "enum":
-        return f"{_where(path)}: {err.instance!r} is not one of {', '.join(map(str, err.validator_value))}{_closest(err.instance, err.validator_value)}"
+        return f"{_where(path)}: must be one of {', '.join(map(str, err.validator_value))}{_closest(err.instance, err.validator_value)}"
     if err.validator in ("oneOf", "anyOf") and err.context:
         # Report the branch that got furthest, not the generic "is not valid under any".
         best = max(err.context, key=lambda e: (len(e.absolute_path), -len(e.message)))
@@ -214,9 +220,43 @@ def _explain(err: jsonschema.ValidationError) -> str:
         if err.validator == "oneOf" and isinstance(err.instance, dict) and "key_sha256" in err.schema.get("properties", {}):
             return f"{_where(path)}: a client needs exactly one of 'key' or 'key_sha256'"
         return _explain(best)
-    if err.validator == "required":
-        return f"{_where(path)}: {err.message}"
-    return f"{_where(path)}: {err.message}"
+    return f"{_where(path)}: {_expected(err)}"
+
+
+_KINDS = {"object": "a mapping", "array": "a list", "string": "a string", "number": "a number", "integer": "a whole number",
+          "boolean": "true or false", "null": "nothing"}
+
+
+def _kind(value: Any) -> str:
+    """What a YAML value is, in the words of ``_KINDS`` (never the value itself)."""
+    for t, py in (("boolean", bool), ("integer", int), ("number", float), ("string", str), ("array", list), ("object", dict)):
+        if isinstance(value, py):
+            return _KINDS[t]
+    return _KINDS["null"]
+
+
+def _expected(err: jsonschema.ValidationError) -> str:
+    """What the schema wants where ``err`` is, from the rule and its value, never the instance."""
+    v, want = err.validator, err.validator_value
+    if v == "type":
+        kinds = [want] if isinstance(want, str) else list(want)
+        hint = " (a YAML list: [a, b], or one '- item' per line)" if "array" in kinds and isinstance(err.instance, str) else ""
+        return f"expected {' or '.join(_KINDS.get(k, k) for k in kinds)}, not {_kind(err.instance)}{hint}"
+    if v == "required":
+        missing = [r for r in want if isinstance(err.instance, dict) and r not in err.instance]
+        return f"'{missing[0] if missing else want[0]}' is required"
+    if v == "pattern" and "propertyNames" in err.absolute_schema_path:  # the instance is a name (a key), not a value
+        return f"the name '{err.instance}' is not in the expected form (the pattern {want})"
+    words = {
+        "minimum": f"must be at least {want}", "maximum": f"must be at most {want}",
+        "exclusiveMinimum": f"must be more than {want}", "exclusiveMaximum": f"must be less than {want}",
+        "minLength": "must not be empty" if want == 1 else f"must be at least {want} characters long",
+        "maxLength": f"must be at most {want} characters long",
+        "minItems": f"needs at least {want} item{'s' if want != 1 else ''}",
+        "minProperties": f"needs at least {want} entr{'ies' if want != 1 else 'y'}",
+        "pattern": f"is not in the expected form (the pattern {want})",
+    }
+    return words.get(v, f"is not valid here (schema rule '{v}')")
 
 
 # --------------------------------------------------------------------------- building

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 
@@ -42,7 +44,7 @@ def test_env_expansion(tmp_path):
     "patch, expect",
     [
         ({"models": {"m": {"bakend": "oa"}}}, r"models\.m\.bakend: unknown field 'bakend'; did you mean 'backend'\?"),
-        ({"backends": {"oa": {"api": "opnai", "url": "http://x"}}}, r"backends\.oa\.api: 'opnai' is not one of .*did you mean 'openai'\?"),
+        ({"backends": {"oa": {"api": "opnai", "url": "http://x"}}}, r"^backends\.oa\.api: must be one of openai, .*did you mean 'openai'\?$"),
         ({"models": {"m": {"backend": "oaa"}}}, r"models\.m\.backend: backend 'oaa' is not defined in backends; did you mean 'oa'\?"),
         ({"models": {"m": {"routes": [{"backend": "ao", "model": "x"}]}}}, r"models\.m\.routes\.0\.backend: backend 'ao' is not defined in backends$"),
         ({"models": {"m": {"backend": "oa"}, "s": {"routes": ["mm"]}}}, r"models\.s\.routes\.0: model 'mm' is not defined in models; did you mean 'm'\?"),
@@ -50,8 +52,8 @@ def test_env_expansion(tmp_path):
         ({"aliases": {"a": "b", "b": "a"}}, r"aliases\.a: alias cycle a → b → a"),
         ({"aliases": {"M": "m"}}, r"aliases\.M: clashes with model 'm'"),
         ({"models": {"m": {"backend": "oa", "routes": ["x"]}}}, r"models\.m: a model needs either 'backend'.*or 'routes'"),
-        ({"listen": "nowhere"}, r"listen: 'nowhere' does not match"),
-        ({"backends": {"oa": {"api": "openai", "url": "http://x", "timeout": {"idle": -1}}}}, r"backends\.oa\.timeout\.idle: -1"),
+        ({"listen": "nowhere"}, r"^listen: is not in the expected form"),
+        ({"backends": {"oa": {"api": "openai", "url": "http://x", "timeout": {"idle": -1}}}}, r"^backends\.oa\.timeout\.idle: must be more than 0$"),
         ({"access": {"clients": [{"name": "a"}]}}, r"access\.clients\.0: a client needs exactly one of 'key' or 'key_sha256'"),
         ({"backends": {"oa": {"api": "openai", "url": "http://x", "headers": {"A": "{key}"}}}}, r"backends\.oa\.headers: a header uses \{key\} but the backend has no 'keys:'"),
         ({"backends": {"oa": {"api": "openai", "url": "http://x", "keys": ["k"]}}}, r"^backends\.oa\.keys: keys are listed but no header template uses \{key\}$"),
@@ -187,3 +189,51 @@ def test_pending_lists_access_before_log(tmp_path):
         "access.clients.1.tpm: enforced by a later release; recorded, not enforced yet",
         "log.bodies: storing bodies arrives with a later release; not stored yet",
     )
+
+
+GROQ_SECRET = "gsk_live_0123456789abcdef"
+
+
+def _groq_keys_as_string() -> dict:
+    """The issue's slip: ``keys: "${GROQ_KEY}"``, a string where a list belongs."""
+    return {"backends": {"groq": {"api": "openai", "url": "http://127.0.0.1:9/v1", "keys": "${GROQ_KEY}", "headers": {"Authorization": "Bearer {key}"}}},
+            "models": {"m": {"backend": "groq"}}}
+
+
+@pytest.mark.parametrize("where, value, expect", [
+    ("keys", None, r"^backends\.groq\.keys: expected a list, not a string \(a YAML list"),
+    ("api", "${GROQ_KEY}", r"^backends\.groq\.api: must be one of openai, anthropic, gemini, ollama$"),
+    ("url", "${GROQ_KEY}", r"^backends\.groq\.url: is not in the expected form"),
+    ("discover", "${GROQ_KEY}", r"^backends\.groq\.discover: expected true or false, not a string$"),
+])
+def test_schema_errors_name_the_path_never_the_value(tmp_path, where, value, expect):
+    cfg = _groq_keys_as_string()
+    if value is not None:
+        cfg["backends"]["groq"]["keys"] = ["${GROQ_KEY}"]
+        cfg["backends"]["groq"][where] = value
+    msg = error_of(tmp_path, cfg, {"GROQ_KEY": GROQ_SECRET})
+    assert re.search(expect, msg), msg
+    assert GROQ_SECRET not in msg and "gsk_" not in msg
+
+
+def test_check_never_prints_a_value(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(_groq_keys_as_string()))
+    out = subprocess.run([sys.executable, "-m", "llmproxy", "check", "-c", str(p)], capture_output=True, text=True,
+                         env={**os.environ, "GROQ_KEY": GROQ_SECRET})
+    assert out.returncode == 1 and "backends.groq.keys: expected a list, not a string" in out.stderr
+    assert GROQ_SECRET not in out.stdout + out.stderr
+
+
+async def test_reload_error_in_health_never_shows_a_value(tmp_path, proxy, monkeypatch):
+    import aiohttp
+
+    from llmproxy.app import reload
+
+    p = await proxy(BASE)
+    monkeypatch.setenv("GROQ_KEY", GROQ_SECRET)
+    p.path.write_text(yaml.safe_dump(_groq_keys_as_string()))
+    assert not await reload(p.app)
+    async with aiohttp.ClientSession() as s, s.get(p.url + "/health") as r:
+        text = await r.text()
+    assert "backends.groq.keys: expected a list" in orjson.loads(text)["config"]["reload_error"] and GROQ_SECRET not in text
