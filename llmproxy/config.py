@@ -158,6 +158,9 @@ def _expand(node: Any, env: Mapping[str, str], path: tuple[Any, ...]) -> Any:
                         f"(set it, or write ${{{name}:-default}})"
                     )
                 return default
+            if "\r" in val or "\n" in val:  # never a working header, key or url; the value itself is not shown
+                why = " (it ends in \\r: an env file saved with Windows line endings?)" if val.endswith("\r") else ""
+                raise ConfigError(f"{_where(path)}: environment variable {name} has a line break in its value{why}; remove it")
             return val
 
         return _ENV.sub(sub, node) if "${" in node else node
@@ -340,6 +343,8 @@ def _backends(raw: Mapping[str, dict]) -> dict[str, Backend]:
 def _backend(name: str, b: Mapping[str, Any]) -> Backend:
     headers = _backend_headers(name, b.get("headers") or {})
     keys = tuple(b.get("keys") or ())
+    for i, k in enumerate(keys):
+        _sendable(f"backends.{name}.keys.{i}", k)
     uses_key = any("{key}" in v for _, v in headers)
     if uses_key and not keys:
         raise ConfigError(f"backends.{name}.headers: a header uses {{key}} but the backend has no 'keys:' list")
@@ -364,8 +369,21 @@ def _backend_headers(name: str, raw: Mapping[str, Any]) -> tuple[tuple[str, str]
         low = str(k).lower()
         if low in FRAMING_HEADERS:
             raise ConfigError(f"backends.{name}.headers.{k}: llmproxy sets this header itself (it frames and decodes the body)")
+        _sendable(f"backends.{name}.headers.{k}", str(v))
         headers.append(("Host" if low == "host" else str(k), str(v)))  # a configured Host replaces the url's
     return tuple(headers)
+
+
+def _sendable(where: str, value: str) -> None:
+    """A header value (or a key that goes into one) must be writable as it is, or every request would fail at the backend's door."""
+    if value.isprintable() or value.replace("\t", " ").isprintable():
+        try:
+            value.encode("latin-1")
+            return
+        except UnicodeEncodeError:
+            pass
+    raise ConfigError(f"{where}: has a character that cannot go into an HTTP header (a control character, or one outside Latin-1 "
+                      f"such as a typographic quote from a copy-paste)")
 
 
 def _distinct_names(models: Mapping[str, Any], aliases: Mapping[str, str]) -> None:

@@ -237,3 +237,27 @@ async def test_reload_error_in_health_never_shows_a_value(tmp_path, proxy, monke
     async with aiohttp.ClientSession() as s, s.get(p.url + "/health") as r:
         text = await r.text()
     assert "backends.groq.keys: expected a list" in orjson.loads(text)["config"]["reload_error"] and GROQ_SECRET not in text
+
+
+@pytest.mark.parametrize("value, where", [
+    ("gsk_live_0123456789\r", "backends.groq.keys.0"),  # a Windows-style env file
+    ("gsk_live_01234\n56789", "backends.groq.keys.0"),
+])
+def test_env_value_with_a_line_break_is_a_config_error(tmp_path, value, where):
+    cfg = _groq_keys_as_string()
+    cfg["backends"]["groq"]["keys"] = ["${GROQ_KEY}"]
+    msg = error_of(tmp_path, cfg, {"GROQ_KEY": value})
+    assert msg.startswith(f"{where}: environment variable GROQ_KEY has a line break in its value"), msg
+    assert ("Windows line endings" in msg) == value.endswith("\r") and "gsk_live" not in msg
+    cfg["backends"]["groq"]["headers"]["X-Org"] = "${ORG}"
+    msg = error_of(tmp_path, cfg, {"GROQ_KEY": "gsk_live_0123456789", "ORG": "org-1\r"})
+    assert msg.startswith("backends.groq.headers.X-Org: environment variable ORG has a line break"), msg
+
+
+@pytest.mark.parametrize("header", ["Bearer \u201csk-live-0123456789\u201d", "Bearer sk-live\u200b0123456789", "Bearer sk-live\x000123"])
+def test_header_value_that_cannot_be_sent_is_a_config_error(tmp_path, header):
+    cfg = {**BASE, "backends": {"oa": {"api": "openai", "url": "http://127.0.0.1:9/v1", "headers": {"Authorization": "${KEY}"}}}}
+    msg = error_of(tmp_path, cfg, {"KEY": header})
+    assert msg.startswith("backends.oa.headers.Authorization: has a character that cannot go into an HTTP header"), msg
+    assert "sk-live" not in msg
+    assert load(tmp_path, cfg, {"KEY": "Bearer sk-live-0123456789"}).backends["oa"].headers == (("Authorization", "Bearer sk-live-0123456789"),)
