@@ -88,6 +88,7 @@ class Client:
     key_sha256: bytes
     models: tuple[str, ...]
     tags: tuple[str, ...]
+    key: str | None = field(default=None, repr=False)  # as configured (None: key_sha256), only to be redacted by value
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,7 +505,7 @@ def _clients(raw: Iterable[Mapping[str, Any]]) -> tuple[Client, ...]:
             raise ConfigError(f"access.clients.{i}.name: client '{c['name']}' is listed twice")
         seen_names.add(c["name"].lower())
         key_sha256 = bytes.fromhex(c["key_sha256"]) if "key_sha256" in c else hashlib.sha256(c["key"].encode()).digest()
-        clients.append(Client(c["name"], key_sha256, tuple(c.get("models") or ("*",)), tuple(c.get("tags") or ())))
+        clients.append(Client(c["name"], key_sha256, tuple(c.get("models") or ("*",)), tuple(c.get("tags") or ()), c.get("key")))
     return tuple(clients)
 
 

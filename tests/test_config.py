@@ -56,7 +56,7 @@ def test_env_expansion(tmp_path):
         ({"backends": {"oa": {"api": "openai", "url": "http://x", "timeout": {"idle": -1}}}}, r"^backends\.oa\.timeout\.idle: must be more than 0$"),
         ({"access": {"clients": [{"name": "a"}]}}, r"access\.clients\.0: a client needs exactly one of 'key' or 'key_sha256'"),
         ({"backends": {"oa": {"api": "openai", "url": "http://x", "headers": {"A": "{key}"}}}}, r"backends\.oa\.headers: a header uses \{key\} but the backend has no 'keys:'"),
-        ({"backends": {"oa": {"api": "openai", "url": "http://x", "keys": ["k"]}}}, r"^backends\.oa\.keys: keys are listed but no header template uses \{key\}$"),
+        ({"backends": {"oa": {"api": "openai", "url": "http://x", "keys": ["k-01"]}}}, r"^backends\.oa\.keys: keys are listed but no header template uses \{key\}$"),
         ({"backends": {"OA": {"api": "openai", "url": "http://y"}}}, r"^backends\.oa: clashes with 'OA' \(names are case-insensitive\)$"),
         ({"aliases": {"a": "m", "A": "m"}}, r"^aliases\.a: clashes with 'A' \(names are case-insensitive\)$"),
         ({"models": {"m": {"backend": "oa"}, "p/*": {"routes": ["m"]}}}, r"^models\.p/\*: a pattern cannot have routes; give it a backend$"),
@@ -130,7 +130,7 @@ def test_shipped_configs_are_valid(name):
 def test_readme_example_validates(tmp_path):
     text = (ROOT / "README.md").read_text()
     block = re.search(r"## router.yaml in short\n\n```yaml\n(.*?)```", text, re.S).group(1)
-    env = {"OPENAI_API_KEY": "x", "GROQ_KEY_A": "a", "GROQ_KEY_B": "b"}
+    env = {"OPENAI_API_KEY": "x", "GROQ_KEY_A": "key-a", "GROQ_KEY_B": "key-b"}
     assert load(tmp_path, block, env).models
 
 
@@ -159,7 +159,7 @@ def test_headers_llmproxy_sets_itself_are_refused(tmp_path, name):
 def test_first_fault_reported_is_the_same_section_by_section(tmp_path):
     """A file with faults in several sections reports one: backends, then model and alias names, then models, aliases, access."""
     cfg = {
-        "backends": {"oa": {"api": "openai", "url": "http://x", "keys": ["k"]}},
+        "backends": {"oa": {"api": "openai", "url": "http://x", "keys": ["k-01"]}},
         "models": {"m": {"backend": "nope"}, "s": {"routes": ["m"]}},
         "aliases": {"M": "m", "a": "b", "b": "a"},
         "access": {"clients": [{"name": "c", "key": "12345678"}, {"name": "c", "key": "87654321"}]},
@@ -181,7 +181,7 @@ def test_pending_lists_access_before_log(tmp_path):
     cfg = {
         **BASE,
         "log": {"bodies": True},
-        "access": {"admin_key": "adm", "clients": [{"name": "a", "key": "12345678", "rpm": 5, "budget": {"usd": 1}}, {"name": "b", "key": "87654321", "tpm": 9}]},
+        "access": {"admin_key": "admin-key-1", "clients": [{"name": "a", "key": "12345678", "rpm": 5, "budget": {"usd": 1}}, {"name": "b", "key": "87654321", "tpm": 9}]},
     }
     assert load(tmp_path, cfg).pending == (
         "access.clients.0.rpm: enforced by a later release; recorded, not enforced yet",

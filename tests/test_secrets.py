@@ -1,0 +1,67 @@
+"""No configured secret leaves llmproxy: redacted by value, whatever its length, wherever an upstream echoes it."""
+from __future__ import annotations
+
+import aiohttp
+import orjson
+import pytest
+
+from conftest import Reply, openai_config
+from llmproxy.config import ConfigError, load_config
+from llmproxy.headers import secrets_of
+
+CHAT = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def _everything_visible(p, status: int, raw: bytes) -> str:  # noqa: ANN001
+    """What a client, the log and /health show after one request: all of it, as one text."""
+    async with aiohttp.ClientSession() as s, s.get(p.url + "/health") as r:
+        health = await r.text()
+    return raw.decode() + health + repr(await p.rows())
+
+
+@pytest.mark.parametrize("backend, secret", [
+    ({"headers": {"Authorization": "Bearer sk-9chars"}}, "sk-9chars"),  # under 12 characters: was echoed back
+    ({"headers": {"x-api-key": "ak-short"}}, "ak-short"),
+])
+async def test_short_secret_echoed_by_upstream_never_leaks(upstream, proxy, backend, secret):
+    body = orjson.dumps({"error": {"message": f"Incorrect API key provided: {secret}.", "type": "invalid_request_error", "code": "invalid_api_key"}})
+    up = await upstream({"/v1/chat/completions": Reply(body, status=401)})
+    cfg = openai_config(up.url)
+    cfg["backends"]["up"] = {"api": "openai", "url": up.url + "/v1", **backend}
+    p = await proxy(cfg)
+    async with aiohttp.ClientSession() as s, s.post(p.url + "/v1/chat/completions", json=CHAT) as r:
+        status, raw = r.status, await r.read()
+    assert status == 401 and "Incorrect API key provided: ***." in orjson.loads(raw)["error"]["message"]
+    assert secret in str(up.seen[0].headers)  # it was sent upstream...
+    assert secret not in await _everything_visible(p, status, raw)  # ...and is nowhere else
+
+
+def test_which_values_are_secrets(tmp_path):
+    """Every value that may be a credential, by value; protocol headers, auth schemes and {key} templates are not."""
+    path = tmp_path / "router.yaml"
+    path.write_text(orjson.dumps({
+        "backends": {
+            "a": {"api": "anthropic", "url": "https://api.example", "headers": {"x-api-key": "ak-1234", "anthropic-version": "2023-06-01"}},
+            "g": {"api": "openai", "url": "https://bob:pw-sekret@llm.example/v1", "keys": ["k-01", "k-02"], "headers": {"Authorization": "Bearer {key}"}},
+            "t": {"api": "openai", "url": "https://tok-abcdef@llm.example/v1", "headers": {"Authorization": "Basic dXNlcjpwdw==", "X-Flag": "on"}},
+        },
+        "models": {"m": {"backend": "a"}},
+        "access": {"admin_key": "admin-key-1", "clients": [{"name": "c", "key": "client-1"}]},
+    }).decode())
+    got = set(secrets_of(load_config(path, env={})))
+    assert got == {"ak-1234", "k-01", "k-02", "pw-sekret", "tok-abcdef", "Basic dXNlcjpwdw==", "dXNlcjpwdw==", "admin-key-1", "client-1"}
+
+
+@pytest.mark.parametrize("access, where", [
+    ({}, "backends.g.keys.1: must be at least 4 characters long"),
+    ({"admin_key": "adm"}, "access.admin_key: must be at least 8 characters long"),
+])
+def test_a_secret_too_short_to_redact_is_refused(tmp_path, access, where):
+    """A key of 1-3 characters could not be taken out of messages without blanking ordinary words: refused at load."""
+    path = tmp_path / "router.yaml"
+    keys = ["k-01", "k-02"] if access else ["k-01", "abc"]
+    path.write_text(orjson.dumps({"backends": {"g": {"api": "openai", "url": "http://x/v1", "keys": keys, "headers": {"Authorization": "Bearer {key}"}}},
+                                  "models": {"m": {"backend": "g"}}, **({"access": access} if access else {})}).decode())
+    with pytest.raises(ConfigError) as e:
+        load_config(path, env={})
+    assert str(e.value) == where
