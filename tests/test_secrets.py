@@ -65,3 +65,39 @@ def test_a_secret_too_short_to_redact_is_refused(tmp_path, access, where):
     with pytest.raises(ConfigError) as e:
         load_config(path, env={})
     assert str(e.value) == where
+
+
+def _first_event(name: str) -> bytes:
+    from conftest import fixture_bytes
+
+    return fixture_bytes(name).split(b"\n\n")[0] + b"\n\n"
+
+
+SECRET = "sk-9chars"
+# (front door path, backend api, upstream path, content type, the events before the error, the in-band error event)
+MID_STREAM_ERRORS = {
+    "openai": ("/v1/chat/completions", "openai", "/v1/chat/completions", "text/event-stream", lambda: _first_event("openai/stream-text-usage.sse"),
+               b'data: {"error": {"message": "key sk-9chars was revoked", "type": "invalid_request_error"}}\n\n'),
+    "anthropic": ("/v1/messages", "anthropic", "/v1/messages", "text/event-stream", lambda: _first_event("anthropic/stream-thinking.sse"),
+                  b'event: error\ndata: {"type": "error", "error": {"type": "authentication_error", "message": "key sk-9chars was revoked"}}\n\n'),
+    "ollama": ("/api/chat", "ollama", "/api/chat", "application/x-ndjson",
+               lambda: b'{"model":"m","created_at":"2025-10-26T17:21:21Z","message":{"role":"assistant","content":"Yes"},"done":false}\n',
+               b'{"error":"key sk-9chars was revoked"}\n'),
+}
+
+
+@pytest.mark.parametrize("door", list(MID_STREAM_ERRORS))
+async def test_relay_mid_stream_error_event_is_redacted(upstream, proxy, door):
+    """An upstream that echoes a key in an in-band error event: the client's stream and the row get ***; the events before pass as they came."""
+    path, api, up_path, content_type, before, error_event = MID_STREAM_ERRORS[door]
+    up = await upstream({up_path: Reply(before() + error_event, content_type=content_type)})
+    url = up.url + "/v1" if api == "openai" else up.url
+    header = {"x-api-key": SECRET} if api == "anthropic" else {"Authorization": f"Bearer {SECRET}"}
+    p = await proxy({"backends": {"up": {"api": api, "url": url, "headers": header}}, "models": {"gpt": {"backend": "up"}}})
+    body = {"model": "gpt", "stream": True, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as s, s.post(p.url + path, json=body) as r:
+        raw = await r.read()
+    assert r.status == 200 and raw.startswith(before())
+    assert SECRET not in raw.decode() and b"key *** was revoked" in raw
+    [row] = await p.rows()
+    assert row["error"] and "key *** was revoked" in row["error"] and SECRET not in repr(row)
