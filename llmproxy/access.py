@@ -38,14 +38,31 @@ def authenticate(cfg: Config, request: web.Request) -> Client | None:
     return found
 
 
+def is_admin(cfg: Config, request: web.Request) -> bool:
+    """The request carries ``access.admin_key`` (as a client key is sent); False when none is configured."""
+    key = presented_key(request)
+    if not key or not cfg.admin_key:
+        return False
+    return hmac.compare_digest(hashlib.sha256(key.encode()).digest(), hashlib.sha256(cfg.admin_key.encode()).digest())
+
+
 def allowed(client: Client | None, *names: str) -> bool:
     if client is None:
         return True
     return any(fnmatch.fnmatchcase(n.lower(), g.lower()) for g in client.models for n in names if n)
 
 
-def authorize(client: Client | None, requested: str, resolved: str) -> None:
-    """403 when the client's ``models`` globs match neither the requested nor the resolved name."""
-    if not allowed(client, requested, resolved):
+def authorize(client: Client | None, requested: str, resolved: str, default: str | None = None) -> None:
+    """403 when the client's ``models`` globs match neither the requested nor the resolved name.
+
+    A name that resolved only through ``default_model`` (``default``) is a request for that model:
+    the name asked for no longer counts, else ``models: ["mock-*"]`` would let ``mock-anything``
+    reach any default.  The default's own name (an alias the client may use) and the model it
+    resolves to do.
+    """
+    if not allowed(client, default or requested, resolved):
         assert client is not None
+        if default:
+            raise ProxyError(403, f"client '{client.name}' may not use model '{requested}': that name resolves to no model, so it falls to "
+                                  f"default_model '{default}', which this client may not use", param="model", code="model_not_allowed")
         raise ProxyError(403, f"client '{client.name}' may not use model '{requested}'", param="model", code="model_not_allowed")

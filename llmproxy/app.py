@@ -11,6 +11,7 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
+from . import __version__, access
 from .config import Backend, Config, ConfigError, load_config
 from .handlers import anthropic as anthropic_handlers
 from .handlers import ollama as ollama_handlers
@@ -115,11 +116,16 @@ def log_notes(cfg: Config) -> None:
 
 
 async def health(request: web.Request) -> web.Response:
+    """Liveness for anyone; with ``access:`` set, the details only for the admin key (without ``access:``, for anyone)."""
     state = request.app[STATE]
     cfg = state.snap.config
     secrets = state.snap.secrets
+    status = "ok" if state.reload_error is None else "degraded"
+    if cfg.clients is not None and not access.is_admin(cfg, request):
+        return web.json_response({"status": status, "version": __version__, "config_loaded": state.reload_error is None})
     body = {
-        "status": "ok" if state.reload_error is None else "degraded",
+        "status": status,
+        "version": __version__,
         "uptime_s": round(time.time() - state.started, 1),
         "in_flight": state.in_flight,
         "config": {

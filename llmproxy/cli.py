@@ -79,7 +79,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         if b.discover:
             print(f"  + whatever {b.name} lists (discover: true, every {b.discover_interval:g} s; `llmproxy serve` lists it at start)")
     print(f"default_model: {cfg.default_model or '(none: unknown models get 404)'}")
-    print(f"access: {'off (no key asked)' if cfg.clients is None else f'{len(cfg.clients)} client(s)'}")
+    if cfg.clients is None:
+        print("access: off (no key asked; /health shows its details to anyone)")
+    else:
+        print(f"access: {len(cfg.clients)} client(s); /health details {'with access.admin_key' if cfg.admin_key else 'for nobody (no access.admin_key)'}")
     for note in cfg.pending:
         print(f"not yet active: {note}")
     for warning in cfg.warnings:

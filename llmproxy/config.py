@@ -100,6 +100,7 @@ class Client:
     key_sha256: bytes
     models: tuple[str, ...]
     tags: tuple[str, ...]
+    key: str | None = field(default=None, repr=False)  # as configured (None: key_sha256), only to be redacted by value
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +174,9 @@ def _expand(node: Any, env: Mapping[str, str], path: tuple[Any, ...]) -> Any:
                         f"(set it, or write ${{{name}:-default}})"
                     )
                 return default
+            if "\r" in val or "\n" in val:  # never a working header, key or url; the value itself is not shown
+                why = " (it ends in \\r: an env file saved with Windows line endings?)" if val.endswith("\r") else ""
+                raise ConfigError(f"{_where(path)}: environment variable {name} has a line break in its value{why}; remove it")
             return val
 
         return _ENV.sub(sub, node) if "${" in node else node
@@ -211,7 +215,13 @@ def _validate(data: dict) -> None:
 
 
 def _explain(err: jsonschema.ValidationError) -> str:
-    """One schema error as 'yaml.path: what is wrong; did you mean …'."""
+    """One schema error as 'yaml.path: what is wrong; did you mean …'.
+
+    Never the value itself: after ``${VAR}`` expansion it may be a secret (``keys: "${GROQ_KEY}"``
+    instead of a list), and this text goes to ``llmproxy check``, the log and ``/health``.  So not
+    ``err.message`` (which quotes the value) but the path, the rule and what the schema expects.
+    Names of fields (mapping keys, never expanded) may be shown.
+    """
     path = tuple(err.absolute_path)
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         allowed = list(err.schema.get("properties", {}))
@@ -220,7 +230,7 @@ def _explain(err: jsonschema.ValidationError) -> str:
             f"{_where(path + (k,))}: unknown field '{k}'{_closest(k, allowed)}" for k in extra
         )
     if err.validator == "enum":
-        return f"{_where(path)}: {err.instance!r} is not one of {', '.join(map(str, err.validator_value))}{_closest(err.instance, err.validator_value)}"
+        return f"{_where(path)}: must be one of {', '.join(map(str, err.validator_value))}{_closest(err.instance, err.validator_value)}"
     if err.validator in ("oneOf", "anyOf") and err.context:
         # Report the branch that got furthest, not the generic "is not valid under any".
         best = max(err.context, key=lambda e: (len(e.absolute_path), -len(e.message)))
@@ -229,11 +239,45 @@ def _explain(err: jsonschema.ValidationError) -> str:
         if err.validator == "oneOf" and isinstance(err.instance, dict) and "key_sha256" in err.schema.get("properties", {}):
             return f"{_where(path)}: a client needs exactly one of 'key' or 'key_sha256'"
         return _explain(best)
-    if err.validator == "required":
-        return f"{_where(path)}: {err.message}"
     if len(path) == 3 and path[0] == "backends" and path[2] == "proxy":
-        return f"{_where(path)}: {err.instance!r} is not a proxy: give an http:// URL (with user:pass@ before the host if it asks for credentials), or none (or false) to go direct"
-    return f"{_where(path)}: {err.message}"
+        return f"{_where(path)}: is not a proxy: give an http:// URL (with user:pass@ before the host if it asks for credentials), or none (or false) to go direct"
+    return f"{_where(path)}: {_expected(err)}"
+
+
+_KINDS = {"object": "a mapping", "array": "a list", "string": "a string", "number": "a number", "integer": "a whole number",
+          "boolean": "true or false", "null": "nothing"}
+
+
+def _kind(value: Any) -> str:
+    """What a YAML value is, in the words of ``_KINDS`` (never the value itself)."""
+    for t, py in (("boolean", bool), ("integer", int), ("number", float), ("string", str), ("array", list), ("object", dict)):
+        if isinstance(value, py):
+            return _KINDS[t]
+    return _KINDS["null"]
+
+
+def _expected(err: jsonschema.ValidationError) -> str:
+    """What the schema wants where ``err`` is, from the rule and its value, never the instance."""
+    v, want = err.validator, err.validator_value
+    if v == "type":
+        kinds = [want] if isinstance(want, str) else list(want)
+        hint = " (a YAML list: [a, b], or one '- item' per line)" if "array" in kinds and isinstance(err.instance, str) else ""
+        return f"expected {' or '.join(_KINDS.get(k, k) for k in kinds)}, not {_kind(err.instance)}{hint}"
+    if v == "required":
+        missing = [r for r in want if isinstance(err.instance, dict) and r not in err.instance]
+        return f"'{missing[0] if missing else want[0]}' is required"
+    if v == "pattern" and "propertyNames" in err.absolute_schema_path:  # the instance is a name (a key), not a value
+        return f"the name '{err.instance}' is not in the expected form (the pattern {want})"
+    words = {
+        "minimum": f"must be at least {want}", "maximum": f"must be at most {want}",
+        "exclusiveMinimum": f"must be more than {want}", "exclusiveMaximum": f"must be less than {want}",
+        "minLength": "must not be empty" if want == 1 else f"must be at least {want} characters long",
+        "maxLength": f"must be at most {want} characters long",
+        "minItems": f"needs at least {want} item{'s' if want != 1 else ''}",
+        "minProperties": f"needs at least {want} entr{'ies' if want != 1 else 'y'}",
+        "pattern": f"is not in the expected form (the pattern {want})",
+    }
+    return words.get(v, f"is not valid here (schema rule '{v}')")
 
 
 # --------------------------------------------------------------------------- building
@@ -327,6 +371,8 @@ def _backend(name: str, b: Mapping[str, Any], folder: Path) -> Backend:
     if credentials and not any(k.lower() == "authorization" for k, _ in headers):
         headers += (("Authorization", credentials),)
     keys = tuple(b.get("keys") or ())
+    for i, k in enumerate(keys):
+        _sendable(f"backends.{name}.keys.{i}", k)
     uses_key = any("{key}" in v for _, v in headers)
     if uses_key and not keys:
         raise ConfigError(f"backends.{name}.headers: a header uses {{key}} but the backend has no 'keys:' list")
@@ -396,8 +442,21 @@ def _backend_headers(name: str, raw: Mapping[str, Any]) -> tuple[tuple[str, str]
         low = str(k).lower()
         if low in FRAMING_HEADERS:
             raise ConfigError(f"backends.{name}.headers.{k}: llmproxy sets this header itself (it frames and decodes the body)")
+        _sendable(f"backends.{name}.headers.{k}", str(v))
         headers.append(("Host" if low == "host" else str(k), str(v)))  # a configured Host replaces the url's
     return tuple(headers)
+
+
+def _sendable(where: str, value: str) -> None:
+    """A header value (or a key that goes into one) must be writable as it is, or every request would fail at the backend's door."""
+    if value.isprintable() or value.replace("\t", " ").isprintable():
+        try:
+            value.encode("latin-1")
+            return
+        except UnicodeEncodeError:
+            pass
+    raise ConfigError(f"{where}: has a character that cannot go into an HTTP header (a control character, or one outside Latin-1 "
+                      f"such as a typographic quote from a copy-paste)")
 
 
 def _distinct_names(models: Mapping[str, Any], aliases: Mapping[str, str]) -> None:
@@ -518,7 +577,7 @@ def _clients(raw: Iterable[Mapping[str, Any]]) -> tuple[Client, ...]:
             raise ConfigError(f"access.clients.{i}.name: client '{c['name']}' is listed twice")
         seen_names.add(c["name"].lower())
         key_sha256 = bytes.fromhex(c["key_sha256"]) if "key_sha256" in c else hashlib.sha256(c["key"].encode()).digest()
-        clients.append(Client(c["name"], key_sha256, tuple(c.get("models") or ("*",)), tuple(c.get("tags") or ())))
+        clients.append(Client(c["name"], key_sha256, tuple(c.get("models") or ("*",)), tuple(c.get("tags") or ()), c.get("key")))
     return tuple(clients)
 
 
@@ -526,8 +585,6 @@ def _not_yet_active(d: dict) -> tuple[str, ...]:
     """Fields accepted whose behaviour arrives with a later release (Config.pending, shown by check and /health)."""
     notes: list[str] = []
     access = d.get("access") or {}
-    if access.get("admin_key"):
-        notes.append("access.admin_key: the /admin page arrives with a later release")
     for i, c in enumerate(access.get("clients") or ()):
         for k in ("rpm", "tpm", "budget"):
             if k in c:

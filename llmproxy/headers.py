@@ -11,6 +11,7 @@ from typing import Iterable
 from urllib.parse import quote
 
 from .config import Backend, Config
+from .errors import ProxyError
 from .netopts import proxy_password
 
 _API_DEFAULTS = {
@@ -52,6 +53,11 @@ def render(backend: Backend, key: str | None, extra: dict[str, str] | None = Non
         configured = _configured(backend)
         for k, v in extra.items():
             if k.lower() not in configured:
+                if not (v.isascii() and (v.isprintable() or v.replace("\t", " ").isprintable())):
+                    # A client's header llmproxy cannot write as it came (non-ASCII, a control character):
+                    # that client's 400, raised before anything is sent, so it never counts against the route.
+                    raise ProxyError(400, f"header '{k}' has a character llmproxy cannot send upstream as written "
+                                          f"(only printable ASCII is forwarded); correct the header and send again", code="invalid_header")
                 h.pop(k.lower(), None)  # api defaults are spelled lower-case
                 h[k] = v
     for k, v in keyed:
@@ -59,33 +65,58 @@ def render(backend: Backend, key: str | None, extra: dict[str, str] | None = Non
     return h
 
 
+# The shortest secret redacted by value.  Every configured secret of this length or more is taken
+# out of every message wherever it appears, whatever its length (a 9-character token is as much
+# a key as a 40-character one).  Below it, replacing the value everywhere would blank ordinary
+# words and numbers in messages ("ok", "v1", "123"), and 1-3 characters protect nothing anyway:
+# so the fields that hold nothing but a secret refuse shorter values at load (the schema's
+# minLength: 4 for ``keys``, 8 for client keys and the admin key), and a word under 4 characters
+# in a header value (a version, a flag) is not treated as a secret.
+MIN_SECRET = 4
+
+# Headers that carry protocol, not credentials: their values are not secrets.
+_PUBLIC_HEADERS = frozenset({"content-type", "accept", "user-agent", "host", "anthropic-version", "anthropic-beta", "openai-beta",
+                             "http-referer", "referer", "x-title"})
+
+
 def secrets_of(cfg: Config) -> tuple[str, ...]:
-    """Every string in the config that may be a secret: keys, long tokens in header values, the
-    password of Basic credentials (a url's ``user:password@`` becomes one) and of a backend's proxy."""
+    """Every configured secret, by value: the backends' ``keys``, each header value (whole, and each
+    word of it but an auth scheme such as ``Bearer``; protocol headers aside), the password of Basic
+    credentials (a url's ``user:password@`` becomes one) and of a backend's proxy, the client keys
+    and the admin key.  Longest first, so a secret that contains
+    another is taken out whole."""
     out: set[str] = set()
     for b in cfg.backends.values():
-        out.update(k for k in b.keys if len(k) >= 4)
-        for _, v in b.headers:
-            for tok in re.split(r"[\s,;]+", v):
-                if len(tok) >= 12 and "{key}" not in tok:
-                    out.add(tok)
+        out.update(b.keys)
+        for name, v in b.headers:
+            if name.lower() in _PUBLIC_HEADERS:
+                continue
+            words = [w for w in re.split(r"[\s,;]+", v) if w]
+            if len(words) > 1 and words[0].isalpha():
+                words.pop(0)  # "Bearer", "Basic", "Token": the scheme, not the credential
+            out.update(w for w in words if "{key}" not in w)  # ({key} is one of ``keys``, above)
+            if "{key}" not in v:
+                out.add(v.strip())
             out.update(_basic_password(v))
         out.update(_password(proxy_password(b.proxy)))
+    if cfg.clients:
+        out.update(c.key for c in cfg.clients if c.key)
     if cfg.admin_key:
         out.add(cfg.admin_key)
-    return tuple(sorted(out, key=len, reverse=True))
+    return tuple(sorted((s for s in out if len(s) >= MIN_SECRET), key=len, reverse=True))
 
 
 def _basic_password(value: str) -> tuple[str, ...]:
-    """The password in an ``Authorization: Basic …`` value, as sent and as it may be written in a URL."""
+    """The password in an ``Authorization: Basic …`` value, as sent and as it may be written in a URL
+    (or the user, when there is no password: a url's lone ``token@`` is the credential)."""
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "basic":
         return ()
     try:
-        password = base64.b64decode(token.strip(), validate=True).decode().partition(":")[2]
+        user, _, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
     except (ValueError, UnicodeDecodeError):
         return ()
-    return _password(password)
+    return _password(password or user)
 
 
 def _password(password: str | None) -> tuple[str, ...]:

@@ -129,7 +129,7 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
         row.requested_model = requested
         row.stream = int(bool(call.body.get("stream", front.default_stream)))
         resolved = snap.resolver.resolve(requested)
-        access.authorize(client, requested, resolved.name)
+        access.authorize(client, requested, resolved.name, resolved.default)
         resp = await attempt(call, resolved, handler)
         if row.status is None:
             row.status = resp.status

@@ -51,6 +51,9 @@ async def relay(call: Call, fmt: ModuleType, path: str, body: dict, stream: bool
                     dropped.append(f)
             if t.error is not None:
                 row.fail(t.error.status, t.error.type, redact(t.error.message, secrets))
+                # The event itself goes to the client: no secret an upstream echoed in it either (error events only,
+                # found by the tap, so every other event still passes untouched).
+                f.raw = redact(f.raw.decode("utf-8", "surrogateescape"), secrets).encode("utf-8", "surrogateescape")
         if dropped:
             return b"".join([f.raw for f in batch if f not in dropped])
         return batch[0].raw if len(batch) == 1 else b"".join([f.raw for f in batch])

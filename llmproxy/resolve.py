@@ -7,7 +7,7 @@ never outlives a reload.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .config import Config, Model, Route
@@ -39,6 +39,7 @@ class Resolved:
     targets: tuple[Target, ...]
     strategy: str = "fallback"
     max_attempts: int = 3
+    default: str | None = None  # the default_model an otherwise unknown name fell to (None: resolved by its own name)
 
 
 class Resolver:
@@ -92,7 +93,7 @@ class Resolver:
             route = Route(backend=b, model=name, params={}, price=None)
             return Resolved(requested, f"{b.name}/{name}", (Target(f"{b.name}/{name}", route, name),))
         if allow_default and cfg.default_model:
-            return self._resolve(requested, cfg.default_model.lower(), seen, allow_default=False)
+            return replace(self._resolve(requested, cfg.default_model.lower(), seen, allow_default=False), default=cfg.default_model)
         if listed:
             raise ProxyError(404, f"model '{requested}' is listed by several backends; ask for one of: {', '.join(f'{b.name}/{n}' for b, n in listed)}",
                              param="model", code="model_not_found")

@@ -84,3 +84,68 @@ async def test_each_door_answers_a_refused_key_in_its_own_shape(upstream, proxy)
         async with s.post(p.url + "/api/show", json={"model": "no-such-model"}) as r:
             assert r.status == 404 and isinstance((await r.json())["error"], str)
     assert not up.seen
+
+
+async def test_default_model_is_held_to_the_allow_list(upstream, proxy):
+    """An unknown name that falls to default_model is a request for the default: ``mock-*`` does not reach it."""
+    import aiohttp
+
+    up = await upstream({"/v1/chat/completions": Reply(fixture_bytes("openai/nonstream-text.json"))})
+    cfg = openai_config(up.url, models={"mock-small": {"backend": "up"}, "expensive": {"backend": "up", "model": "gpt-4.1"}},
+                        aliases={"fallback": "expensive"}, default_model="fallback")
+    cfg["access"] = {"clients": [
+        {"name": "mocks", "key": KEY_A, "models": ["mock-*"]},
+        {"name": "via-alias", "key": KEY_B, "models": ["mock-*", "fallback"]},
+    ]}
+    p = await proxy(cfg)
+    msgs = [{"role": "user", "content": "hi"}]
+    calls = (("/v1/chat/completions", {"model": "mock-nonexistent", "messages": msgs}),
+             ("/v1/messages", {"model": "mock-nonexistent", "max_tokens": 5, "messages": msgs}),
+             ("/api/chat", {"model": "mock-nonexistent", "stream": False, "messages": msgs}))
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY_A}"}) as s:
+        for path, body in calls:
+            async with s.post(p.url + path, json=body) as r:
+                assert r.status == 403, (path, await r.text())
+                assert "default_model 'fallback'" in await r.text(), path
+        async with s.post(p.url + "/v1/chat/completions", json={"model": "mock-small", "messages": msgs}) as r:
+            assert r.status == 200  # its own models still work
+    assert [x.body["model"] for x in up.seen] == ["mock-small"]
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY_B}"}) as s:
+        for path, body in calls:  # a client allowed the default's name (an alias) may fall to it
+            async with s.post(p.url + path, json=body) as r:
+                assert r.status == 200, (path, await r.text())
+    assert [x.body["model"] for x in up.seen[1:]] == ["gpt-4.1"] * 3
+    rows = await p.rows()
+    assert [(r["client"], r["status"]) for r in rows] == [("mocks", 403)] * 3 + [("mocks", 200)] + [("via-alias", 200)] * 3
+
+
+async def test_health_details_need_the_admin_key(upstream, proxy):
+    """With access: set, /health answers anyone whether llmproxy is up; backends, breakers and the config only to the admin key."""
+    import aiohttp
+    import yaml
+
+    from llmproxy import __version__
+    from llmproxy.app import reload
+
+    up = await upstream({})
+    cfg = access_config(up.url)
+    cfg["access"]["admin_key"] = "admin-key-0123456789"
+    p = await proxy(cfg)
+
+    async def health(**headers: str) -> dict:
+        async with aiohttp.ClientSession() as s, s.get(p.url + "/health", headers=headers) as r:
+            assert r.status == 200
+            return await r.json()
+
+    live = {"status": "ok", "version": __version__, "config_loaded": True}
+    assert await health() == live
+    assert await health(Authorization=f"Bearer {KEY_A}") == live  # a client key is not the admin key
+    assert await health(Authorization="Bearer wrong-admin-key") == live
+    for h in ({"Authorization": "Bearer admin-key-0123456789"}, {"x-api-key": "admin-key-0123456789"}):
+        full = await health(**h)
+        assert full["status"] == "ok" and full["version"] == __version__ and "up" in full["backends"] and full["config"]["sha256"]
+    cfg["models"]["gpt"]["backend"] = "nowhere"
+    p.path.write_text(yaml.safe_dump(cfg))
+    assert not await reload(p.app)  # a bad edit: the old config runs on, and liveness says the file did not load
+    assert await health() == {**live, "status": "degraded", "config_loaded": False}
+    assert "nowhere" in (await health(Authorization="Bearer admin-key-0123456789"))["config"]["reload_error"]

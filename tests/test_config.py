@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 
@@ -42,7 +44,7 @@ def test_env_expansion(tmp_path):
     "patch, expect",
     [
         ({"models": {"m": {"bakend": "oa"}}}, r"models\.m\.bakend: unknown field 'bakend'; did you mean 'backend'\?"),
-        ({"backends": {"oa": {"api": "opnai", "url": "http://x"}}}, r"backends\.oa\.api: 'opnai' is not one of .*did you mean 'openai'\?"),
+        ({"backends": {"oa": {"api": "opnai", "url": "http://x"}}}, r"^backends\.oa\.api: must be one of openai, .*did you mean 'openai'\?$"),
         ({"models": {"m": {"backend": "oaa"}}}, r"models\.m\.backend: backend 'oaa' is not defined in backends; did you mean 'oa'\?"),
         ({"models": {"m": {"routes": [{"backend": "ao", "model": "x"}]}}}, r"models\.m\.routes\.0\.backend: backend 'ao' is not defined in backends$"),
         ({"models": {"m": {"backend": "oa"}, "s": {"routes": ["mm"]}}}, r"models\.s\.routes\.0: model 'mm' is not defined in models; did you mean 'm'\?"),
@@ -50,11 +52,11 @@ def test_env_expansion(tmp_path):
         ({"aliases": {"a": "b", "b": "a"}}, r"aliases\.a: alias cycle a → b → a"),
         ({"aliases": {"M": "m"}}, r"aliases\.M: clashes with model 'm'"),
         ({"models": {"m": {"backend": "oa", "routes": ["x"]}}}, r"models\.m: a model needs either 'backend'.*or 'routes'"),
-        ({"listen": "nowhere"}, r"listen: 'nowhere' does not match"),
-        ({"backends": {"oa": {"api": "openai", "url": "http://x", "timeout": {"idle": -1}}}}, r"backends\.oa\.timeout\.idle: -1"),
+        ({"listen": "nowhere"}, r"^listen: is not in the expected form"),
+        ({"backends": {"oa": {"api": "openai", "url": "http://x", "timeout": {"idle": -1}}}}, r"^backends\.oa\.timeout\.idle: must be more than 0$"),
         ({"access": {"clients": [{"name": "a"}]}}, r"access\.clients\.0: a client needs exactly one of 'key' or 'key_sha256'"),
         ({"backends": {"oa": {"api": "openai", "url": "http://x", "headers": {"A": "{key}"}}}}, r"backends\.oa\.headers: a header uses \{key\} but the backend has no 'keys:'"),
-        ({"backends": {"oa": {"api": "openai", "url": "http://x", "keys": ["k"]}}}, r"^backends\.oa\.keys: keys are listed but no header template uses \{key\}$"),
+        ({"backends": {"oa": {"api": "openai", "url": "http://x", "keys": ["k-01"]}}}, r"^backends\.oa\.keys: keys are listed but no header template uses \{key\}$"),
         ({"backends": {"OA": {"api": "openai", "url": "http://y"}}}, r"^backends\.oa: clashes with 'OA' \(names are case-insensitive\)$"),
         ({"aliases": {"a": "m", "A": "m"}}, r"^aliases\.a: clashes with 'A' \(names are case-insensitive\)$"),
         ({"models": {"m": {"backend": "oa"}, "p/*": {"routes": ["m"]}}}, r"^models\.p/\*: a pattern cannot have routes; give it a backend$"),
@@ -128,7 +130,7 @@ def test_shipped_configs_are_valid(name):
 def test_readme_example_validates(tmp_path):
     text = (ROOT / "README.md").read_text()
     block = re.search(r"## router.yaml in short\n\n```yaml\n(.*?)```", text, re.S).group(1)
-    env = {"OPENAI_API_KEY": "x", "GROQ_KEY_A": "a", "GROQ_KEY_B": "b"}
+    env = {"OPENAI_API_KEY": "x", "GROQ_KEY_A": "key-a", "GROQ_KEY_B": "key-b"}
     assert load(tmp_path, block, env).models
 
 
@@ -157,7 +159,7 @@ def test_headers_llmproxy_sets_itself_are_refused(tmp_path, name):
 def test_first_fault_reported_is_the_same_section_by_section(tmp_path):
     """A file with faults in several sections reports one: backends, then model and alias names, then models, aliases, access."""
     cfg = {
-        "backends": {"oa": {"api": "openai", "url": "http://x", "keys": ["k"]}},
+        "backends": {"oa": {"api": "openai", "url": "http://x", "keys": ["k-01"]}},
         "models": {"m": {"backend": "nope"}, "s": {"routes": ["m"]}},
         "aliases": {"M": "m", "a": "b", "b": "a"},
         "access": {"clients": [{"name": "c", "key": "12345678"}, {"name": "c", "key": "87654321"}]},
@@ -179,12 +181,83 @@ def test_pending_lists_access_before_log(tmp_path):
     cfg = {
         **BASE,
         "log": {"bodies": True},
-        "access": {"admin_key": "adm", "clients": [{"name": "a", "key": "12345678", "rpm": 5, "budget": {"usd": 1}}, {"name": "b", "key": "87654321", "tpm": 9}]},
+        "access": {"admin_key": "admin-key-1", "clients": [{"name": "a", "key": "12345678", "rpm": 5, "budget": {"usd": 1}}, {"name": "b", "key": "87654321", "tpm": 9}]},
     }
     assert load(tmp_path, cfg).pending == (
-        "access.admin_key: the /admin page arrives with a later release",
         "access.clients.0.rpm: enforced by a later release; recorded, not enforced yet",
         "access.clients.0.budget: enforced by a later release; recorded, not enforced yet",
         "access.clients.1.tpm: enforced by a later release; recorded, not enforced yet",
         "log.bodies: storing bodies arrives with a later release; not stored yet",
     )
+
+
+GROQ_SECRET = "gsk_live_0123456789abcdef"
+
+
+def _groq_keys_as_string() -> dict:
+    """The issue's slip: ``keys: "${GROQ_KEY}"``, a string where a list belongs."""
+    return {"backends": {"groq": {"api": "openai", "url": "http://127.0.0.1:9/v1", "keys": "${GROQ_KEY}", "headers": {"Authorization": "Bearer {key}"}}},
+            "models": {"m": {"backend": "groq"}}}
+
+
+@pytest.mark.parametrize("where, value, expect", [
+    ("keys", None, r"^backends\.groq\.keys: expected a list, not a string \(a YAML list"),
+    ("api", "${GROQ_KEY}", r"^backends\.groq\.api: must be one of openai, anthropic, gemini, ollama$"),
+    ("url", "${GROQ_KEY}", r"^backends\.groq\.url: is not in the expected form"),
+    ("discover", "${GROQ_KEY}", r"^backends\.groq\.discover: expected true or false, not a string$"),
+])
+def test_schema_errors_name_the_path_never_the_value(tmp_path, where, value, expect):
+    cfg = _groq_keys_as_string()
+    if value is not None:
+        cfg["backends"]["groq"]["keys"] = ["${GROQ_KEY}"]
+        cfg["backends"]["groq"][where] = value
+    msg = error_of(tmp_path, cfg, {"GROQ_KEY": GROQ_SECRET})
+    assert re.search(expect, msg), msg
+    assert GROQ_SECRET not in msg and "gsk_" not in msg
+
+
+def test_check_never_prints_a_value(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(_groq_keys_as_string()))
+    out = subprocess.run([sys.executable, "-m", "llmproxy", "check", "-c", str(p)], capture_output=True, text=True,
+                         env={**os.environ, "GROQ_KEY": GROQ_SECRET})
+    assert out.returncode == 1 and "backends.groq.keys: expected a list, not a string" in out.stderr
+    assert GROQ_SECRET not in out.stdout + out.stderr
+
+
+async def test_reload_error_in_health_never_shows_a_value(tmp_path, proxy, monkeypatch):
+    import aiohttp
+
+    from llmproxy.app import reload
+
+    p = await proxy(BASE)
+    monkeypatch.setenv("GROQ_KEY", GROQ_SECRET)
+    p.path.write_text(yaml.safe_dump(_groq_keys_as_string()))
+    assert not await reload(p.app)
+    async with aiohttp.ClientSession() as s, s.get(p.url + "/health") as r:
+        text = await r.text()
+    assert "backends.groq.keys: expected a list" in orjson.loads(text)["config"]["reload_error"] and GROQ_SECRET not in text
+
+
+@pytest.mark.parametrize("value, where", [
+    ("gsk_live_0123456789\r", "backends.groq.keys.0"),  # a Windows-style env file
+    ("gsk_live_01234\n56789", "backends.groq.keys.0"),
+])
+def test_env_value_with_a_line_break_is_a_config_error(tmp_path, value, where):
+    cfg = _groq_keys_as_string()
+    cfg["backends"]["groq"]["keys"] = ["${GROQ_KEY}"]
+    msg = error_of(tmp_path, cfg, {"GROQ_KEY": value})
+    assert msg.startswith(f"{where}: environment variable GROQ_KEY has a line break in its value"), msg
+    assert ("Windows line endings" in msg) == value.endswith("\r") and "gsk_live" not in msg
+    cfg["backends"]["groq"]["headers"]["X-Org"] = "${ORG}"
+    msg = error_of(tmp_path, cfg, {"GROQ_KEY": "gsk_live_0123456789", "ORG": "org-1\r"})
+    assert msg.startswith("backends.groq.headers.X-Org: environment variable ORG has a line break"), msg
+
+
+@pytest.mark.parametrize("header", ["Bearer \u201csk-live-0123456789\u201d", "Bearer sk-live\u200b0123456789", "Bearer sk-live\x000123"])
+def test_header_value_that_cannot_be_sent_is_a_config_error(tmp_path, header):
+    cfg = {**BASE, "backends": {"oa": {"api": "openai", "url": "http://127.0.0.1:9/v1", "headers": {"Authorization": "${KEY}"}}}}
+    msg = error_of(tmp_path, cfg, {"KEY": header})
+    assert msg.startswith("backends.oa.headers.Authorization: has a character that cannot go into an HTTP header"), msg
+    assert "sk-live" not in msg
+    assert load(tmp_path, cfg, {"KEY": "Bearer sk-live-0123456789"}).backends["oa"].headers == (("Authorization", "Bearer sk-live-0123456789"),)

@@ -127,6 +127,34 @@ async def test_relay_configured_header_wins(upstream, proxy):
     assert up.seen[0].headers["anthropic-beta"] == "configured-beta"
 
 
+async def test_relay_client_header_that_cannot_be_sent_is_that_clients_400(upstream, proxy):
+    """A byte llmproxy cannot write upstream as it came (here UTF-8 in anthropic-beta) is the sender's 400,
+    naming the header: no retry, no breaker, so the next client's request on the same route goes through."""
+    import asyncio
+
+    up = await upstream({"/v1/messages": Reply(fixture_bytes("anthropic/nonstream-text.json"))})
+    p = await proxy(_config(up.url))
+    host, port = URL(p.url).host, URL(p.url).port
+    body = orjson.dumps({"model": "sonnet", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]})
+    reader, writer = await asyncio.open_connection(host, port)  # raw bytes: an SDK would refuse to send them
+    writer.write(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nanthropic-version: 2023-06-01\r\n"
+                 b"anthropic-beta: tools-\xe2\x82\xac-2024\r\nConnection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    answer = await reader.read()
+    writer.close()
+    head, _, raw = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    got = orjson.loads(raw)
+    assert got["type"] == "error" and got["error"]["type"] == "invalid_request_error" and "header 'anthropic-beta'" in got["error"]["message"]
+    assert not up.seen  # nothing went up, nothing was retried
+    msg = await _client(p).messages.create(model="sonnet", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    assert msg.content[0].text and len(up.seen) == 1  # another client, right after: served
+    async with aiohttp.ClientSession() as s, s.get(p.url + "/health") as r:
+        route = (await r.json())["backends"]["up"]["routes"]["claude-upstream-name"]
+    assert route["state"] == "closed" and route["failures"] == 0
+    rows = await p.rows()
+    assert [(r["status"], r["attempts"]) for r in rows] == [(400, 1), (200, 1)]
+
+
 async def test_relay_upstream_errors_in_anthropic_shape(upstream, proxy):
     up = await upstream({"/v1/messages": Reply(fixture_bytes("anthropic/error-529-overloaded.json"), status=529)})
     p = await proxy(_config(up.url))
