@@ -191,8 +191,7 @@ async def attempt(call: Call, resolved: Resolved, handler: Handler) -> web.Strea
         if len(plan.log) > 1 or (plan.log and ("skipped" in plan.log[0] or "key" in plan.log[0])):
             # (one plain attempt is told by the row's own columns; which key it used is not)
             row.attempt_log = attempt_json(plan.log)
-    if err is None:
-        raise plan.unavailable()
+    assert err is not None  # (the first step always exists: the last route is never shut)
     if len({(a["backend"], a["model"]) for a in plan.log}) > 1:  # several routes: say which, in order
         err.message += " (tried: " + ", ".join(f"{a['backend']}/{a['model']} {a.get('status') or 'skipped'}" for a in plan.log) + ")"
     raise err
