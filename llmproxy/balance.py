@@ -43,6 +43,8 @@ def classify(err: ProxyError) -> str:
     config is wrong: another route, never this one again), or FINAL (the client's fault)."""
     if err.code == "upstream_redirect":
         return ELSEWHERE
+    if err.code == "max_time":  # the request's own time ran out: no route's fault, nothing more to try
+        return FINAL
     s = err.status
     text = f"{err.type} {err.code or ''} {err.message}"
     if s in (408, 409, 429) or (s >= 500 and s != 501) or "overloaded" in text.lower():
@@ -429,7 +431,8 @@ class Plan:
                 k = bal.pick_key(cur.target.backend, self.sticky, self._keys_tried.get(cur.target.backend.name, set()))
                 if k is not None:
                     return self._go(cur.target, k)
-            elif kind == RETRY and not self.queue and len(self.res.targets) == 1 and not self._anyway:
+            elif kind == RETRY and not self.queue and len(self.res.targets) == 1 and not self._anyway and err.code != "upstream_timeout":
+                # (a route that timed out is not asked again: that would multiply the timeout)
                 self._retries += 1
                 wait = bal.backoff(self._retries, err)
                 if wait > bal.s.max_backoff or bal.clock() + wait >= self.deadline:

@@ -42,7 +42,7 @@ async def open_upstream(call: Call, path: str, body: bytes, stream: bool, module
     target = call.target
     assert target is not None
     up = await call.state.upstream.open(target.backend, path, body, model=target.upstream_model, stream=stream,
-                                        extra_headers=extra_headers, key=call.key_value)
+                                        extra_headers=extra_headers, key=call.key_value, cutoff=call.cutoff)
     if up.status >= 400:
         try:
             raw = await up.read()
@@ -150,6 +150,7 @@ async def stream_out(call: Call, up: UpstreamCall, source: AsyncIterator[Any], c
     try:
         await resp.prepare(call.request)
         call.sent = True
+        up.uncut()  # failover.max_time bounds the attempts; the stream's own timeouts govern from here
         if head:
             await resp.write(head)
             call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)

@@ -58,6 +58,7 @@ class Call:
     usage: Usage | None = None
     key: int | None = None  # 0-based index of the backend key this attempt uses
     sent: bool = False  # the response was prepared: bytes may have reached the client, no more failover
+    cutoff: float | None = None  # monotonic end of failover.max_time: attempts are cut then, until ``sent``
 
     @property
     def meta(self) -> Meta:
@@ -155,6 +156,7 @@ async def attempt(call: Call, resolved: Resolved, handler: Handler) -> web.Strea
     bal, row = call.state.balance, call.row
     keyed = any(t.backend.keys for t in resolved.targets)
     plan = Plan(bal, resolved, sticky_hash(call.body) if keyed else None)
+    call.cutoff = plan.deadline
     err: ProxyError | None = None
     try:
         step = plan.first()

@@ -242,6 +242,50 @@ async def test_cooling_route_is_skipped_while_another_works(upstream, proxy):
     assert [a.get("skipped", "")[:19] for a in orjson.loads(last["attempt_log"])] == ["route cooling down ", ""]
 
 
+@pytest.mark.parametrize("fault", ["hang_before_headers", "hang_before_first_byte"])
+async def test_timeout_is_not_retried_on_the_only_route(upstream, proxy, fault):
+    up = await upstream({"/v1/chat/completions": FAULTS[fault]})
+    p = await proxy(config({"up": up.url}, ["up"]))  # timeout.first_byte 0.5, max_attempts 3
+    t0 = time.monotonic()
+    status, body, _ = await _post(p, {"model": "m", "messages": MSGS})
+    took = time.monotonic() - t0
+    assert status == 504 and "timeout.first_byte" in orjson.loads(body)["error"]["message"]
+    assert len(up.seen) == 1 and took < 1.0, f"{len(up.seen)} attempts in {took:.1f} s: the timeout was multiplied"
+    [row] = await p.rows()
+    assert (row["status"], row["attempts"]) == (504, 1)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_max_time_cuts_the_attempt_still_running(upstream, proxy, stream):
+    slow = {"a": FAULTS["hang_before_headers"], "b": _sse(hang_after=0) if stream else FAULTS["hang_before_headers"]}
+    ups = {n: await upstream({"/v1/chat/completions": r}) for n, r in slow.items()}
+    cfg = config({n: u.url for n, u in ups.items()}, ["a", "b"])
+    cfg["failover"]["max_time"] = 1.0
+    for b in cfg["backends"].values():
+        b["timeout"]["first_byte"] = 0.7  # a times out at 0.7 s; b would at 1.4 s, past max_time
+    p = await proxy(cfg)
+    t0 = time.monotonic()
+    status, body, _ = await _post(p, {"model": "m", "stream": stream, "messages": MSGS})
+    took = time.monotonic() - t0
+    msg = orjson.loads(body)["error"]["message"]
+    assert status == 504 and "failover.max_time" in msg and "tried: a/up-a 504, b/up-b 504" in msg
+    assert 0.95 < took < 1.3, took
+    [row] = await p.rows()
+    assert row["status"] == 504 and "failover.max_time" in row["error"] and row["attempts"] == 2
+    h = await _health(p)
+    assert "up-b" not in h["backends"]["b"].get("routes", {}) or h["backends"]["b"]["routes"]["up-b"]["failures"] == 0  # not b's fault
+
+
+async def test_max_time_does_not_cut_a_stream_that_started(upstream, proxy):
+    up = await upstream({"/v1/chat/completions": _sse(split=300, gap=0.06)})  # about 1.7 s of streaming
+    cfg = config({"up": up.url}, ["up"])
+    cfg["failover"]["max_time"] = 0.5
+    p = await proxy(cfg)
+    assert await _stream_text(p) == _text()
+    [row] = await p.rows()
+    assert row["status"] == 200 and row["total_ms"] > 1000
+
+
 async def test_client_error_is_returned_not_retried(upstream, proxy):
     bad = await upstream({"/v1/chat/completions": Reply(orjson.dumps({"error": {"message": "Invalid value for 'temperature'", "type": "invalid_request_error", "param": "temperature"}}), status=400)})
     good = await upstream({"/v1/chat/completions": _sse()})
