@@ -185,12 +185,14 @@ class Balancer:
         self._rr: dict[str, int] = {}
 
     def configure(self, cfg: Config) -> None:
-        """On start and reload: new settings; forget backends that are gone; key cooldowns reset."""
+        """On start and reload: new settings; forget backends that are gone (but count what still runs on them); key cooldowns reset."""
         self.s = cfg.failover
         names = set(cfg.backends)
-        for d in (self.routes, self.in_flight, self.first_byte):
+        for d in (self.routes, self.first_byte):
             for k in [k for k in d if k[0] not in names]:
                 del d[k]
+        for k in [k for k, n in self.in_flight.items() if k[0] not in names and n <= 0]:  # (busy() ends the others)
+            del self.in_flight[k]
         for k in [k for k in self.backends if k not in names]:
             del self.backends[k]
         self.keys.clear()
@@ -288,7 +290,7 @@ class Balancer:
         try:
             yield
         finally:
-            self.in_flight[rk] = self.in_flight.get(rk, 1) - 1  # (a reload may have dropped the route meanwhile)
+            self.in_flight[rk] = self.in_flight.get(rk, 1) - 1  # (a reload keeps a count above 0: configure())
 
     def blocked(self, t: Target, probes: list[Breaker]) -> tuple[str, float] | None:
         """Why ``t`` may not be tried now and for how long (None: it may; a probe it takes goes to ``probes``)."""

@@ -10,6 +10,7 @@ import aiohttp
 import openai
 import orjson
 import pytest
+import yaml
 from aiohttp import web
 
 from conftest import Reply, fixture_bytes
@@ -390,3 +391,29 @@ async def test_burst_three_routes_dead_and_rate_limited(upstream, proxy):
     assert await _stream_text(p) == _text()
     last = (await p.rows())[-1]
     assert last["attempts"] == 1 and [a.get("skipped", "")[:5] for a in orjson.loads(last["attempt_log"])] == ["backe", "route", ""]
+
+
+async def test_reload_dropping_a_backend_mid_stream_keeps_the_stream_and_its_count(upstream, proxy, caplog):
+    """A SIGHUP that removes (and another that brings back) the backend of a stream in flight."""
+    slow = await upstream({"/v1/chat/completions": _sse(split=300, gap=0.06)})  # about 1.7 s of streaming
+    other = await upstream({"/v1/chat/completions": _sse()})
+    both = config({"slow": slow.url, "other": other.url}, ["slow", "other"])
+    p = await proxy(both)
+    running = asyncio.create_task(_stream_text(p))
+    while not slow.seen:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # under way
+    p.path.write_text(yaml.safe_dump(config({"other": other.url}, ["other"])))
+    assert await reload(p.app)
+    assert await _stream_text(p) == _text()  # served by the new config meanwhile
+    p.path.write_text(yaml.safe_dump(both))
+    assert await reload(p.app)
+    routes = {r["backend"]: r for r in (await _health(p))["models"]["m"]["routes"]}
+    assert routes["slow"]["in_flight"] == 1, "the stream still running on 'slow' is counted (least_busy reads it)"
+    assert not running.done()
+    assert await running == _text()
+    rows = await p.rows()
+    assert [(r["backend"], r["status"], r["error"]) for r in rows] == [("slow", 200, None), ("other", 200, None)]
+    routes = {r["backend"]: r for r in (await _health(p))["models"]["m"]["routes"]}
+    assert routes["slow"]["in_flight"] == 0
+    assert "KeyError" not in caplog.text and "unexpected error" not in caplog.text
