@@ -7,6 +7,7 @@ client, an error after the first byte ending the stream in-band).
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from types import ModuleType
 from typing import Any, AsyncIterator, Callable, TypeVar
@@ -17,7 +18,7 @@ from aiohttp import web
 from .balance import parse_retry_after
 from .errors import ProxyError
 from .headers import redact
-from .pipeline import Call
+from .pipeline import Call, shutdown_error
 from .sse import Frame, Framer
 from .upstream import UpstreamCall, log_back
 from .usage import Usage
@@ -177,6 +178,13 @@ async def stream_out(call: Call, up: UpstreamCall, source: AsyncIterator[Any], c
     except ConnectionError:
         call.row.fail(499, "cancelled", "client disconnected")
         err = ProxyError(499, "client disconnected")
+    except asyncio.CancelledError:
+        if not call.state.shutting_down:
+            raise
+        asyncio.current_task().uncancel()  # llmproxy's own stop, not the client's: the stream ends with why
+        err = shutdown_error(call)
+        call.row.fail(err.status, err.type, err.message)
+        batch.append(call.front.module.stream_error(err))
     finally:
         await source.aclose()  # closed here (the translator may stop before the upstream's last bytes), not by the garbage collector
         up.close()
