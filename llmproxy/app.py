@@ -33,6 +33,7 @@ def make_app(config_path: str | Path, *, signals: bool = True) -> web.Applicatio
     app.cleanup_ctx.append(_request_log)
     app.cleanup_ctx.append(_upstream)
     app.cleanup_ctx.append(_discovery)
+    app.on_shutdown.append(_grace)
     if signals:
         app.cleanup_ctx.append(_sighup)
     openai_handlers.add_routes(app)
@@ -66,6 +67,15 @@ async def _discovery(app: web.Application) -> AsyncIterator[None]:
         await task
     except asyncio.CancelledError:
         pass
+
+
+async def _grace(app: web.Application) -> None:
+    """SIGTERM (aiohttp's on_shutdown: no new connections; requests in flight may finish): after
+    limits.shutdown_grace, the requests still running are ended, each told why (``State.end_running``),
+    before aiohttp would close their connections."""
+    state = app[STATE]
+    # (left pending when every request ended in time: it then ends nothing, and the loop ends with the app)
+    asyncio.get_running_loop().call_later(state.snap.config.shutdown_grace, state.end_running)
 
 
 async def _sighup(app: web.Application) -> AsyncIterator[None]:

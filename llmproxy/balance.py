@@ -43,6 +43,8 @@ def classify(err: ProxyError) -> str:
     config is wrong: another route, never this one again), or FINAL (the client's fault)."""
     if err.code == "upstream_redirect":
         return ELSEWHERE
+    if err.code == "max_time":  # the request's own time ran out: no route's fault, nothing more to try
+        return FINAL
     s = err.status
     text = f"{err.type} {err.code or ''} {err.message}"
     if s in (408, 409, 429) or (s >= 500 and s != 501) or "overloaded" in text.lower():
@@ -116,7 +118,9 @@ class Breaker:
         """Count a failure; open at the threshold, when a probe fails, or when the upstream said how long."""
         self.failures += 1
         self.reason = reason
-        if self.state == OPEN:  # a request that started before the opening: no new trip
+        if self.state == OPEN:  # a request that started before the opening, or went anyway (the last route): no new trip
+            if at_least > 0:  # but the upstream said how long: not before then
+                self.until = max(self.until, now + min(at_least, s.cooldown_max))
             return
         if self.state == HALF_OPEN or self.failures >= s.failures:
             secs = max(min(s.cooldown * 2**self.trips, s.cooldown_max), min(at_least, s.cooldown_max))
@@ -181,12 +185,14 @@ class Balancer:
         self._rr: dict[str, int] = {}
 
     def configure(self, cfg: Config) -> None:
-        """On start and reload: new settings; forget backends that are gone; key cooldowns reset."""
+        """On start and reload: new settings; forget backends that are gone (but count what still runs on them); key cooldowns reset."""
         self.s = cfg.failover
         names = set(cfg.backends)
-        for d in (self.routes, self.in_flight, self.first_byte):
+        for d in (self.routes, self.first_byte):
             for k in [k for k in d if k[0] not in names]:
                 del d[k]
+        for k in [k for k, n in self.in_flight.items() if k[0] not in names and n <= 0]:  # (busy() ends the others)
+            del self.in_flight[k]
         for k in [k for k in self.backends if k not in names]:
             del self.backends[k]
         self.keys.clear()
@@ -284,7 +290,7 @@ class Balancer:
         try:
             yield
         finally:
-            self.in_flight[rk] = self.in_flight.get(rk, 1) - 1  # (a reload may have dropped the route meanwhile)
+            self.in_flight[rk] = self.in_flight.get(rk, 1) - 1  # (a reload keeps a count above 0: configure())
 
     def blocked(self, t: Target, probes: list[Breaker]) -> tuple[str, float] | None:
         """Why ``t`` may not be tried now and for how long (None: it may; a probe it takes goes to ``probes``)."""
@@ -398,17 +404,18 @@ class Plan:
     probes: list[Breaker] = field(default_factory=list)
     cur: Step | None = None
     _keys_tried: dict[str, set[int]] = field(default_factory=dict)
-    _skipped: list[str] = field(default_factory=list)
-    _lefts: list[float] = field(default_factory=list)
     _retries: int = 0
+    _anyway: bool = False  # this request went to a cooling-down route, every route being one
 
     def __post_init__(self) -> None:
         self.queue = self.bal.order(self.res)
         self.deadline = self.bal.clock() + self.bal.s.max_time
 
-    def first(self) -> Step | None:
-        """The first attempt (no waiting involved, so no coroutine); None: every route is cooling down."""
-        return self._pick()
+    def first(self) -> Step:
+        """The first attempt (no waiting involved, so no coroutine); a route cooling down if every route is."""
+        step = self._pick()
+        assert step is not None  # a model has at least one route, and the last is never shut
+        return step
 
     async def next(self, err: ProxyError | None) -> Step | None:
         """The next attempt after ``err`` (None for the first), waiting out a backoff first; None: stop."""
@@ -426,7 +433,8 @@ class Plan:
                 k = bal.pick_key(cur.target.backend, self.sticky, self._keys_tried.get(cur.target.backend.name, set()))
                 if k is not None:
                     return self._go(cur.target, k)
-            elif kind == RETRY and not self.queue and len(self.res.targets) == 1:
+            elif kind == RETRY and not self.queue and len(self.res.targets) == 1 and not self._anyway and err.code != "upstream_timeout":
+                # (a route that timed out is not asked again: that would multiply the timeout)
                 self._retries += 1
                 wait = bal.backoff(self._retries, err)
                 if wait > bal.s.max_backoff or bal.clock() + wait >= self.deadline:
@@ -437,8 +445,14 @@ class Plan:
         return self._pick()
 
     def _pick(self) -> Step | None:
-        """The first target left in the queue that may be tried now, with a key if its backend has keys."""
+        """The first target left in the queue that may be tried now, with a key if its backend has keys.
+
+        The last route is never shut: when no attempt was made yet and every route is cooling down,
+        the one whose cooldown ends first goes anyway (once, not retried), so the client gets that
+        upstream's own answer — and the upstream's recovery is seen at once.
+        """
         bal = self.bal
+        cooling: list[tuple[float, Target, dict[str, Any]]] = []
         while self.queue:
             t = self.queue.pop(0)
             blocked = bal.blocked(t, self.probes)
@@ -449,12 +463,22 @@ class Plan:
                     blocked = f"all {len(t.backend.keys)} keys are cooling down", bal.key_wait(t.backend)
             if blocked is not None:
                 why, left = blocked
-                self._lefts.append(left)
-                self._skipped.append(f"{t.backend.name}/{t.upstream_model}: {why}")
-                self.log.append({"backend": t.backend.name, "model": t.upstream_model, "skipped": why})
+                skip = {"backend": t.backend.name, "model": t.upstream_model, "skipped": why}
+                cooling.append((left, t, skip))
+                self.log.append(skip)
                 continue
             return self._go(t, key)
-        return None
+        if not cooling or self.tried:
+            return None
+        _, t, skip = min(cooling, key=lambda c: c[0])  # (the first in the strategy's order among equals)
+        self.log = [a for a in self.log if a is not skip]
+        self._anyway = True
+        key = None
+        if t.backend.keys:
+            key = bal.pick_key(t.backend, self.sticky)
+            if key is None:
+                key = bal.soonest_key(t.backend)
+        return self._go(t, key)
 
     def _go(self, t: Target, key: int | None) -> Step:
         self.tried += 1
@@ -478,10 +502,3 @@ class Plan:
             if br.state == HALF_OPEN:
                 br.release()
         self.probes.clear()
-
-    def unavailable(self) -> ProxyError:
-        """Nothing could be tried: every route is cooling down."""
-        detail = "; ".join(self._skipped) or "no route left to try"
-        left = min(self._lefts, default=0.0)
-        return ProxyError(503, f"model '{self.res.name}' has no route available right now — {detail}", code="routes_cooling_down",
-                          retry_after=max(1.0, math.ceil(left)) if math.isfinite(left) and left > 0 else None)

@@ -42,7 +42,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host, port = host or "127.0.0.1", int(p)
     log_notes(cfg)
     log.info("llmproxy %s on http://%s:%d — %d models, %d backends, log %s", __version__, host, port, len(cfg.models), len(cfg.backends), cfg.log_path)
-    web.run_app(app, host=host, port=port, print=None, shutdown_timeout=cfg.shutdown_grace, handler_cancellation=True, access_log=None)
+    # On SIGTERM llmproxy itself ends what still runs after limits.shutdown_grace, telling each client why
+    # (app._grace); aiohttp's own limit, which closes connections without a word, is only a backstop behind it.
+    web.run_app(app, host=host, port=port, print=None, shutdown_timeout=cfg.shutdown_grace + 10, handler_cancellation=True, access_log=None)
     log.info("llmproxy stopped")
     return 0
 

@@ -85,7 +85,7 @@ class Model:
 class Failover:
     """Retries, the time a request may spend on attempts, and circuit-breaker cooldowns (``failover:``)."""
 
-    max_time: float = 60.0
+    max_time: float = 300.0  # above the default timeout.first_byte (120), which it would otherwise cut
     backoff: float = 0.5
     max_backoff: float = 10.0
     failures: int = 3

@@ -7,6 +7,7 @@ client, an error after the first byte ending the stream in-band).
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from types import ModuleType
 from typing import Any, AsyncIterator, Callable, TypeVar
@@ -17,7 +18,7 @@ from aiohttp import web
 from .balance import parse_retry_after
 from .errors import ProxyError
 from .headers import redact
-from .pipeline import Call
+from .pipeline import Call, shutdown_error
 from .sse import EventTooLarge, Frame, Framer
 from .upstream import UpstreamCall, log_back
 from .usage import Usage
@@ -43,7 +44,7 @@ async def open_upstream(call: Call, path: str, body: bytes, stream: bool, module
     assert target is not None
     limits = call.snap.config
     up = await call.state.upstream.open(target.backend, path, body, model=target.upstream_model, stream=stream,
-                                        extra_headers=extra_headers, key=call.key_value,
+                                        extra_headers=extra_headers, key=call.key_value, cutoff=call.cutoff,
                                         max_bytes=limits.max_event if stream else limits.max_response)
     if up.status >= 400:
         try:
@@ -154,6 +155,7 @@ async def stream_out(call: Call, up: UpstreamCall, source: AsyncIterator[Any], c
     try:
         await resp.prepare(call.request)
         call.sent = True
+        up.uncut()  # failover.max_time bounds the attempts; the stream's own timeouts govern from here
         if head:
             await resp.write(head)
             call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)
@@ -180,6 +182,13 @@ async def stream_out(call: Call, up: UpstreamCall, source: AsyncIterator[Any], c
     except ConnectionError:
         call.row.fail(499, "cancelled", "client disconnected")
         err = ProxyError(499, "client disconnected")
+    except asyncio.CancelledError:
+        if not call.state.shutting_down:
+            raise
+        asyncio.current_task().uncancel()  # llmproxy's own stop, not the client's: the stream ends with why
+        err = shutdown_error(call)
+        call.row.fail(err.status, err.type, err.message)
+        batch.append(call.front.module.stream_error(err))
     finally:
         await source.aclose()  # closed here (the translator may stop before the upstream's last bytes), not by the garbage collector
         up.close()

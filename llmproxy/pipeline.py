@@ -58,6 +58,7 @@ class Call:
     usage: Usage | None = None
     key: int | None = None  # 0-based index of the backend key this attempt uses
     sent: bool = False  # the response was prepared: bytes may have reached the client, no more failover
+    cutoff: float | None = None  # monotonic end of failover.max_time: attempts are cut then, until ``sent``
 
     @property
     def meta(self) -> Meta:
@@ -118,7 +119,8 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
     row = new_row(new_id(), front.name, endpoint)
     row.client_addr = request.remote
     call = Call(request, state, snap, front, row, {})
-    state.in_flight += 1
+    task = asyncio.current_task()
+    state.running.add(task)
     try:
         client = access.authenticate(snap.config, request)
         if client is not None:
@@ -138,14 +140,21 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
         row.fail(e.status, e.type, e.message)
         raise
     except asyncio.CancelledError:
-        row.fail(499, "cancelled", "client disconnected")
-        raise
+        if not state.shutting_down:
+            row.fail(499, "cancelled", "client disconnected")
+            raise
+        err = shutdown_error(call)
+        row.fail(err.status, err.type, err.message)
+        if call.sent:  # (cut between the stream's last bytes and its end: nothing more can be said)
+            raise
+        task.uncancel()  # llmproxy's own stop: answered below, in the door's shape, while the connection is open
+        raise err from None
     except Exception as e:  # a bug: answer 500, keep serving, keep the row
         err = _internal(request, e)
         row.fail(500, err.type, f"{type(e).__name__}: {e}")
         raise err from None
     finally:
-        state.in_flight -= 1
+        state.running.discard(task)
         _finish_row(call)
         state.log.put(row)
 
@@ -155,6 +164,7 @@ async def attempt(call: Call, resolved: Resolved, handler: Handler) -> web.Strea
     bal, row = call.state.balance, call.row
     keyed = any(t.backend.keys for t in resolved.targets)
     plan = Plan(bal, resolved, sticky_hash(call.body) if keyed else None)
+    call.cutoff = plan.deadline
     err: ProxyError | None = None
     try:
         step = plan.first()
@@ -175,12 +185,13 @@ async def attempt(call: Call, resolved: Resolved, handler: Handler) -> web.Strea
                 step = await plan.next(err)
                 continue
             except asyncio.CancelledError:
-                plan.record(step, 499, (time.monotonic() - t0) * 1000, None)
+                plan.record(step, 503 if call.state.shutting_down else 499, (time.monotonic() - t0) * 1000, None)
                 raise
             ms = (time.monotonic() - t0) * 1000
             if row.error is not None and row.status not in (None, 499):  # the stream ended with an in-band error
                 late = ProxyError(row.status, row.error)
-                bal.failed(t, step.key, late)
+                if not call.state.shutting_down:  # (llmproxy's own stop is no fault of the route)
+                    bal.failed(t, step.key, late)
                 plan.record(step, row.status, ms, late)
             else:
                 plan.record(step, resp.status, ms, None)
@@ -191,11 +202,17 @@ async def attempt(call: Call, resolved: Resolved, handler: Handler) -> web.Strea
         if len(plan.log) > 1 or (plan.log and ("skipped" in plan.log[0] or "key" in plan.log[0])):
             # (one plain attempt is told by the row's own columns; which key it used is not)
             row.attempt_log = attempt_json(plan.log)
-    if err is None:
-        raise plan.unavailable()
+    assert err is not None  # (the first step always exists: the last route is never shut)
     if len({(a["backend"], a["model"]) for a in plan.log}) > 1:  # several routes: say which, in order
         err.message += " (tried: " + ", ".join(f"{a['backend']}/{a['model']} {a.get('status') or 'skipped'}" for a in plan.log) + ")"
     raise err
+
+
+def shutdown_error(call: Call) -> ProxyError:
+    """What a request still running when limits.shutdown_grace ran out is told (and logged)."""
+    grace = call.state.snap.config.shutdown_grace
+    return ProxyError(503, f"llmproxy is shutting down and this request did not finish within limits.shutdown_grace ({grace:g} s); "
+                           "send it again", code="shutting_down")
 
 
 def _finish_row(call: Call) -> None:

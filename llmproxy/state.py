@@ -5,6 +5,7 @@ A request takes ``state.snap`` once and uses that snapshot to the end.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -40,10 +41,26 @@ class State:
     started: float = field(default_factory=time.time)
     reload_error: str | None = None
     reload_error_at: float | None = None
-    in_flight: int = 0
+    running: set[asyncio.Task] = field(default_factory=set)  # the tasks serving a proxied request now
+    shutting_down: bool = False  # limits.shutdown_grace ran out: what is still running is being ended
     # Runtime state that outlives a reload (never in the frozen config): breakers, key cooldowns, listings.
     balance: Balancer = field(default_factory=Balancer)
     discovery: Discovery = field(default_factory=Discovery)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.running)
+
+    def end_running(self) -> None:
+        """After SIGTERM, once limits.shutdown_grace ran out: end every request still running.
+
+        Each is cancelled; ``serve`` (before the answer started) and ``stream_out`` (after) tell this
+        from a client hanging up by ``shutting_down``, answer 503 shutting_down (in-band for a stream)
+        and log it so, while the connection is still open.
+        """
+        self.shutting_down = True
+        for task in list(self.running):
+            task.cancel()
 
     def __post_init__(self) -> None:
         self.balance.configure(self.snap.config)

@@ -3,7 +3,8 @@
 ``Upstream.open()`` sends a request and returns an ``UpstreamCall`` once the response headers are
 in (within ``timeout.first_byte``); ``UpstreamCall.chunks()`` yields body bytes as they arrive,
 each within ``timeout.idle`` of the last.  Connection failures become 502, timeouts 504, and a wait
-for a free connection (``max_connections``) longer than ``timeout.connect`` 503.
+for a free connection (``max_connections``) longer than ``timeout.connect`` 503.  A request's ``cutoff`` (the end of its
+``failover.max_time``) bounds a call until the answer starts reaching the client (``uncut``).
 """
 from __future__ import annotations
 
@@ -34,9 +35,10 @@ class UpstreamCall:
     ``timeout.idle`` of the last, all within ``timeout.total``.
     """
 
-    __slots__ = ("backend", "resp", "status", "t0", "first_byte_ms", "url", "model", "stream", "pending", "watch", "limit", "_end")
+    __slots__ = ("backend", "resp", "status", "t0", "first_byte_ms", "url", "model", "stream", "pending", "watch", "limit", "cutoff", "_end")
 
-    def __init__(self, backend: Backend, resp: Response, t0: float, url: str, model: str, stream: bool, watch: _Watch, limit: int = 0) -> None:
+    def __init__(self, backend: Backend, resp: Response, t0: float, url: str, model: str, stream: bool, watch: _Watch,
+                 limit: int = 0, cutoff: float | None = None) -> None:
         self.backend = backend
         self.resp = resp
         self.status = resp.status
@@ -49,6 +51,9 @@ class UpstreamCall:
         self.limit = limit  # bytes: the whole body (non-stream) or one event (stream); 0: no cap
         t = backend.timeout
         self._end = t0 + t.total  # loop.time() is time.monotonic()
+        self.cutoff = cutoff if cutoff is not None and cutoff < self._end else None  # failover.max_time, until uncut()
+        if self.cutoff is not None:
+            self._end = self.cutoff
         self.watch = watch  # the timer that ran while waiting for the headers, carried on to the body
         watch.deadline = min(self._end, t0 + t.first_byte)
 
@@ -116,9 +121,18 @@ class UpstreamCall:
         return ProxyError(502, f"backend '{self.backend.name}' sent {what} over {self.limit / 1048576:g} MB (limits.{which})",
                           code="upstream_too_large")
 
-    def _timeout(self, total: bool) -> ProxyError:
+    def uncut(self) -> None:
+        """The answer started reaching the client: from here its own timeouts (idle, total) govern, not failover.max_time."""
+        if self.cutoff is not None:
+            t = self.backend.timeout
+            self.cutoff, self._end = None, self.t0 + t.total
+            self.watch.deadline = min(self._end, self.watch.loop.time() + t.idle)
+
+    def _timeout(self, end: bool) -> ProxyError:
         t = self.backend.timeout
-        if total:
+        if end and self.cutoff is not None:
+            return _max_time(self.backend, self.watch.loop.time() - self.t0)
+        if end:
             return ProxyError(504, f"backend '{self.backend.name}' did not finish within {t.total:g} s (timeout.total)", code="upstream_timeout")
         which, secs = ("first_byte", t.first_byte) if self.first_byte_ms is None else ("idle", t.idle)
         return ProxyError(504, f"backend '{self.backend.name}' sent nothing for {secs:g} s (timeout.{which})", code="upstream_timeout")
@@ -230,10 +244,13 @@ class Upstream:
         method: str = "POST",
         key: str | None = None,
         max_bytes: int = 0,
+        cutoff: float | None = None,
     ) -> UpstreamCall:
         """Send the request (with ``key``, the value of one of the backend's keys); return once response headers are in. Raises ProxyError 502/504.
 
         ``max_bytes`` caps the answer: the whole decoded body, or for a ``stream`` one event (0: no cap).
+        ``cutoff`` (monotonic): when the request's ``failover.max_time`` runs out; the call is cut then
+        (504) unless ``uncut()`` was called first.
         """
         assert self.pool is not None
         t = backend.timeout
@@ -242,6 +259,8 @@ class Upstream:
         console.line(INFO, f"→ {backend.name} {model}{' (stream)' if stream else ''} {url}")
         t0 = time.monotonic()
         limit, which = (t.first_byte, "first_byte") if t.first_byte <= t.total else (t.total, "total")
+        if cutoff is not None and cutoff < t0 + limit:
+            limit, which = max(0.0, cutoff - t0), "max_time"
         watch = _Watch(asyncio.get_running_loop(), t0 + limit)  # loop.time() is time.monotonic()
         try:
             resp = await watch.wait(self.pool.request(method, url, headers, body if method == "POST" else None, t.connect, backend.net, max_bytes))
@@ -260,7 +279,7 @@ class Upstream:
                              code="upstream_redirect")
             log_back(backend, resp.status, t0, None, err)
             raise err
-        return UpstreamCall(backend, resp, t0, url, model, stream, watch, max_bytes)
+        return UpstreamCall(backend, resp, t0, url, model, stream, watch, max_bytes, cutoff)
 
 
 def _failure(backend: Backend, e: Exception, elapsed: float, limit: float, which: str) -> ProxyError:
@@ -268,12 +287,20 @@ def _failure(backend: Backend, e: Exception, elapsed: float, limit: float, which
     if isinstance(e, TimeoutError):
         if elapsed < limit - 0.05:  # the connect timeout, which fires before the overall limit
             return ProxyError(504, f"backend '{backend.name}' did not accept a connection within {backend.timeout.connect:g} s (timeout.connect)", code="upstream_timeout")
+        if which == "max_time":
+            return _max_time(backend, elapsed)
         return ProxyError(504, f"backend '{backend.name}' sent no response within {limit:g} s (timeout.{which})", code="upstream_timeout")
     if isinstance(e, PoolBusy):  # busy, not down: another route may take the request, the backend's breaker stays closed
         return ProxyError(503, f"backend '{backend.name}': {e} (timeout.connect)", code="upstream_busy")
     if isinstance(e, ConnectError):
         return ProxyError(502, f"backend '{backend.name}' is unreachable at {backend.url}: {e.strerror or e}", code="upstream_unreachable")
     return ProxyError(502, f"backend '{backend.name}' failed: {e}", code="upstream_error")
+
+
+def _max_time(backend: Backend, elapsed: float) -> ProxyError:
+    """The request's time for all its attempts ran out while this one was still waiting for its answer."""
+    return ProxyError(504, f"backend '{backend.name}' had not answered after {elapsed:.1f} s when the request's time for all its "
+                           "attempts ran out (failover.max_time)", code="max_time")
 
 
 def log_back(backend: Backend, status: int | None, t0: float, first_byte_ms: float | None, err: ProxyError | None, tokens: int | None = None) -> None:

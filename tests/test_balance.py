@@ -105,6 +105,8 @@ def test_retry_after_opens_for_exactly_that_long():
     br = Breaker()
     br.failure("HTTP 429", 0.0, s, at_least=2.0)
     assert br.state == OPEN and br.until == 2.0 and br.trips == 0
+    br.failure("HTTP 429", 1.0, s, at_least=5.0)  # asked while open (the last route goes anyway): that long, no trip
+    assert br.state == OPEN and br.until == 6.0 and br.trips == 0
 
 
 def test_balancer_breakers_per_backend_and_route():
@@ -129,13 +131,19 @@ def test_balancer_breakers_per_backend_and_route():
     assert asyncio.run(p2.next(None)).target is b and "probe is in flight" in p2.log[0]["skipped"]
     bal.succeeded(a, None, 10.0)
     assert bal.backends["a"].state == CLOSED
-    # every route cooling down: a 503 that says so, with Retry-After
+    # every route cooling down: the one whose cooldown ends first goes anyway (the last route is never
+    # shut), once; the other is told as skipped
     for _ in range(2):
-        bal.failed(a, None, ProxyError(500, "x")), bal.failed(b, None, ProxyError(529, "Overloaded"))
+        bal.failed(a, None, ProxyError(500, "x"))
+    clock.t += 1
+    for _ in range(2):
+        bal.failed(b, None, ProxyError(529, "Overloaded"))
     plan = Plan(bal, res)
-    assert asyncio.run(plan.next(None)) is None
-    err = plan.unavailable()
-    assert err.status == 503 and err.retry_after == 5 and "a/a: route cooling down" in err.message
+    assert plan.first().target is a and [e["backend"] for e in plan.log] == ["b"]
+    assert asyncio.run(plan.next(ProxyError(500, "x"))) is None
+    plan = Plan(bal, resolved(b))
+    assert plan.first().target is b and plan.log == []
+    assert asyncio.run(plan.next(ProxyError(529, "Overloaded"))) is None  # not retried: it is cooling down
 
 
 def test_keys_sticky_skip_cooling_disable_until_reload():

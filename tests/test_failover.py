@@ -4,11 +4,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from typing import Callable
 
 import aiohttp
 import openai
 import orjson
 import pytest
+import yaml
 from aiohttp import web
 
 from conftest import Reply, fixture_bytes
@@ -154,23 +156,135 @@ async def test_only_route_retried_after_retry_after(upstream, proxy):
     assert row["attempts"] == 2 and [a["status"] for a in orjson.loads(row["attempt_log"])] == [429, 200]
 
 
-async def test_only_route_backs_off_then_gives_up_then_cools_down(upstream, proxy):
+async def test_only_route_backs_off_then_gives_up_then_still_reaches_the_upstream(upstream, proxy):
     up = await upstream({"/v1/chat/completions": Reply(ERR, status=500)})
     p = await proxy(config({"up": up.url}, ["up"]))
     status, body, _ = await _post(p, {"model": "m", "messages": MSGS})
     assert status == 500 and orjson.loads(body)["error"]["message"].startswith("boom")
     assert len(up.seen) == 3  # max_attempts, with backoff between
-    # three failures in a row: the route is set aside; the next request is answered at once
-    status, body, headers = await _post(p, {"model": "m", "messages": MSGS})
-    assert status == 503 and "cooling down" in orjson.loads(body)["error"]["message"]
-    assert 1 <= int(headers["Retry-After"]) <= 5
-    assert len(up.seen) == 3
     h = await _health(p)
     route = h["backends"]["up"]["routes"]["up-up"]
     assert route["state"] == "open" and route["reason"].startswith("HTTP 500") and 0 < route["seconds_left"] <= 5
+    # three failures in a row set the route aside, but it is the model's last: the next request still
+    # goes to it, once (no retries), and the client gets the upstream's own answer, not a 503 of ours
+    status, body, _ = await _post(p, {"model": "m", "messages": MSGS})
+    assert status == 500 and orjson.loads(body)["error"]["message"].startswith("boom")
+    assert len(up.seen) == 4
     rows = await p.rows()
-    assert [r["attempts"] for r in rows] == [3, 0]
-    assert orjson.loads(rows[1]["attempt_log"])[0]["skipped"].startswith("route cooling down")
+    assert [r["attempts"] for r in rows] == [3, 1] and rows[1]["attempt_log"] is None
+
+
+def _switchable() -> tuple[list, Callable]:
+    """A handler answering ``mode[0]`` (a callable making a response; None: the stream) and counting calls."""
+    mode: list = [None]
+    calls: list[float] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        calls.append(time.monotonic())
+        return mode[0]() if mode[0] is not None else web.Response(body=fixture_bytes(STREAM), content_type="text/event-stream")
+
+    handle.calls = calls  # type: ignore[attr-defined]
+    return mode, handle
+
+
+def _rate_limited() -> web.Response:
+    return web.json_response({"error": {"message": "Rate limit reached, retry in 30s", "type": "rate_limit_error"}}, status=429, headers={"Retry-After": "30"})
+
+
+def _overloaded() -> web.Response:
+    return web.json_response({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, status=529)
+
+
+async def test_last_route_cooling_down_still_gets_the_request_and_its_429(upstream, proxy):
+    mode, handle = _switchable()
+    mode[0] = _rate_limited
+    up = await upstream({"/v1/chat/completions": handle})
+    p = await proxy(config({"up": up.url}, ["up"]))
+    c = p.openai()
+    with pytest.raises(openai.RateLimitError) as ei:
+        await c.chat.completions.create(model="m", messages=MSGS)  # Retry-After 30 > max_backoff: returned at once
+    assert ei.value.response.headers["Retry-After"] == "30" and len(handle.calls) == 1
+    assert (await _health(p))["backends"]["up"]["routes"]["up-up"]["state"] == "open"
+    # the route is cooling down for 30 s, but it is the only one: the request reaches the upstream,
+    # and the client gets its 429 with its Retry-After (not a 503 "no route available")
+    with pytest.raises(openai.RateLimitError) as ei:
+        await c.chat.completions.create(model="m", messages=MSGS)
+    assert len(handle.calls) == 2
+    assert ei.value.response.headers["Retry-After"] == "30" and "Rate limit reached" in str(ei.value)
+    # the upstream recovered: the very next request is served, and the breaker closes
+    mode[0] = None
+    assert await _stream_text(p) == _text()
+    assert (await _health(p))["backends"]["up"]["routes"]["up-up"]["state"] == "closed"
+    assert [r["status"] for r in await p.rows()] == [429, 429, 200]
+
+
+async def test_last_route_overloaded_client_sees_overloaded(upstream, proxy):
+    mode, handle = _switchable()
+    mode[0] = _overloaded
+    up = await upstream({"/v1/chat/completions": handle})
+    p = await proxy(config({"up": up.url}, ["up"]))
+    for n in (3, 4):  # then the route is set aside; still the only one, so still asked
+        status, body, _ = await _post(p, {"model": "m", "messages": MSGS})
+        assert (status, orjson.loads(body)["error"]["message"]) == (529, "Overloaded")
+        assert len(handle.calls) == n
+    assert (await _health(p))["backends"]["up"]["routes"]["up-up"]["state"] == "open"
+
+
+async def test_cooling_route_is_skipped_while_another_works(upstream, proxy):
+    mode, handle = _switchable()
+    mode[0] = _rate_limited
+    rl = await upstream({"/v1/chat/completions": handle})
+    good = await upstream({"/v1/chat/completions": _sse()})
+    p = await proxy(config({"rl": rl.url, "good": good.url}, ["rl", "good"]))
+    for _ in range(3):
+        assert await _stream_text(p) == _text()
+    assert len(handle.calls) == 1 and len(good.seen) == 3  # set aside after its 429: somewhere else to go
+    last = (await p.rows())[-1]
+    assert [a.get("skipped", "")[:19] for a in orjson.loads(last["attempt_log"])] == ["route cooling down ", ""]
+
+
+@pytest.mark.parametrize("fault", ["hang_before_headers", "hang_before_first_byte"])
+async def test_timeout_is_not_retried_on_the_only_route(upstream, proxy, fault):
+    up = await upstream({"/v1/chat/completions": FAULTS[fault]})
+    p = await proxy(config({"up": up.url}, ["up"]))  # timeout.first_byte 0.5, max_attempts 3
+    t0 = time.monotonic()
+    status, body, _ = await _post(p, {"model": "m", "messages": MSGS})
+    took = time.monotonic() - t0
+    assert status == 504 and "timeout.first_byte" in orjson.loads(body)["error"]["message"]
+    assert len(up.seen) == 1 and took < 1.0, f"{len(up.seen)} attempts in {took:.1f} s: the timeout was multiplied"
+    [row] = await p.rows()
+    assert (row["status"], row["attempts"]) == (504, 1)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_max_time_cuts_the_attempt_still_running(upstream, proxy, stream):
+    slow = {"a": FAULTS["hang_before_headers"], "b": _sse(hang_after=0) if stream else FAULTS["hang_before_headers"]}
+    ups = {n: await upstream({"/v1/chat/completions": r}) for n, r in slow.items()}
+    cfg = config({n: u.url for n, u in ups.items()}, ["a", "b"])
+    cfg["failover"]["max_time"] = 1.0
+    for b in cfg["backends"].values():
+        b["timeout"]["first_byte"] = 0.7  # a times out at 0.7 s; b would at 1.4 s, past max_time
+    p = await proxy(cfg)
+    t0 = time.monotonic()
+    status, body, _ = await _post(p, {"model": "m", "stream": stream, "messages": MSGS})
+    took = time.monotonic() - t0
+    msg = orjson.loads(body)["error"]["message"]
+    assert status == 504 and "failover.max_time" in msg and "tried: a/up-a 504, b/up-b 504" in msg
+    assert 0.95 < took < 1.3, took
+    [row] = await p.rows()
+    assert row["status"] == 504 and "failover.max_time" in row["error"] and row["attempts"] == 2
+    h = await _health(p)
+    assert "up-b" not in h["backends"]["b"].get("routes", {}) or h["backends"]["b"]["routes"]["up-b"]["failures"] == 0  # not b's fault
+
+
+async def test_max_time_does_not_cut_a_stream_that_started(upstream, proxy):
+    up = await upstream({"/v1/chat/completions": _sse(split=300, gap=0.06)})  # about 1.7 s of streaming
+    cfg = config({"up": up.url}, ["up"])
+    cfg["failover"]["max_time"] = 0.5
+    p = await proxy(cfg)
+    assert await _stream_text(p) == _text()
+    [row] = await p.rows()
+    assert row["status"] == 200 and row["total_ms"] > 1000
 
 
 async def test_client_error_is_returned_not_retried(upstream, proxy):
@@ -277,3 +391,29 @@ async def test_burst_three_routes_dead_and_rate_limited(upstream, proxy):
     assert await _stream_text(p) == _text()
     last = (await p.rows())[-1]
     assert last["attempts"] == 1 and [a.get("skipped", "")[:5] for a in orjson.loads(last["attempt_log"])] == ["backe", "route", ""]
+
+
+async def test_reload_dropping_a_backend_mid_stream_keeps_the_stream_and_its_count(upstream, proxy, caplog):
+    """A SIGHUP that removes (and another that brings back) the backend of a stream in flight."""
+    slow = await upstream({"/v1/chat/completions": _sse(split=300, gap=0.06)})  # about 1.7 s of streaming
+    other = await upstream({"/v1/chat/completions": _sse()})
+    both = config({"slow": slow.url, "other": other.url}, ["slow", "other"])
+    p = await proxy(both)
+    running = asyncio.create_task(_stream_text(p))
+    while not slow.seen:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # under way
+    p.path.write_text(yaml.safe_dump(config({"other": other.url}, ["other"])))
+    assert await reload(p.app)
+    assert await _stream_text(p) == _text()  # served by the new config meanwhile
+    p.path.write_text(yaml.safe_dump(both))
+    assert await reload(p.app)
+    routes = {r["backend"]: r for r in (await _health(p))["models"]["m"]["routes"]}
+    assert routes["slow"]["in_flight"] == 1, "the stream still running on 'slow' is counted (least_busy reads it)"
+    assert not running.done()
+    assert await running == _text()
+    rows = await p.rows()
+    assert [(r["backend"], r["status"], r["error"]) for r in rows] == [("slow", 200, None), ("other", 200, None)]
+    routes = {r["backend"]: r for r in (await _health(p))["models"]["m"]["routes"]}
+    assert routes["slow"]["in_flight"] == 0
+    assert "KeyError" not in caplog.text and "unexpected error" not in caplog.text

@@ -147,3 +147,30 @@ async def test_sigterm_lets_the_stream_finish_and_flushes_the_log(upstream, serv
     assert len(done_before) == 3 and s.rows() == [("gpt", 200)] * 4
     with pytest.raises(aiohttp.ClientError):  # no longer accepting
         await s.get("/health")
+
+
+async def test_sigterm_past_shutdown_grace_ends_requests_with_503_shutting_down(upstream, served):
+    long = Reply(fixture_bytes("openai/stream-text-usage.sse"), content_type="text/event-stream", split=300, gap=0.3)  # ~8 s
+    up = await upstream({"/v1/chat/completions": long})
+    hung = await upstream({"/v1/chat/completions": Reply(hang_before=30)})
+    cfg = openai_config(up.url, limits={"shutdown_grace": 1})
+    cfg["backends"]["hung"] = {"api": "openai", "url": hung.url + "/v1"}
+    cfg["models"]["slow"] = {"backend": "hung"}
+    s = served(cfg)
+    await s.ready()
+    streaming = asyncio.create_task(stream_text(s.url, CHAT))  # its first bytes reach the client
+    waiting = asyncio.create_task(stream_text(s.url, {**CHAT, "model": "slow"}))  # no byte yet
+    while not (up.seen and hung.seen):
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    s.proc.send_signal(signal.SIGTERM)
+    status, body = await streaming
+    events = [e for e in body.split(b"\n\n") if e]
+    assert status == 200 and len(events) > 1 and events[0].startswith(b"data: {")
+    assert events[-1].startswith(b'data: {"error"') and b'"code":"shutting_down"' in events[-1] and b"limits.shutdown_grace" in events[-1]
+    status, body = await waiting
+    assert status == 503 and b'"code":"shutting_down"' in body
+    assert await asyncio.to_thread(s.proc.wait, 10) == 0
+    out = s.proc.stdout.read().decode()
+    assert "Traceback" not in out and "Unhandled" not in out, out
+    assert sorted(s.rows()) == [("gpt", 503), ("slow", 503)]
