@@ -4,6 +4,9 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
+import re
+from functools import lru_cache
+from typing import Callable
 
 from aiohttp import web
 
@@ -47,9 +50,17 @@ def is_admin(cfg: Config, request: web.Request) -> bool:
 
 
 def allowed(client: Client | None, *names: str) -> bool:
+    """Whether any of ``names`` matches one of the client's ``models`` globs (case-insensitive)."""
     if client is None:
         return True
-    return any(fnmatch.fnmatchcase(n.lower(), g.lower()) for g in client.models for n in names if n)
+    match = _globs(client.models)
+    return any(match(n.lower()) for n in names if n)
+
+
+@lru_cache(maxsize=1024)
+def _globs(models: tuple[str, ...]) -> Callable[[str], re.Match | None]:
+    """A client's globs as one compiled pattern, built once per distinct list (not per request)."""
+    return re.compile("|".join(fnmatch.translate(g.lower()) for g in models)).match if models else (lambda name: None)
 
 
 def authorize(client: Client | None, requested: str, resolved: str, default: str | None = None) -> None:
