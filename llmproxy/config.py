@@ -47,6 +47,7 @@ class Backend:
     passthrough: bool
     timeout: Timeout
     discover_interval: float = 600.0
+    responses: str = "translate"  # /v1/responses: "relay" (api: openai backends that serve it) or "translate" (through the hub)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,7 @@ class Config:
     pending: tuple[str, ...] = ()  # fields accepted whose behaviour arrives later
     alias_names: tuple[str, ...] = ()  # as written, for listing
     failover: Failover = field(default_factory=Failover)
+    responses_keep_days: float = 30.0  # stored /v1/responses answers (and relayed ids) expire after this
 
     def model_names(self) -> list[str]:
         """Every routable name a client may list: models and aliases, not patterns."""
@@ -260,6 +262,7 @@ def _build(d: dict, path: Path, digest: str) -> Config:
         alias_names=tuple(aliases),
         default_model=d.get("default_model"),
         failover=_failover(d.get("failover") or {}),
+        responses_keep_days=float(d.get("responses_keep_days", 30)),
         **access,
         pending=_not_yet_active(d),
     )
@@ -323,7 +326,17 @@ def _backend(name: str, b: Mapping[str, Any]) -> Backend:
         passthrough=bool(b.get("passthrough", True)),
         timeout=_timeout(b.get("timeout")),
         discover_interval=float(b.get("discover_interval", 600)),
+        responses=_responses_mode(name, b),
     )
+
+
+def _responses_mode(name: str, b: Mapping[str, Any]) -> str:
+    """responses: relay is for an api: openai backend that serves /v1/responses itself."""
+    mode = b.get("responses", "translate")
+    if mode == "relay" and b["api"] != "openai":
+        raise ConfigError(f"backends.{name}.responses: only an api: openai backend can relay /v1/responses "
+                          f"(this one is api: {b['api']}; remove the line and requests are translated)")
+    return mode
 
 
 def _backend_headers(name: str, raw: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:

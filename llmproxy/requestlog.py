@@ -102,8 +102,20 @@ def _m1(db_sql: list[str]) -> None:
     db_sql.append("CREATE INDEX requests_model ON requests (model, ts)")
 
 
+def _m2(db_sql: list[str]) -> None:
+    """What /v1/responses leaves behind (``store.py``): a translated response kept for GET and
+    ``previous_response_id`` (``input``: the conversation before it, ``response``: the answer), or
+    only the backend that created a relayed one (``relayed = 1``)."""
+    db_sql.append(
+        """CREATE TABLE responses (
+            id TEXT PRIMARY KEY, created REAL NOT NULL, client TEXT, backend TEXT NOT NULL,
+            relayed INTEGER NOT NULL DEFAULT 0, input TEXT, response TEXT)"""
+    )
+    db_sql.append("CREATE INDEX responses_created ON responses (created)")
+
+
 # Ordered migrations: index i brings the schema to user_version i+1. Append, never edit.
-MIGRATIONS: list[Callable[[list[str]], None]] = [_m1]
+MIGRATIONS: list[Callable[[list[str]], None]] = [_m1, _m2]
 
 
 async def migrate(db: aiosqlite.Connection) -> int:
