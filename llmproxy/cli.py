@@ -81,7 +81,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"  + whatever {b.name} lists (discover: true, every {b.discover_interval:g} s; `llmproxy serve` lists it at start)")
     relayed = [b.name for b in cfg.backends.values() if b.responses == "relay"]
     if relayed:
-        print(f"/v1/responses relayed to: {', '.join(relayed)} (responses: relay); ids kept {cfg.responses_keep_days:g} days")
+        print(f"/v1/responses relayed to: {', '.join(relayed)} (responses: relay); translated for the others")
     print(f"default_model: {cfg.default_model or '(none: unknown models get 404)'}")
     print(f"access: {'off (no key asked)' if cfg.clients is None else f'{len(cfg.clients)} client(s)'}")
     for note in cfg.pending:

@@ -2,9 +2,12 @@
 
 To a ``responses: relay`` backend the body and the answer pass untouched (bytes compared with the
 recorded OpenAI streams in tests/fixtures/responses/), and llmproxy remembers which backend made
-each response id.
+each response id.  To OpenAI (chat completions), Anthropic, Gemini and Ollama backends the request
+is translated, each fake replaying its provider's recorded traffic, and llmproxy keeps the state.
 """
 from __future__ import annotations
+
+import asyncio
 
 import aiohttp
 import openai
@@ -207,3 +210,249 @@ def test_responses_relay_is_only_for_openai_backends(tmp_path):
     path.write_text("backends: {a: {api: openai, url: 'http://127.0.0.1:1/v1', responses: relay}}\nmodels: {m: {backend: a}}\nresponses_keep_days: 2\n")
     cfg = load_config(path)
     assert cfg.backends["a"].responses == "relay" and cfg.responses_keep_days == 2
+
+
+# ------------------------------------------------------------------ every other backend: through the hub
+
+
+UPSTREAM = {"openai": "gpt-test", "anthropic": "claude-test", "gemini": "gemini-test", "ollama": "llama3.2"}
+CTYPE = {"openai": "text/event-stream", "anthropic": "text/event-stream; charset=utf-8", "gemini": "text/event-stream",
+         "ollama": "application/x-ndjson"}
+# per backend: a recorded tool call, the recorded answer after the tool result, a recorded non-stream answer
+TOOL_LOOP = {"openai": ("openai/stream-tool-call-usage.sse", "openai/stream-text-usage.sse", "openai/nonstream-tool-call.json"),
+             "anthropic": ("anthropic/stream-tool-use-docs.sse", "anthropic/stream-text-after-tool-result.sse", "anthropic/nonstream-text-and-tool-use.json"),
+             "gemini": ("gemini/stream-function-call.sse", "gemini/stream-text-after-function-response.sse", "gemini/nonstream-function-call.json"),
+             "ollama": ("ollama/stream-tool-call-docs.ndjson", "ollama/stream-text-tail.ndjson", "ollama/nonstream-tool-call.json")}
+WEATHER = [{"type": "function", "name": "get_weather", "description": "Weather for a place.",
+            "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}},
+           {"type": "web_search"}]
+
+
+def hub_config(url: str, **top) -> dict:  # noqa: ANN003
+    """One backend per api at the fake upstream, model = api name; one attempt each, so failover stays out."""
+    return {"backends": {"openai": {"api": "openai", "url": url + "/v1", "headers": {"Authorization": f"Bearer {SECRET}"}},
+                         "anthropic": {"api": "anthropic", "url": url, "headers": {"x-api-key": SECRET}},
+                         "gemini": {"api": "gemini", "url": url, "headers": {"x-goog-api-key": SECRET}},
+                         "ollama": {"api": "ollama", "url": url}},
+            "models": {api: {"routes": [{"backend": api, "model": m}], "max_attempts": 1} for api, m in UPSTREAM.items()}, **top}
+
+
+def path_of(api: str, stream: bool) -> str:
+    return {"openai": "/v1/chat/completions", "anthropic": "/v1/messages", "ollama": "/api/chat",
+            "gemini": f"/v1beta/models/gemini-test:{'streamGenerateContent' if stream else 'generateContent'}"}[api]
+
+
+def stream_reply(fixture: str, split="random") -> Reply:  # noqa: ANN001
+    return Reply(fixture_bytes(fixture), content_type=CTYPE[fixture.split("/")[0]], split=split)
+
+
+def tool_result_sent(api: str, body: dict) -> tuple[str | None, str]:
+    """The tool call id (where the format has one) and the result text the backend got in a follow-up."""
+    if api == "openai":
+        m = body["messages"][-1]
+        return m["tool_call_id"], m["content"]
+    if api == "anthropic":
+        block = body["messages"][-1]["content"][0]
+        return block["tool_use_id"], block["content"]
+    if api == "gemini":
+        part = body["contents"][-1]["parts"][0]["functionResponse"]
+        return part.get("id"), orjson.dumps(part["response"]).decode()
+    m = body["messages"][-1]
+    return None, m["content"]
+
+
+async def drain(stream) -> list:  # noqa: ANN001
+    return [e async for e in stream]
+
+
+@pytest.mark.parametrize("api", list(UPSTREAM))
+async def test_two_turn_tool_loop_streamed(upstream, proxy, api):
+    first, second, _ = TOOL_LOOP[api]
+    up = await upstream({path_of(api, True): stream_reply(first)})
+    p = await proxy(hub_config(up.url))
+    client = p.openai()
+    events1 = await drain(await client.responses.create(model=api, input="Weather in Paris?", tools=WEATHER, stream=True,
+                                                         instructions="Use the tools."))
+    assert [e.sequence_number for e in events1] == list(range(len(events1)))
+    done = events1[-1]
+    assert done.type == "response.completed" and done.response.model == UPSTREAM[api]
+    calls = [o for o in done.response.output if o.type == "function_call"]
+    assert calls and all(orjson.loads(c.arguments) for c in calls)
+    call = calls[0]
+    up.routes[path_of(api, True)] = stream_reply(second)
+    conversation = [{"role": "user", "content": "Weather in Paris?"}] + [o.model_dump(exclude_none=True) for o in done.response.output]
+    outputs = [{"type": "function_call_output", "call_id": c.call_id, "output": "18 degrees, clear"} for c in calls]
+    events2 = await drain(await client.responses.create(model=api, input=conversation + outputs, tools=WEATHER, stream=True, store=False))
+    answer = events2[-1].response
+    assert answer.output_text and answer.output[-1].type == "message"
+    call_id, result = tool_result_sent(api, up.seen[1].body)
+    assert "18 degrees, clear" in result and call_id in (None, call.call_id)
+    rows = await p.rows()
+    assert [(r["front"], r["endpoint"], r["status"], r["stream"], r["backend"]) for r in rows] == [("responses", "responses", 200, 1, api)] * 2
+    assert rows[0]["note"] == f"left out on api: {api}: tools web_search"
+    assert rows[1]["completion_tokens"] == answer.usage.output_tokens and rows[1]["prompt_tokens"] == answer.usage.input_tokens
+    assert (rows[1]["prompt_tokens"] or 0) > 0 or api == "ollama"  # the Ollama excerpt has no prompt count
+    sent = up.seen[0].body
+    assert "web_search" not in orjson.dumps(sent).decode()
+    await p.state.responses.flush()
+    assert p.state.responses.count == 1  # the first answer is kept; the second said store: false
+
+
+@pytest.mark.parametrize("api", list(UPSTREAM))
+async def test_nonstream(upstream, proxy, api):
+    up = await upstream({path_of(api, False): Reply(fixture_bytes(TOOL_LOOP[api][2]))})
+    p = await proxy(hub_config(up.url))
+    answer = await p.openai().responses.create(model=api, input="hi", tools=WEATHER)
+    assert answer.object == "response" and answer.status == "completed" and answer.id.startswith("resp_")
+    assert any(o.type == "function_call" for o in answer.output)
+    [row] = await p.rows()
+    assert (row["front"], row["stream"], row["status"]) == ("responses", 0, 200)
+    assert row["completion_tokens"] == answer.usage.output_tokens
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{p.url}/v1/responses/{answer.id}") as r:
+            assert r.status == 200 and (await r.json()) == answer.model_dump(mode="json", exclude_unset=True)
+
+
+async def test_previous_response_id_rebuilds_the_conversation(upstream, proxy):
+    """Anthropic keeps no state: the second turn carries the first one's conversation, thinking signature included."""
+    up = await upstream({"/v1/messages": stream_reply("anthropic/stream-thinking.sse")})
+    p = await proxy(hub_config(up.url))
+    client = p.openai()
+    async with client.responses.stream(model="anthropic", input="Two names for a pet pelican", instructions="Be brief.",
+                                       reasoning={"effort": "low"}, max_output_tokens=4000) as stream:
+        first = await stream.get_final_response()
+    assert [o.type for o in first.output] == ["reasoning", "message"]
+    assert first.output[0].summary[0].text.startswith("The user wants two names")
+    assert up.seen[0].body["system"] == "Be brief." and up.seen[0].body["thinking"]["type"] == "enabled"
+    up.routes["/v1/messages"] = stream_reply("anthropic/stream-text.sse")
+    async with client.responses.stream(model="anthropic", input="Shorter, please", previous_response_id=first.id,
+                                       max_output_tokens=4000) as stream:
+        second = await stream.get_final_response()
+    assert second.previous_response_id == first.id and second.output_text
+    sent = up.seen[1].body
+    assert "system" not in sent  # instructions are not carried over, as OpenAI does it
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
+    thinking, text = sent["messages"][1]["content"]
+    assert thinking["type"] == "thinking" and thinking["signature"].startswith("EuYDCmMIDBgCKkC05Zda")
+    assert text == {"type": "text", "text": first.output_text}
+    assert sent["messages"][2]["content"] == "Shorter, please"
+    # a third turn continues the second: the whole chain comes along
+    await drain(await client.responses.create(model="anthropic", input="Thanks", previous_response_id=second.id, stream=True))
+    assert [m["role"] for m in up.seen[2].body["messages"]] == ["user", "assistant", "user", "assistant", "user"]
+
+
+async def test_previous_response_id_of_another_client_or_expired_is_404(upstream, proxy):
+    up = await upstream({"/api/chat": Reply(fixture_bytes("ollama/nonstream-text.json"))})
+    keys = {"clients": [{"name": "a", "key": "key-a-0123456789"}, {"name": "b", "key": "key-b-0123456789"}]}
+    p = await proxy(hub_config(up.url, access=keys, responses_keep_days=0.00002))  # about 1.7 s
+    a, b = p.openai(api_key="key-a-0123456789"), p.openai(api_key="key-b-0123456789")
+    first = await a.responses.create(model="ollama", input="hi")
+    for client, param in ((b, "previous_response_id"),):
+        with pytest.raises(openai.NotFoundError) as e:
+            await client.responses.create(model="ollama", input="more", previous_response_id=first.id)
+        assert e.value.body["param"] == param and e.value.body["code"] == "previous_response_not_found"
+    with pytest.raises(openai.NotFoundError):
+        await b.responses.retrieve(first.id)
+    assert (await a.responses.retrieve(first.id)).id == first.id
+    await a.responses.create(model="ollama", input="more", previous_response_id=first.id)
+    await p.state.responses.flush()
+    assert p.state.responses.count == 2
+    await asyncio.sleep(2)
+    with pytest.raises(openai.NotFoundError):
+        await a.responses.create(model="ollama", input="more", previous_response_id=first.id)
+    assert await p.state.responses.purge() == 2 and p.state.responses.count == 0
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{p.url}/health") as r:
+            assert (await r.json())["responses"] == {"kept": 0, "keep_days": 0.00002}
+    assert len(up.seen) == 2
+
+
+async def test_delete_a_kept_response(upstream, proxy):
+    up = await upstream({"/api/chat": Reply(fixture_bytes("ollama/nonstream-text.json"))})
+    p = await proxy(hub_config(up.url))
+    client = p.openai()
+    first = await client.responses.create(model="ollama", input="hi")
+    assert (await client.responses.retrieve(first.id)).output_text == first.output_text
+    async with aiohttp.ClientSession() as s:
+        async with s.delete(f"{p.url}/v1/responses/{first.id}") as r:
+            assert r.status == 200 and await r.json() == {"id": first.id, "object": "response.deleted", "deleted": True}
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(first.id)
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.create(model="ollama", input="more", previous_response_id=first.id)
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+async def test_json_schema_output(upstream, proxy, api):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False}
+    up = await upstream({path_of(api, False): Reply(fixture_bytes({"anthropic": "anthropic/nonstream-text.json",
+                                                                   "openai": "openai/nonstream-text.json"}[api]))})
+    p = await proxy(hub_config(up.url))
+    answer = await p.openai().responses.create(model=api, input="Capital of France as JSON",
+                                               text={"format": {"type": "json_schema", "name": "city", "schema": schema, "strict": True}})
+    assert answer.text.format.type == "json_schema"
+    sent = up.seen[0].body
+    if api == "anthropic":
+        assert sent["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    else:
+        assert sent["response_format"] == {"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}}
+
+
+async def test_upstream_error_before_the_first_byte(upstream, proxy):
+    up = await upstream({"/v1/messages": Reply(fixture_bytes("anthropic/error-529-overloaded.json"), status=529)})
+    p = await proxy(hub_config(up.url))
+    with pytest.raises(openai.APIStatusError) as e:
+        await p.openai().responses.create(model="anthropic", input="hi", stream=True)
+    assert e.value.status_code == 529 and e.value.body["message"] == "Overloaded" and SECRET not in str(e.value.body)
+    [row] = await p.rows()
+    assert (row["front"], row["status"]) == ("responses", 529)
+
+
+async def test_upstream_error_after_the_first_byte_ends_with_response_failed(upstream, proxy):
+    """A text delta, then the backend breaks off: error and response.failed, in sequence, with the output so far."""
+    raw = fixture_bytes("anthropic/stream-text.sse")
+    cut = raw.index(b"event: content_block_stop")
+    up = await upstream({"/v1/messages": Reply(raw[:cut], content_type=CTYPE["anthropic"])})
+    p = await proxy(hub_config(up.url))
+    async with p.openai().responses.with_streaming_response.create(model="anthropic", input="hi", stream=True) as resp:
+        got = [orjson.loads(line[6:]) for line in (await resp.read()).splitlines() if line.startswith(b"data: ")]
+    assert [e["type"] for e in got][-3:] == ["response.output_text.delta", "error", "response.failed"]
+    assert [e["sequence_number"] for e in got] == list(range(len(got)))
+    failed = got[-1]["response"]
+    assert failed["status"] == "failed" and failed["id"] == got[0]["response"]["id"] and failed["output"] == []
+    assert failed["error"]["code"] == "server_error" and "message_stop" in failed["error"]["message"]
+    assert got[-2]["error"]["message"] == failed["error"]["message"]
+    with pytest.raises(openai.APIError, match="message_stop"):
+        await drain(await p.openai().responses.create(model="anthropic", input="hi", stream=True))
+    rows = await p.rows()
+    assert rows[0]["status"] == 502 and "message_stop" in rows[0]["error"]
+
+
+async def test_anthropic_in_band_error_event(upstream, proxy):
+    up = await upstream({"/v1/messages": stream_reply("anthropic/stream-text.sse")})
+    p = await proxy(hub_config(up.url))
+    raw = fixture_bytes("anthropic/stream-text.sse")
+    cut = raw.index(b"event: content_block_stop")
+    up.routes["/v1/messages"] = Reply(raw[:cut] + fixture_bytes("anthropic/stream-error-event-docs.sse"), content_type=CTYPE["anthropic"])
+    async with p.openai().responses.with_streaming_response.create(model="anthropic", input="hi", stream=True) as resp:
+        got = [orjson.loads(line[6:]) for line in (await resp.read()).splitlines() if line.startswith(b"data: ")]
+    assert got[-1]["type"] == "response.failed" and got[-1]["response"]["error"]["message"] == "Overloaded"
+    [row] = await p.rows()
+    assert row["status"] == 529
+
+
+async def test_a_relay_route_takes_a_kept_conversation_inline(upstream, proxy):
+    """The first turn was translated (kept here); the model's other route relays: the backend gets the conversation, not an id it cannot know."""
+    up = await upstream({"/api/chat": Reply(fixture_bytes("ollama/nonstream-text.json")),
+                         "/v1/responses": Reply(fixture_bytes("responses/nonstream-text.json"))})
+    cfg = hub_config(up.url)
+    cfg["backends"]["oa"] = {"api": "openai", "url": up.url + "/v1", "responses": "relay"}
+    cfg["models"]["mixed"] = {"strategy": "fallback", "routes": [{"backend": "oa", "model": "gpt-up"}]}
+    p = await proxy(cfg)
+    client = p.openai()
+    first = await client.responses.create(model="ollama", input="hi")
+    await client.responses.create(model="mixed", input="more", previous_response_id=first.id)
+    sent = up.seen[-1].body
+    assert "previous_response_id" not in sent
+    assert [i.get("role") or i["type"] for i in sent["input"]] == ["user", "assistant", "user"]
+    assert sent["input"][-1] == {"type": "message", "role": "user", "content": "more"}

@@ -5,23 +5,30 @@ itself) the body goes up as it came, only the model and the route's params chang
 comes back untouched; its ``previous_response_id`` and stored responses live upstream, and llmproxy
 remembers which backend created each response id (``store.py``), so a follow-up goes back there
 whatever the strategy says, and ``GET``/``DELETE`` of that id are passed to it.
+
+To any other backend the request goes through the hub (``translate.responses``) and comes back as
+the Response object or its typed event stream.  llmproxy keeps the state then: an answer sent with
+``store`` (the default) is kept with the conversation before it, so ``previous_response_id`` can
+rebuild the conversation for a backend that keeps none, and ``GET``/``DELETE`` find it.  What the
+backend cannot take (hosted tools such as ``web_search``) is left out and named in the row's note.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, AsyncIterator
 
 import orjson
 from aiohttp import web
 
-from .. import access, relay
+from .. import access, relay, translated
 from ..errors import ProxyError
 from ..headers import redact
 from ..pipeline import Call, Front, route, serve
 from ..resolve import Resolved, Target
 from ..state import STATE, State
 from ..store import Stored
+from ..translate import Meta
 from ..translate import responses as fmt
 from ..translate.common import Tap
 from ..upstream import log_back
@@ -44,16 +51,30 @@ def not_found(rid: str, param: str | None = None) -> ProxyError:
 
 async def create(request: web.Request) -> web.StreamResponse:
     turn = Turn(request.app[STATE])
-    return await serve(request, RESPONSES, "responses", turn.attempt, parse=fmt.check_request, narrow=turn.narrow)
+    return await serve(request, turn.front, "responses", turn.attempt, parse=fmt.check_request, narrow=turn.narrow)
 
 
 class Turn:
-    """One ``POST /v1/responses``: the stored response it continues, for each of its attempts."""
+    """One ``POST /v1/responses``: the stored response it continues, and how its answer is written.
+
+    It is also the format module the pipeline writes this request's answer with (``front``): the
+    translator needs the request beside the hub answer, and the door keeps what went by — the
+    stream's own response and finished items, so that a failure after the first byte ends the
+    stream with ``response.failed`` in order, and the final response, to keep it.  One per
+    request: nothing here is shared between requests.
+    """
+
+    error_body = staticmethod(fmt.error_body)
 
     def __init__(self, state: State) -> None:
         assert state.responses is not None
         self.store = state.responses
+        self.front = Front("responses", self, "text/event-stream", "resp_")  # type: ignore[arg-type]
         self.previous: Stored | None = None
+        self.call: Call | None = None  # the attempt being answered
+        self.sent: dict | None = None  # the response ``response.created`` carried
+        self.output: list[dict] = []  # items finished in the stream so far
+        self.seq = -1  # the last sequence number sent
 
     async def narrow(self, call: Call, resolved: Resolved) -> Resolved:
         """A follow-up (``previous_response_id``) goes where its state is; an id nobody knows is 404."""
@@ -77,21 +98,73 @@ class Turn:
         self.previous = rec
         return resolved
 
+    def history(self) -> list:
+        """The conversation ``previous_response_id`` continues: its input items, then its output."""
+        if self.previous is None or self.previous.response is None:
+            return []
+        return (self.previous.input or []) + self.previous.response.get("output", [])
+
     async def attempt(self, call: Call) -> web.StreamResponse:
+        self.call, self.sent, self.output, self.seq = call, None, [], -1
         if relays(call.target):
             return await self.relay(call)
-        raise ProxyError(501, f"backend '{call.target.backend.name}' does not serve /v1/responses itself; "
-                              f"set responses: relay on an api: openai backend that does", code="not_implemented")
+        history = self.history()
+        notes = fmt.dropped(call.body, history)
+        call.row.note = f"left out on api: {call.target.backend.api}: " + "; ".join(notes) if notes else None
+        return await translated.chat(call, lambda body: fmt.request_from_client(body, history))
 
     async def relay(self, call: Call) -> web.StreamResponse:
-        """The body as it came (the route's params under it, by their Responses names) to ``/responses``."""
+        """The body as it came (the route's params under it, by their Responses names) to ``/responses``.
+
+        A follow-up of a response llmproxy kept (made on a translated backend) carries its
+        conversation inline instead of the id, which the backend cannot know.
+        """
         params = call.target.route.params
         body = {**{_PARAM_NAMES.get(k, k): v for k, v in params.items()}, **call.body} if params else dict(call.body)
+        if self.previous is not None:
+            body["input"] = fmt.portable(self.history() + fmt.input_items(body))
+            del body["previous_response_id"]
         tap = RelayTap()
         resp = await relay.relay(call, tap, "/responses", body, bool(body.get("stream")))
         if tap.id and body.get("store") is not False and call.row.error is None:
             self.store.put(Stored(tap.id, time.time(), call.row.client, call.target.backend.name, relayed=True))
         return resp
+
+    # -------------------------------------------------------------- the format module of this request's answers
+
+    def response_to_client(self, hub: dict, meta: Meta) -> dict:
+        assert self.call is not None
+        response = fmt.response_to_client(hub, meta, self.call.body)
+        self.keep(response)
+        return response
+
+    async def stream_to_client(self, chunks: AsyncIterator[dict], meta: Meta) -> AsyncIterator[bytes]:
+        assert self.call is not None
+        async for ev in fmt.stream_events(chunks, meta, self.call.body):
+            kind = ev["type"]
+            self.seq = ev["sequence_number"]
+            if kind == "response.created":
+                self.sent = ev["response"]
+            elif kind == "response.output_item.done":
+                self.output.append(ev["item"])
+            elif kind in ("response.completed", "response.incomplete"):
+                self.keep(ev["response"])  # before the client can read it: a follow-up at once finds it
+            yield fmt.event_bytes(ev)
+
+    def stream_error(self, err: ProxyError) -> bytes:
+        """After the first byte: ``error`` and ``response.failed`` in the stream's order (a relay's: ``error`` only)."""
+        if self.sent is None:
+            return fmt.stream_error(err)
+        return b"".join([fmt.event_bytes(ev) for ev in fmt.failed_events(self.sent, self.output, self.seq, err)])
+
+    def keep(self, response: dict) -> None:
+        """Keep a translated answer with the conversation before it, unless the client said ``store: false``."""
+        call = self.call
+        assert call is not None and call.target is not None
+        if call.body.get("store") is False:
+            return
+        conversation = self.history() + fmt.input_items(call.body)
+        self.store.put(Stored(response["id"], time.time(), call.row.client, call.target.backend.name, input=conversation, response=response))
 
 
 class RelayTap:

@@ -336,15 +336,13 @@ def response_to_client(hub: dict, meta: Meta, request: dict) -> dict:
 # ------------------------------------------------------------------ errors
 
 
-def failed_events(response: dict | None, output: list, seq: int, err: ProxyError) -> list[dict]:
-    """After the stream began: an ``error`` event and, when the stream's response is known, ``response.failed``.
+def failed_events(response: dict, output: list, seq: int, err: ProxyError) -> list[dict]:
+    """After the stream began: an ``error`` event, then ``response.failed``.
 
     ``response``: the one ``response.created`` carried; ``output``: the items finished so far;
     ``seq``: the last sequence number sent.
     """
     error = {"type": "error", "sequence_number": seq + 1, **error_dict(err)}
-    if response is None:
-        return [error]
     code = err.code or _FAILED_CODE.get(err.status, "server_error")
     failed = {**response, "status": "failed", "output": output, "error": {"code": code, "message": err.message}}
     return [error, {"type": "response.failed", "sequence_number": seq + 2, "response": failed}]
