@@ -456,3 +456,85 @@ async def test_a_relay_route_takes_a_kept_conversation_inline(upstream, proxy):
     assert "previous_response_id" not in sent
     assert [i.get("role") or i["type"] for i in sent["input"]] == ["user", "assistant", "user"]
     assert sent["input"][-1] == {"type": "message", "role": "user", "content": "more"}
+
+
+# ------------------------------------------------------------------ Codex CLI, as it sends (recorded from codex exec 0.171.0)
+
+
+CODEX = orjson.loads(fixture_bytes("responses/request-codex-tool-loop.json"))
+CODEX_HEADERS = {"Accept": "text/event-stream", "originator": "codex_exec", "Authorization": "Bearer sk-test",
+                 "User-Agent": "codex_exec/0.171.0 (Debian 12.0.0; x86_64) dumb (codex_exec; 0.171.0)"}
+
+
+@pytest.fixture
+async def mock(aiohttp_server):
+    """``llmproxy mock`` on a real socket, recording (path, JSON body) of every request it gets."""
+    from aiohttp import web
+
+    from llmproxy.mock import make_mock_app
+
+    seen: list[tuple[str, dict]] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler):  # noqa: ANN001, ANN202
+        seen.append((request.path, orjson.loads(await request.read())))
+        return await handler(request)
+
+    app = make_mock_app(chunks=3)
+    app.middlewares.append(record)
+    server = await aiohttp_server(app)
+    return str(server.make_url("")).rstrip("/"), seen
+
+
+async def codex_turn(p, body: dict) -> list[dict]:  # noqa: ANN001
+    """POST a Codex request as Codex does; the events of the answer, each checked to be framed ``event:`` = ``type``."""
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{p.url}/v1/responses", json=body, headers=CODEX_HEADERS) as r:
+            assert r.status == 200 and r.content_type == "text/event-stream"
+            raw = await r.read()
+    out = []
+    for block in raw.split(b"\n\n")[:-1]:
+        name, data = block.split(b"\n")
+        ev = orjson.loads(data.removeprefix(b"data: "))
+        assert name == b"event: " + ev["type"].encode()
+        out.append(ev)
+    return out
+
+
+@pytest.mark.parametrize("api", ["anthropic", "ollama"])
+async def test_codex_turns_cross_to_llmproxy_mock(proxy, mock, api):
+    """Codex's first turn gets the mock's call of its shell tool with arguments Codex accepts; its second turn
+    (its own reasoning, message and function_call items back, the command's output) gets the answer."""
+    url, seen = mock
+    p = await proxy({"backends": {"up": {"api": api, "url": url}}, "models": {"gpt-5.5": {"backend": "up", "model": "mock-small"}}})
+    first = {**CODEX, "input": CODEX["input"][:4]}  # developer x2, environment, the task
+    evs = await codex_turn(p, first)
+    assert [e["sequence_number"] for e in evs] == list(range(len(evs)))
+    call = evs[-1]["response"]["output"][-1]
+    assert (call["type"], call["name"], orjson.loads(call["arguments"])) == ("function_call", "exec_command", {"cmd": "mock"})
+    assert [e["type"] for e in evs if e["type"].startswith("response.output_item")] == ["response.output_item.added", "response.output_item.done"] * len(evs[-1]["response"]["output"])
+    evs = await codex_turn(p, CODEX)
+    assert evs[-1]["type"] == "response.completed" and evs[-1]["response"]["output"][-1]["content"][0]["text"].startswith("Hello from the llmproxy mock")
+    path, sent = seen[-1]
+    if api == "anthropic":
+        system, messages = [b["text"] for b in sent["system"]], sent["messages"]
+        assert system[0].startswith("You are Codex, a coding agent") and system[1].startswith("<skills_instructions>")  # developer messages
+        assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+        assert [b["type"] for b in messages[1]["content"]] == ["thinking", "text", "tool_use"]  # Codex's reasoning item, back as a signed block
+        assert messages[1]["content"][0]["signature"] == "c2NyaXB0ZWQ="
+        assert messages[2]["content"][0]["type"] == "tool_result" and messages[2]["content"][0]["tool_use_id"] == "toolu_scripted_1"
+        assert sent["thinking"] == {"type": "enabled", "budget_tokens": 8192}  # reasoning.effort: medium
+        tools = {t["name"]: t for t in sent["tools"]}
+    else:
+        assert [m["role"] for m in sent["messages"]] == ["system", "system", "user", "user", "assistant", "tool"]
+        assert sent["messages"][-1]["tool_call_id"] == "toolu_scripted_1" and sent["think"] == "medium"
+        tools = {t["function"]["name"]: t["function"] for t in sent["tools"]}
+        tools = {k: {"input_schema": v["parameters"]} for k, v in tools.items()}
+    assert list(tools) == ["exec_command", "write_stdin", "request_user_input", "apply_patch", "view_image", "get_goal", "create_goal", "update_goal"]
+    assert tools["apply_patch"]["input_schema"]["required"] == ["input"]  # Codex's free-form tool, as one string
+    assert "tool_search" not in tools and "web_search" not in str(sent)
+    rows = await p.rows()
+    assert [r["note"] for r in rows] == [f"left out on api: {api}: tools tool_search, web_search"] * 2
+    assert all(r["front"] == "responses" and r["status"] == 200 and r["stream"] == 1 for r in rows)
+    await p.state.responses.flush()
+    assert p.state.responses.count == 0  # store: false

@@ -375,6 +375,16 @@ def test_request_refusals_name_the_field(body: dict, param: str) -> None:
     assert (e.value.status, e.value.param) == (400, param)
 
 
+def test_codex_request() -> None:
+    """What Codex CLI sends (recorded): what crosses is in the golden file; what is left out, the row's note says."""
+    body = orjson.loads((FIXTURES / "request-codex-tool-loop.json").read_bytes())
+    assert R.dropped(body) == ["tools tool_search, web_search"]
+    hub = R.request_from_client(body)
+    assert [m["role"] for m in hub["messages"]] == ["system", "system", "user", "user", "assistant", "tool"]
+    assert not {"store", "include", "prompt_cache_key", "client_metadata", "text"} & set(hub)
+    assert (hub["parallel_tool_calls"], hub["tool_choice"], hub["reasoning_effort"]) == (True, "auto", "medium")
+
+
 def test_portable_drops_only_our_reasoning() -> None:
     ours = {"type": "reasoning", "encrypted_content": encode_state({"thinking_blocks": []}), "summary": []}
     theirs = {"type": "reasoning", "encrypted_content": "gAAAA", "summary": []}
