@@ -47,7 +47,7 @@ def relay_config(url: str, **model_extra) -> dict:  # noqa: ANN003
 @pytest.mark.parametrize("split", [None, "random", 1])
 async def test_relay_stream_is_byte_faithful(upstream, proxy, name, split):
     up = await upstream({"/v1/responses": sse(name, split)})
-    p = await proxy(relay_config(up.url, params={"max_tokens": 500, "temperature": 0.5}))
+    p = await proxy(relay_config(up.url, params={"max_tokens": 500, "temperature": 0.5}, price={"input": 1, "output": 2}))
     extra = {"include": ["reasoning.encrypted_content"], "prompt_cache_key": "k1", "client_metadata": {"a": "b"},
              "unknown_future_field": [1, {"x": None}]}
     async with p.openai().responses.with_streaming_response.create(
@@ -67,6 +67,7 @@ async def test_relay_stream_is_byte_faithful(upstream, proxy, name, split):
     assert (row["prompt_tokens"], row["completion_tokens"]) == (usage["input_tokens"], usage["output_tokens"])
     assert row["reasoning_tokens"] == usage["output_tokens_details"]["reasoning_tokens"]
     assert row["cached_tokens"] == usage["input_tokens_details"]["cached_tokens"]
+    assert row["cost_usd"] == pytest.approx((usage["input_tokens"] * 1 + usage["output_tokens"] * 2) / 1e6)
 
 
 async def test_relay_stream_through_the_sdk_stream_helper(upstream, proxy):

@@ -194,7 +194,8 @@ class RelayTap:
 # ------------------------------------------------------------------ GET and DELETE /v1/responses/{id}
 
 
-async def _known(request: web.Request) -> tuple[State, Stored, str | None]:
+async def _known(request: web.Request) -> tuple[State, Stored]:
+    """The record of the id in the path, if the client asking may see it; else 404."""
     state = request.app[STATE]
     client = access.authenticate(state.snap.config, request)
     rid = request.match_info["id"]
@@ -202,18 +203,18 @@ async def _known(request: web.Request) -> tuple[State, Stored, str | None]:
     rec = await state.responses.get(rid, client.name if client else None)
     if rec is None:
         raise not_found(rid)
-    return state, rec, client.name if client else None
+    return state, rec
 
 
 async def get_response(request: web.Request) -> web.StreamResponse:
-    state, rec, _ = await _known(request)
+    state, rec = await _known(request)
     if rec.relayed:
         return await _ask_backend(request, state, rec, "GET")
     return web.Response(body=orjson.dumps(rec.response), content_type="application/json")
 
 
 async def delete_response(request: web.Request) -> web.StreamResponse:
-    state, rec, _ = await _known(request)
+    state, rec = await _known(request)
     assert state.responses is not None
     if rec.relayed:
         resp = await _ask_backend(request, state, rec, "DELETE")
