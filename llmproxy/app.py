@@ -16,10 +16,12 @@ from .config import Backend, Config, ConfigError, load_config
 from .handlers import anthropic as anthropic_handlers
 from .handlers import ollama as ollama_handlers
 from .handlers import openai as openai_handlers
+from .handlers import responses as responses_handlers
 from .headers import redact
 from .pipeline import errors
 from .requestlog import RequestLog
 from .state import STATE, Snapshot, State
+from .store import ResponseStore
 
 log = logging.getLogger("llmproxy")
 
@@ -28,9 +30,11 @@ def make_app(config_path: str | Path, *, signals: bool = True) -> web.Applicatio
     """Build the app; raises ConfigError on a bad file (nothing is started yet)."""
     cfg = load_config(config_path)
     state = State(snap=Snapshot.build(cfg), log=RequestLog(cfg.log_path, cfg.log_queue))
+    state.responses = ResponseStore(cfg.log_path, lambda: state.snap.config.responses_keep_days)
     app = web.Application(client_max_size=1 << 40, middlewares=[errors])  # body limits are enforced per request, from config
     app[STATE] = state
     app.cleanup_ctx.append(_request_log)
+    app.cleanup_ctx.append(_responses)  # after the log: its migrations make the table
     app.cleanup_ctx.append(_upstream)
     app.cleanup_ctx.append(_discovery)
     app.on_shutdown.append(_grace)
@@ -39,6 +43,7 @@ def make_app(config_path: str | Path, *, signals: bool = True) -> web.Applicatio
     openai_handlers.add_routes(app)
     anthropic_handlers.add_routes(app)
     ollama_handlers.add_routes(app)
+    responses_handlers.add_routes(app)
     app.router.add_get("/health", health)
     return app
 
@@ -48,6 +53,14 @@ async def _request_log(app: web.Application) -> AsyncIterator[None]:
     await state.log.start()
     yield
     await state.log.close()
+
+
+async def _responses(app: web.Application) -> AsyncIterator[None]:
+    store = app[STATE].responses
+    assert store is not None
+    await store.start()
+    yield
+    await store.close()
 
 
 async def _upstream(app: web.Application) -> AsyncIterator[None]:
@@ -152,6 +165,7 @@ async def health(request: web.Request) -> web.Response:
             "queued": state.log.queue.qsize(),
             "dropped": state.log.dropped,
         },
+        "responses": {"kept": state.responses.count if state.responses else 0, "keep_days": cfg.responses_keep_days},
         "backends": {b.name: _backend_health(state, b) for b in cfg.backends.values()},
         "models": {m.name: _model_health(state, m.name) for m in cfg.models.values() if len(m.routes) > 1},
     }

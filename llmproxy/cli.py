@@ -80,6 +80,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     for b in cfg.backends.values():
         if b.discover:
             print(f"  + whatever {b.name} lists (discover: true, every {b.discover_interval:g} s; `llmproxy serve` lists it at start)")
+    relayed = [b.name for b in cfg.backends.values() if b.responses == "relay"]
+    if relayed:
+        print(f"/v1/responses relayed to: {', '.join(relayed)} (responses: relay); translated for the others")
     print(f"default_model: {cfg.default_model or '(none: unknown models get 404)'}")
     if cfg.clients is None:
         print("access: off (no key asked; /health shows its details to anyone)")

@@ -55,6 +55,7 @@ class Backend:
     tls_ca: str | None = None  # absolute path of a PEM file trusted besides the system's CA store
     tls_verify: bool = True
     max_connections: int = DEFAULT_MAX_CONNECTIONS  # per origin; more requests wait for a free connection
+    responses: str = "translate"  # /v1/responses: "relay" (api: openai backends that serve it) or "translate" (through the hub)
     net: Net = field(init=False, repr=False, compare=False)  # the four above, as the pool takes them
 
     def __post_init__(self) -> None:
@@ -128,6 +129,7 @@ class Config:
     alias_names: tuple[str, ...] = ()  # as written, for listing
     failover: Failover = field(default_factory=Failover)
     warnings: tuple[str, ...] = ()  # accepted, but worth a line at start and in `llmproxy check` (verify: false)
+    responses_keep_days: float = 30.0  # stored /v1/responses answers (and relayed ids) expire after this
 
     def model_names(self) -> list[str]:
         """Every routable name a client may list: models and aliases, not patterns."""
@@ -319,6 +321,7 @@ def _build(d: dict, path: Path, digest: str) -> Config:
         alias_names=tuple(aliases),
         default_model=d.get("default_model"),
         failover=_failover(d.get("failover") or {}),
+        responses_keep_days=float(d.get("responses_keep_days", 30)),
         **access,
         pending=_not_yet_active(d),
         warnings=_warnings(backends),
@@ -391,6 +394,7 @@ def _backend(name: str, b: Mapping[str, Any], folder: Path) -> Backend:
         proxy=_backend_proxy(name, b.get("proxy")),
         **_backend_tls(name, b.get("tls") or {}, folder),
         max_connections=int(b.get("max_connections", DEFAULT_MAX_CONNECTIONS)),
+        responses=_responses_mode(name, b),
     )
 
 
@@ -434,6 +438,15 @@ def _warnings(backends: Mapping[str, Backend]) -> tuple[str, ...]:
         f"backends.{b.name}.tls.verify is false: {b.name}'s certificate is not checked, anyone on the way can read and change its traffic"
         for b in backends.values() if not b.tls_verify
     )
+
+
+def _responses_mode(name: str, b: Mapping[str, Any]) -> str:
+    """responses: relay is for an api: openai backend that serves /v1/responses itself."""
+    mode = b.get("responses", "translate")
+    if mode == "relay" and b["api"] != "openai":
+        raise ConfigError(f"backends.{name}.responses: only an api: openai backend can relay /v1/responses "
+                          f"(this one is api: {b['api']}; remove the line and requests are translated)")
+    return mode
 
 
 def _backend_headers(name: str, raw: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:

@@ -36,7 +36,7 @@ log = logging.getLogger("llmproxy")
 class Front:
     """What the pipeline needs to know about a front door's format."""
 
-    name: str  # openai | anthropic | ollama
+    name: str  # openai | anthropic | ollama | responses
     module: ModuleType  # request_from_client, response_to_client, stream_to_client, error_body, stream_error
     stream_type: str  # content type of a stream to this client
     id_prefix: str
@@ -112,8 +112,13 @@ async def read_json(request: web.Request, limit: int) -> dict:
 Handler = Callable[["Call"], Awaitable[web.StreamResponse]]
 
 
-async def serve(request: web.Request, front: Front, endpoint: str, handler: Handler, parse: Callable[[dict], dict] | None = None) -> web.StreamResponse:
-    """Authenticate, read, resolve and log around ``handler``; its errors go to ``errors`` with the row written."""
+async def serve(request: web.Request, front: Front, endpoint: str, handler: Handler, parse: Callable[[dict], dict] | None = None,
+                narrow: Callable[[Call, Resolved], Awaitable[Resolved]] | None = None) -> web.StreamResponse:
+    """Authenticate, read, resolve and log around ``handler``; its errors go to ``errors`` with the row written.
+
+    ``narrow`` may cut the resolved routes down before any is tried (a follow-up that must reach
+    the backend holding its state).
+    """
     state = request.app[STATE]
     snap = state.snap
     row = new_row(new_id(), front.name, endpoint)
@@ -132,6 +137,8 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
         row.stream = int(bool(call.body.get("stream", front.default_stream)))
         resolved = snap.resolver.resolve(requested)
         access.authorize(client, requested, resolved.name, resolved.default)
+        if narrow is not None:
+            resolved = await narrow(call, resolved)
         resp = await attempt(call, resolved, handler)
         if row.status is None:
             row.status = resp.status

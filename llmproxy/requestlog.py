@@ -51,6 +51,7 @@ class LogRow:
     cost_usd: float | None = None
     attempts: int = 0
     attempt_log: str | None = None
+    note: str | None = None  # what a translation left out (e.g. a hosted tool no other backend can run)
     t0: float = field(default=0.0, repr=False)  # monotonic start; not stored
 
     def fail(self, status: int, error_type: str, message: str) -> None:
@@ -60,7 +61,7 @@ class LogRow:
 COLUMNS = tuple(f.name for f in fields(LogRow) if f.name != "t0")
 _values = attrgetter(*COLUMNS)
 _ROW_SQL = f"({', '.join('?' * len(COLUMNS))})"
-# INSERTs carry 1, 2, 4 … 256 rows (256 × 25 parameters is within SQLite's 32,766): a batch of n
+# INSERTs carry 1, 2, 4 … 256 rows (256 × 26 parameters is within SQLite's 32,766): a batch of n
 # rows is at most 9 statements, and only 9 distinct statements are ever prepared and cached.
 _SIZES = tuple(1 << i for i in range(8, -1, -1))
 
@@ -102,8 +103,24 @@ def _m1(db_sql: list[str]) -> None:
     db_sql.append("CREATE INDEX requests_model ON requests (model, ts)")
 
 
+def _m2(db_sql: list[str]) -> None:
+    """What /v1/responses leaves behind (``store.py``): a translated response kept for GET and
+    ``previous_response_id`` (``input``: the conversation before it, ``response``: the answer), or
+    only the backend that created a relayed one (``relayed = 1``)."""
+    db_sql.append(
+        """CREATE TABLE responses (
+            id TEXT PRIMARY KEY, created REAL NOT NULL, client TEXT, backend TEXT NOT NULL,
+            relayed INTEGER NOT NULL DEFAULT 0, input TEXT, response TEXT)"""
+    )
+    db_sql.append("CREATE INDEX responses_created ON responses (created)")
+
+
+def _m3(db_sql: list[str]) -> None:
+    db_sql.append("ALTER TABLE requests ADD COLUMN note TEXT")
+
+
 # Ordered migrations: index i brings the schema to user_version i+1. Append, never edit.
-MIGRATIONS: list[Callable[[list[str]], None]] = [_m1]
+MIGRATIONS: list[Callable[[list[str]], None]] = [_m1, _m2, _m3]
 
 
 async def migrate(db: aiosqlite.Connection) -> int:

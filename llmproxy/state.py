@@ -17,6 +17,7 @@ from .discover import Discovery
 from .headers import secrets_of
 from .requestlog import RequestLog
 from .resolve import Resolver
+from .store import ResponseStore
 from .upstream import Upstream
 
 
@@ -46,6 +47,7 @@ class State:
     # Runtime state that outlives a reload (never in the frozen config): breakers, key cooldowns, listings.
     balance: Balancer = field(default_factory=Balancer)
     discovery: Discovery = field(default_factory=Discovery)
+    responses: ResponseStore | None = None  # what /v1/responses leaves behind (set up by make_app, on the log's file)
 
     @property
     def in_flight(self) -> int:

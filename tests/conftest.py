@@ -28,6 +28,15 @@ def fixture_bytes(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
+def sse_wire(name: str) -> bytes:
+    """A recorded stream as its provider sends it; a data-only ``.chunks.jsonl`` gets ``event: <type>`` lines back."""
+    raw = fixture_bytes(name)
+    if not name.endswith(".chunks.jsonl"):
+        return raw
+    lines = [line for line in raw.splitlines() if line.strip()]
+    return b"".join(b"event: " + orjson.loads(line)["type"].encode() + b"\ndata: " + line + b"\n\n" for line in lines)
+
+
 def check_golden(folder: str, name: str, data: bytes) -> None:
     """``data`` must equal tests/golden/<folder>/<name> byte for byte.
 

@@ -70,15 +70,22 @@ def _usage(hub: dict, text: str, thought: str = "") -> dict:
     return hub_usage(prompt, max(1, len(text.split())) + reasoning, reasoning=reasoning)
 
 
+# A value of each JSON type for the arguments of a mock tool call (what a client checks them against).
+_MOCK_VALUES = {"string": "mock", "boolean": False, "integer": 1, "number": 1, "array": [], "object": {}}
+
+
 def _tool_call(hub: dict) -> dict | None:
-    """Call the first tool when tools are offered and the last message is not a tool result."""
+    """Call the first tool when tools are offered and the last message is not a tool result: its required
+    parameters (all, when it names none), each a value of its type."""
     tools = hub.get("tools") or []
     msgs = hub.get("messages") or []
     if not tools or hub.get("tool_choice") == "none" or (msgs and msgs[-1].get("role") == "tool"):
         return None
     fn = tools[0].get("function", {})
-    props = (fn.get("parameters") or {}).get("properties") or {}
-    args = {k: ("mock" if (v or {}).get("type") == "string" else 1) for k, v in props.items()}
+    params = fn.get("parameters") or {}
+    props = params.get("properties") or {}
+    wanted = params.get("required") if isinstance(params.get("required"), list) else list(props)
+    args = {k: _MOCK_VALUES.get((props.get(k) or {}).get("type"), 1) for k in wanted if k in props}
     return {"id": "call_mock_0", "type": "function", "function": {"name": fn.get("name", "tool"), "arguments": orjson.dumps(args).decode()}}
 
 

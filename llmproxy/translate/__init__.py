@@ -12,9 +12,9 @@ No I/O, clock or random ids inside: everything variable arrives in ``meta`` (``t
 """
 from __future__ import annotations
 
-from . import anthropic, gemini, ollama, openai
+from . import anthropic, gemini, ollama, openai, responses
 from .meta import Meta
 
-__all__ = ["BACKENDS", "Meta", "anthropic", "gemini", "ollama", "openai"]
+__all__ = ["BACKENDS", "Meta", "anthropic", "gemini", "ollama", "openai", "responses"]
 
 BACKENDS = {"openai": openai, "anthropic": anthropic, "gemini": gemini, "ollama": ollama}
