@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .exchange import frames, open_upstream, stream_out, upstream_body, whole_answer
+from .exchange import StreamCut, frames, open_upstream, stream_out, upstream_body, whole_answer
 from .headers import redact
 from .pipeline import Call
 from .sse import FRAMERS, Frame
@@ -39,12 +39,20 @@ async def relay(call: Call, fmt: ModuleType, path: str, body: dict, stream: bool
     tap, seen, wants_usage, row, secrets = fmt.relay_tap, {}, call.front.wants_usage(call.body), call.row, call.snap.secrets
 
     def render(batch: list[Frame]) -> bytes:
-        """The batch's bytes for the client, after the tap read each event (it may drop a usage-only one)."""
+        """The batch's bytes for the client, after the tap read each event (it may drop a usage-only one).
+
+        An event no client could read (``Tap.garbage``) ends the stream: what came before it goes
+        out, then the front door's error (before the first byte: a 502 the request may fail over on).
+        """
         dropped: list[Frame] = []
         for f in batch:
             t = tap(f, seen)
             if t is None:
                 continue
+            if t.garbage is not None:
+                head = b"".join([g.raw for g in batch[: batch.index(f)] if g not in dropped])
+                raise StreamCut(head, 502, f"backend '{call.target.backend.name}' sent a stream event that {t.garbage}",
+                                type="upstream_garbage", code="upstream_garbage")
             if t.usage:
                 call.usage = Usage.from_hub(t.usage)
                 if t.usage_only and not wants_usage:

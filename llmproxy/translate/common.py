@@ -175,6 +175,36 @@ class Tap(NamedTuple):
     usage: dict | None = None  # the hub usage so far, when this event says it
     error: ProxyError | None = None  # an error the backend sent in the stream
     usage_only: bool = False  # the event carries nothing but usage: a client that did not ask for usage does not get it
+    garbage: str | None = None  # why the event cannot be passed on (not UTF-8, not JSON): the relay ends the stream there
+
+
+def is_utf8(raw: bytes) -> bool:
+    """Whether ``raw`` decodes as UTF-8 (a relay_tap asks only when ``raw.isascii()`` said no)."""
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def garbage(frame: Any, literal: bytes | None = None) -> str | None:
+    """Why an event a relay_tap's byte checks are in doubt about cannot go to the client (any SDK
+    would choke on it): bytes that are not UTF-8, or data that is not JSON (``literal``, such as
+    ``[DONE]``, excepted).  None when it may go on: an event without data (a comment, a keep-alive)
+    or with JSON data the byte checks did not expect (``\\r\\n`` line ends, a last event cut short of its blank line)."""
+    raw = frame.raw
+    try:
+        raw.decode()
+    except UnicodeDecodeError as e:
+        return f"is not UTF-8 (byte {e.start}: {raw[max(0, e.start - 40):e.start + 20]!r})"
+    data = frame.data
+    if data is None or data == literal:
+        return None
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return f"is not JSON: {raw[:120]!r}"
+    return None
 
 
 def frame_json(frame: Any) -> Any:

@@ -11,7 +11,7 @@ import orjson
 
 from ..errors import ProxyError, bad_request
 from ..sse import Event
-from .common import Tap, check_types, frame_json, json_or_none, json_type, require_model, text_error
+from .common import Tap, check_types, frame_json, garbage, is_utf8, json_or_none, json_type, require_model, text_error
 from .meta import Meta
 
 STREAM_DECODER = "sse"
@@ -96,8 +96,14 @@ def usage_of_answer(body: Any) -> dict | None:
 
 
 def relay_tap(frame: Any, seen: dict) -> Tap | None:
-    """The usage chunk (``choices: []``, or usage beside the last choice) and an in-band ``{"error": …}``."""
+    """The usage chunk (``choices: []``, or usage beside the last choice), an in-band ``{"error": …}``,
+    and garbage: an event that is not ``data: {…}\\n\\n`` in UTF-8 (byte checks; ASCII is one C call) is
+    parsed, and one that is not JSON (nor ``[DONE]``) ends the relay."""
     raw = frame.raw
+    if not (raw[:7] == b"data: {" and raw[-3] == 0x7D and (raw.isascii() or is_utf8(raw))) and raw != DONE:
+        why = garbage(frame, b"[DONE]")
+        if why is not None:
+            return Tap(garbage=why)
     if b'"usage"' in raw and b'"usage":null' not in raw and b'"usage": null' not in raw:
         chunk = frame_json(frame)
         usage = chunk.get("usage") if isinstance(chunk, dict) else None
