@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from .balance import parse_retry_after
-from .errors import ProxyError
+from .errors import ProxyError, too_deep
 from .headers import redact
 from .pipeline import Call
 from .sse import Frame, Framer
@@ -35,6 +35,14 @@ def upstream_body(call: Call, body: dict | None = None) -> dict:
     body = call.body if body is None else body
     params = call.target.route.params if call.target else None
     return {**params, **body} if params else dict(body)
+
+
+def request_bytes(body: Any) -> bytes:
+    """A request body as JSON for the backend; 400 when it nests too deep to write (``errors.MAX_DEPTH``)."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:  # (a body orjson read holds nothing else it cannot write)
+        raise too_deep() from None
 
 
 async def open_upstream(call: Call, path: str, body: bytes, stream: bool, module: ModuleType, extra_headers: dict | None = None) -> UpstreamCall:

@@ -10,10 +10,9 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from .exchange import StreamCut, frames, open_upstream, stream_out, upstream_body, whole_answer
+from .exchange import StreamCut, frames, open_upstream, request_bytes, stream_out, upstream_body, whole_answer
 from .headers import redact
 from .pipeline import Call
 from .sse import FRAMERS, Frame
@@ -29,7 +28,7 @@ STREAM_TYPES = {"sse": "text/event-stream", "ndjson": "application/x-ndjson"}
 async def relay(call: Call, fmt: ModuleType, path: str, body: dict, stream: bool, extra_headers: dict[str, str] | None = None) -> web.StreamResponse:
     """Send ``body`` (model set to the route's) to ``path`` of a backend speaking ``fmt``; pass its answer on as it is."""
     body["model"] = call.target.upstream_model
-    up = await open_upstream(call, path, orjson.dumps(body), stream, fmt, extra_headers)
+    up = await open_upstream(call, path, request_bytes(body), stream, fmt, extra_headers)
     content_type = up.resp.headers.get("Content-Type")
     kind = fmt.STREAM_DECODER
     if not stream or not up.resp.content_type.startswith(STREAM_TYPES[kind]):
