@@ -1,11 +1,16 @@
 """Request bodies every door refuses with a 400 naming what is wrong, before anything reaches a backend."""
 from __future__ import annotations
 
+import io
+import logging
+import re
+
 import aiohttp
 import orjson
 import pytest
 
 from conftest import Reply, fixture_bytes
+from llmproxy import console
 
 SECRET = "sk-upstream-secret-0123456789"
 MSGS = [{"role": "user", "content": "hi"}]
@@ -86,3 +91,46 @@ async def test_254_levels_go_through_255_do_not(upstream, proxy):
         body = orjson.dumps({"model": "openai", "messages": MSGS, "x": "@@"}).replace(b'"@@"', value)
         assert (await _post(p.url + "/v1/chat/completions", body))[0] == status
     assert len(up.seen) == 1
+
+
+# ------------------------------------------------------------------ console lines cannot be forged
+
+FORGED = "oa/x\n12:00:00 ← up ✓ 200 first byte 1 ms, 2 ms"  # through the `backend/model` route, before: two console lines
+CHAT_DOORS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages", "count_tokens": "/v1/messages/count_tokens",
+              "ollama": "/api/chat", "embeddings": "/v1/embeddings", "embed": "/api/embed"}
+
+
+@pytest.mark.parametrize("model", [FORGED, "gpt\x1b[2J", "gpt\u2028x", "gpt\x7f", "gpt\x85"], ids=["newline", "escape", "u2028", "del", "nel"])
+@pytest.mark.parametrize("door", list(CHAT_DOORS))
+async def test_a_model_name_with_control_characters_is_a_400(upstream, proxy, door, model):
+    up = await upstream({})
+    p = await proxy(_config(up.url))
+    body = {"model": model, "messages": MSGS, "max_tokens": 5, "input": "hi"}
+    status, raw = await _post(p.url + CHAT_DOORS[door], orjson.dumps(body))
+    assert status == 400
+    assert _message(door.replace("embeddings", "openai").replace("embed", "ollama"), raw).startswith(
+        f"'model' must not contain control characters or line breaks (got {model!r})")
+    assert up.seen == []
+
+
+async def test_console_fields_are_escaped(upstream, proxy, monkeypatch):
+    out = io.StringIO()
+    handler = console.ConsoleHandler(out)
+    monkeypatch.setattr(console, "_console", handler)
+    logger = logging.getLogger("llmproxy")
+    logger.addHandler(handler)
+    try:
+        text = "no such model\n12:00:00 ← up ✓ 200 first byte 1 ms, 2 ms\x1b[2J"
+        up = await upstream({"/v1/chat/completions": Reply(text.encode(), status=400, content_type="text/plain")})
+        p = await proxy(_config(up.url))
+        status, raw = await _post(p.url + "/v1/chat/completions", orjson.dumps({"model": "oa/x", "messages": MSGS}))
+        assert status == 400 and orjson.loads(raw)["error"]["message"] == text  # the client gets the backend's text as it is
+        logger.warning("discovery on %s failed: %s", "oa", "HTTP 500: a\nb")  # a field: escaped
+        logger.warning("reload failed:\n%s", ValueError("  - one\n  - two"))  # the message's own lines (and an error's) stay
+    finally:
+        logger.removeHandler(handler)
+    handler.flush()
+    lines = [re.sub(r"^\d\d:\d\d:\d\d ", "", line) for line in out.getvalue().splitlines()]
+    assert lines[0].startswith("→ oa x ") and lines[1].startswith("← oa ✗ 400 ")
+    assert lines[1].endswith(": no such model\\n12:00:00 ← up ✓ 200 first byte 1 ms, 2 ms\\x1b[2J")
+    assert lines[2:] == ["discovery on oa failed: HTTP 500: a\\nb", "reload failed:", "  - one", "  - two"]

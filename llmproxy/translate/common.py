@@ -39,6 +39,8 @@ def require_model(body: dict) -> str:
     if not isinstance(model, str) or not model:
         got = "missing" if model is None else "an empty string" if model == "" else json_type(model)
         raise bad_request(f"'model' must be a non-empty string (got {got})", param="model")
+    if not model.isprintable():  # a line break in a name would forge console lines
+        raise bad_request(f"'model' must not contain control characters or line breaks (got {model[:100]!r})", param="model")
     return model
 
 
