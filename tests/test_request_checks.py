@@ -134,3 +134,65 @@ async def test_console_fields_are_escaped(upstream, proxy, monkeypatch):
     assert lines[0].startswith("→ oa x ") and lines[1].startswith("← oa ✗ 400 ")
     assert lines[1].endswith(": no such model\\n12:00:00 ← up ✓ 200 first byte 1 ms, 2 ms\\x1b[2J")
     assert lines[2:] == ["discovery on oa failed: HTTP 500: a\\nb", "reload failed:", "  - one", "  - two"]
+
+
+# ------------------------------------------------------------------ message fields, relayed or translated
+
+BAD_MESSAGES = {  # door → [(messages, the door's message, OpenAI's param)]
+    "openai": [
+        ([{"role": "user", "content": 5}], "'messages[0].content' must be a string, null or an array of content parts, got a number", "messages[0].content"),
+        ([{"role": "user", "content": {"type": "text"}}], "'messages[0].content' must be a string, null or an array of content parts, got an object", "messages[0].content"),
+        ([{"role": "user", "content": ["hi"]}], "'messages[0].content[0]' must be a content part (an object with a string 'type'), got a string", "messages[0].content[0]"),
+        ([{"role": "user", "content": [{"type": "text", "text": "a"}, {"text": "b"}]}],
+         "'messages[0].content[1]' must be a content part (an object with a string 'type'), got an object without a string 'type'", "messages[0].content[1]"),
+        ([{"role": "user", "content": "hi", "name": 5}], "'messages[0].name' must be a string, got a number", "messages[0].name"),
+        ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": {"id": "c"}}],
+         "'messages[1].tool_calls' must be an array, got an object", "messages[1].tool_calls"),
+        ([{"role": "tool", "content": "x", "tool_call_id": 7}], "'messages[0].tool_call_id' must be a string, got a number", "messages[0].tool_call_id"),
+    ],
+    "anthropic": [
+        ([], "messages: must be a non-empty list of messages", None),
+        ("hi", "messages: must be a non-empty list of messages", None),
+        ([5], "messages[0]: must be an object", None),
+        ([{"role": "user", "content": 5}], "messages[0].content: must be a string or a list of content blocks", None),
+        ([{"role": "user", "content": "hi"}, {"role": "assistant"}], "messages[1].content: must be a string or a list of content blocks", None),
+        ([{"role": "bot", "content": "hi"}], "messages[0].role: 'bot' must be user or assistant", None),
+    ],
+    "ollama": [
+        ("hi", "messages: must be a list of messages", None),
+        ([5], "messages[0]: must be an object", None),
+        ([{"role": "user", "content": 5}], "messages[0].content: must be a string", None),
+        ([{"role": "user", "content": "hi", "images": "aGk="}], "messages[0].images: must be a list of base64 strings", None),
+        ([{"role": "assistant", "content": "hi", "images": [5]}], "messages[0].images: must be a list of base64 strings", None),
+    ],
+}
+CASES = [(door, *case) for door, cases in BAD_MESSAGES.items() for case in cases]
+DOOR_PATHS = {"openai": ["/v1/chat/completions"], "anthropic": ["/v1/messages", "/v1/messages/count_tokens"], "ollama": ["/api/chat"]}
+
+
+@pytest.mark.parametrize("door, messages, says, param", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+async def test_a_message_field_of_the_wrong_type_is_a_400_naming_it(upstream, proxy, door, messages, says, param):
+    """Relayed (before: passed on as it was, `"content": 5` answered 200) or translated, the same 400."""
+    up = await upstream({})
+    p = await proxy(_config(up.url))
+    for path in DOOR_PATHS[door]:
+        for backend in (door, "openai" if door != "openai" else "anthropic"):  # the relay, then a translation
+            status, raw = await _post(p.url + path, orjson.dumps({"model": backend, "max_tokens": 5, "messages": messages}))
+            assert (status, _message(door, raw)) == (400, says), (path, backend)
+            if door == "openai":
+                assert orjson.loads(raw)["error"]["param"] == param
+    assert up.seen == []
+
+
+@pytest.mark.parametrize("body, says", [
+    ({"prompt": 5}, "prompt: must be a string"),
+    ({"prompt": "hi", "system": ["be brief"]}, "system: must be a string"),
+    ({"prompt": "hi", "images": "aGk="}, "images: must be a list of base64 strings"),
+])
+async def test_ollama_generate_fields_of_the_wrong_type_are_a_400(upstream, proxy, body, says):
+    up = await upstream({})
+    p = await proxy(_config(up.url))
+    for backend in ("ollama", "openai"):
+        status, raw = await _post(p.url + "/api/generate", orjson.dumps({"model": backend, **body}))
+        assert (status, orjson.loads(raw)["error"]) == (400, says), backend
+    assert up.seen == []

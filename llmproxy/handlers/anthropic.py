@@ -16,7 +16,6 @@ from ..errors import ProxyError, bad_request, too_deep
 from .. import relay, translated
 from ..pipeline import Call, Front, route, serve
 from ..translate import anthropic as fmt
-from ..translate.common import check_routing
 
 ANTHROPIC = Front("anthropic", fmt, "text/event-stream", "msg_")
 
@@ -30,7 +29,7 @@ TOOL_TOKENS = 8
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    return await serve(request, ANTHROPIC, "messages", _messages, parse=check_routing)
+    return await serve(request, ANTHROPIC, "messages", _messages, parse=fmt.check_request)
 
 
 async def _messages(call: Call) -> web.StreamResponse:
@@ -40,7 +39,7 @@ async def _messages(call: Call) -> web.StreamResponse:
 
 
 async def count_tokens(request: web.Request) -> web.StreamResponse:
-    return await serve(request, ANTHROPIC, "count_tokens", _count_tokens, parse=check_routing)
+    return await serve(request, ANTHROPIC, "count_tokens", _count_tokens, parse=fmt.check_request)
 
 
 async def _count_tokens(call: Call) -> web.StreamResponse:

@@ -25,12 +25,12 @@ def json_type(v: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(v), "a number")
 
 
-def check_types(body: dict, types: FieldTypes) -> None:
-    """400 naming the first field whose JSON type is wrong (null counts as absent)."""
+def check_types(body: dict, types: FieldTypes, prefix: str = "") -> None:
+    """400 naming the first field (as ``prefix`` + name) whose JSON type is wrong (null counts as absent)."""
     for name, (ok, what) in types.items():
         v = body.get(name)
         if v is not None and (not isinstance(v, ok) or (isinstance(v, bool) and bool not in ok)):
-            raise bad_request(f"'{name}' must be {what}, got {json_type(v)}", param=name)
+            raise bad_request(f"'{prefix}{name}' must be {what}, got {json_type(v)}", param=prefix + name)
 
 
 def require_model(body: dict) -> str:
