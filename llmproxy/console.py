@@ -4,6 +4,10 @@ One write and flush per line cost more than the rest of a relayed request's logg
 the lines in order and reaches the screen (or journald) within 50 ms.  The hot path's
 ``→``/``←`` lines go through ``line()``, which skips ``logging``'s record machinery (a LogRecord,
 caller lookup, filters: more than the line itself) but lands in the same ordered batch.
+
+What comes from outside (a model name, a backend's error text, a request path) cannot break a line
+or send terminal codes: ``line()`` and every argument of a ``logging`` call show control characters
+as escapes (``\\n``, ``\\x1b``), so no one can forge a console line.
 """
 from __future__ import annotations
 
@@ -12,6 +16,15 @@ import logging
 import sys
 import time
 from typing import TextIO
+
+
+# C0 and C1 control characters, DEL and the Unicode line/paragraph separators → their repr escapes.
+_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)}
+
+
+def escape(text: str) -> str:
+    """``text`` on one line, control characters shown as escapes (a scan only when it has any)."""
+    return text if text.isprintable() else text.translate(_ESCAPES)
 
 
 class ConsoleHandler(logging.Handler):
@@ -34,7 +47,11 @@ class ConsoleHandler(logging.Handler):
         return f"{self._stamp} {msg}"
 
     def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage()
+        args = record.args
+        if isinstance(args, tuple) and args:  # the fields are escaped; the message's own line breaks stay
+            msg = str(record.msg) % tuple(escape(a) if isinstance(a, str) else a for a in args)
+        else:
+            msg = record.getMessage()
         if record.exc_info:
             msg += "\n" + logging.Formatter().formatException(record.exc_info)
         return self._stamped(record.created, msg)
@@ -74,7 +91,10 @@ _level = logging.INFO
 
 
 def line(level: int, msg: str) -> None:
-    """One console line at ``level``, straight into the console's batch once ``setup()`` ran (through ``logging`` before)."""
+    """One console line at ``level`` (control characters escaped), straight into the console's batch once
+    ``setup()`` ran (through ``logging`` before)."""
+    if not msg.isprintable():
+        msg = msg.translate(_ESCAPES)
     if _console is None:
         log.log(level, "%s", msg)
     elif level >= _level:

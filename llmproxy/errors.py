@@ -55,3 +55,13 @@ def error_type(status: int) -> str:
 
 def bad_request(message: str, param: str | None = None) -> ProxyError:
     return ProxyError(400, message, param=param)
+
+
+# orjson reads JSON nested up to 1,024 levels deep but writes fewer than 255: a body nested deeper
+# cannot be sent on (found where bodies are written, so it costs nothing on the way).
+MAX_DEPTH = 254
+
+
+def too_deep() -> ProxyError:
+    """The 400 for a request body nested deeper than llmproxy can send on."""
+    return bad_request(f"request body nests arrays and objects {MAX_DEPTH + 1} or more levels deep; the limit is {MAX_DEPTH}")

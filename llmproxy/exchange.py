@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from .balance import parse_retry_after
-from .errors import ProxyError
+from .errors import ProxyError, too_deep
 from .headers import redact
 from .pipeline import Call, shutdown_error
 from .sse import EventTooLarge, Frame, Framer
@@ -36,6 +36,14 @@ def upstream_body(call: Call, body: dict | None = None) -> dict:
     body = call.body if body is None else body
     params = call.target.route.params if call.target else None
     return {**params, **body} if params else dict(body)
+
+
+def request_bytes(body: Any) -> bytes:
+    """A request body as JSON for the backend; 400 when it nests too deep to write (``errors.MAX_DEPTH``)."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:  # (a body orjson read holds nothing else it cannot write)
+        raise too_deep() from None
 
 
 async def open_upstream(call: Call, path: str, body: bytes, stream: bool, module: ModuleType, extra_headers: dict | None = None) -> UpstreamCall:
@@ -85,7 +93,7 @@ async def whole_answer(call: Call, up: UpstreamCall, parse: Callable[[Any], T], 
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         err = ProxyError(502, f"backend '{up.backend.name}' answered HTTP {up.status} with a body that is not JSON "
-                              f"({up.resp.content_type or 'no content type'}, {len(raw):,} bytes)", code="upstream_garbage")
+                              f"({up.resp.content_type or 'no content type'}, {len(raw):,} bytes)", type="upstream_garbage", code="upstream_garbage")
         finish_upstream(call, up, err)
         raise err from None
     try:
@@ -125,13 +133,23 @@ async def frames(up: UpstreamCall, framer: Framer) -> AsyncIterator[list[Frame]]
         up.watch.stop()
 
 
+class StreamCut(ProxyError):
+    """What a ``render`` raises to end a stream in the middle of an item: ``head`` (the part before
+    the bad bytes) still goes to the client, then the error."""
+
+    def __init__(self, head: bytes, status: int, message: str, **kw: Any) -> None:
+        super().__init__(status, message, **kw)
+        self.head = head
+
+
 async def stream_out(call: Call, up: UpstreamCall, source: AsyncIterator[Any], content_type: str,
                      render: Callable[[Any], bytes] | None = None) -> web.StreamResponse:
     """The one writer: each item of ``source`` (``render``-ed to bytes, if given) to the client as it comes.
 
     The first piece is read before the response starts, so a stream that fails before its first
     byte (hangs, resets, garbage) raises instead and the request may still fail over.  After that an
-    error ends the stream in-band, in the front door's shape, and the row says why.
+    error (a ProxyError from ``source`` or ``render``; a ``StreamCut`` sends its head first) ends the
+    stream in-band, in the front door's shape, and the row says why.
     """
     source = aiter(source)
     try:
@@ -178,6 +196,8 @@ async def stream_out(call: Call, up: UpstreamCall, source: AsyncIterator[Any], c
         e.message = redact(e.message, call.snap.secrets)
         err = e
         call.row.fail(e.status, e.type, e.message)
+        if isinstance(e, StreamCut):
+            batch.append(e.head)
         batch.append(call.front.module.stream_error(e))
     except ConnectionError:
         call.row.fail(499, "cancelled", "client disconnected")

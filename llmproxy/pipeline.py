@@ -22,7 +22,7 @@ from aiohttp import web
 
 from . import access
 from .balance import Plan, sticky_hash
-from .errors import ProxyError, bad_request
+from .errors import ProxyError, bad_request, too_deep
 from .requestlog import LogRow, attempt_json, new_row
 from .resolve import Resolved, Target
 from .state import STATE, Snapshot, State
@@ -103,6 +103,8 @@ async def read_json(request: web.Request, limit: int) -> dict:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
+        if e.msg == "depth limit exceeded":  # (over orjson's 1,024 levels)
+            raise too_deep() from None
         raise bad_request(f"request body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object")

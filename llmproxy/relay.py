@@ -10,10 +10,9 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from .exchange import frames, open_upstream, stream_out, upstream_body, whole_answer
+from .exchange import StreamCut, frames, open_upstream, request_bytes, stream_out, upstream_body, whole_answer
 from .headers import redact
 from .pipeline import Call
 from .sse import FRAMERS, Frame
@@ -29,7 +28,7 @@ STREAM_TYPES = {"sse": "text/event-stream", "ndjson": "application/x-ndjson"}
 async def relay(call: Call, fmt: ModuleType, path: str, body: dict, stream: bool, extra_headers: dict[str, str] | None = None) -> web.StreamResponse:
     """Send ``body`` (model set to the route's) to ``path`` of a backend speaking ``fmt``; pass its answer on as it is."""
     body["model"] = call.target.upstream_model
-    up = await open_upstream(call, path, orjson.dumps(body), stream, fmt, extra_headers)
+    up = await open_upstream(call, path, request_bytes(body), stream, fmt, extra_headers)
     content_type = up.resp.headers.get("Content-Type")
     kind = fmt.STREAM_DECODER
     if not stream or not up.resp.content_type.startswith(STREAM_TYPES[kind]):
@@ -39,12 +38,20 @@ async def relay(call: Call, fmt: ModuleType, path: str, body: dict, stream: bool
     tap, seen, wants_usage, row, secrets = fmt.relay_tap, {}, call.front.wants_usage(call.body), call.row, call.snap.secrets
 
     def render(batch: list[Frame]) -> bytes:
-        """The batch's bytes for the client, after the tap read each event (it may drop a usage-only one)."""
+        """The batch's bytes for the client, after the tap read each event (it may drop a usage-only one).
+
+        An event no client could read (``Tap.garbage``) ends the stream: what came before it goes
+        out, then the front door's error (before the first byte: a 502 the request may fail over on).
+        """
         dropped: list[Frame] = []
         for f in batch:
             t = tap(f, seen)
             if t is None:
                 continue
+            if t.garbage is not None:
+                head = b"".join([g.raw for g in batch[: batch.index(f)] if g not in dropped])
+                raise StreamCut(head, 502, f"backend '{call.target.backend.name}' sent a stream event that {t.garbage}",
+                                type="upstream_garbage", code="upstream_garbage")
             if t.usage:
                 call.usage = Usage.from_hub(t.usage)
                 if t.usage_only and not wants_usage:

@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from .errors import ProxyError
-from .exchange import frames, open_upstream, stream_out, upstream_body, whole_answer
+from .exchange import frames, open_upstream, request_bytes, stream_out, upstream_body, whole_answer
 from .pipeline import Call
 from .sse import FRAMERS, Frame
 from .translate import BACKENDS
@@ -32,7 +32,7 @@ async def embeddings(call: Call) -> dict:
     if not hasattr(module, "embeddings_to_upstream"):
         raise ProxyError(400, f"backend '{call.target.backend.name}' (api: {call.target.backend.api}) has no embeddings endpoint", param="model")
     path, body = module.embeddings_to_upstream(call.body, call.target.upstream_model)
-    up = await open_upstream(call, path, orjson.dumps(body), False, module)
+    up = await open_upstream(call, path, request_bytes(body), False, module)
     _, out = await whole_answer(call, up, lambda data: module.embeddings_from_upstream(data, call.meta), Usage.of_answer)
     return out
 
@@ -48,7 +48,7 @@ async def chat(call: Call, to_hub: Callable[[dict], dict] | None = None) -> web.
     stream = bool(hub.get("stream", call.front.default_stream))
     meta = call.meta
     path, body = module.request_to_upstream(hub, call.target.upstream_model, stream)
-    up = await open_upstream(call, path, orjson.dumps(body), stream, module)
+    up = await open_upstream(call, path, request_bytes(body), stream, module)
     if not stream:
         _, hub_resp = await whole_answer(call, up, lambda data: module.response_from_upstream(data, meta), Usage.of_answer)
         out = call.front.module.response_to_client(hub_resp, meta)

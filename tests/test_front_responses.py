@@ -344,7 +344,7 @@ async def test_previous_response_id_rebuilds_the_conversation(upstream, proxy):
 
 async def test_previous_response_id_of_another_client_or_expired_is_404(upstream, proxy):
     up = await upstream({"/api/chat": Reply(fixture_bytes("ollama/nonstream-text.json"))})
-    keys = {"clients": [{"name": "a", "key": "key-a-0123456789"}, {"name": "b", "key": "key-b-0123456789"}]}
+    keys = {"clients": [{"name": "a", "key": "key-a-0123456789"}, {"name": "b", "key": "key-b-0123456789"}], "admin_key": "admin-key-0123456789"}
     p = await proxy(hub_config(up.url, access=keys, responses_keep_days=0.00002))  # about 1.7 s
     a, b = p.openai(api_key="key-a-0123456789"), p.openai(api_key="key-b-0123456789")
     first = await a.responses.create(model="ollama", input="hi")
@@ -362,7 +362,7 @@ async def test_previous_response_id_of_another_client_or_expired_is_404(upstream
     with pytest.raises(openai.NotFoundError):
         await a.responses.create(model="ollama", input="more", previous_response_id=first.id)
     assert await p.state.responses.purge() == 2 and p.state.responses.count == 0
-    async with aiohttp.ClientSession() as s:
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer admin-key-0123456789"}) as s:  # /health's details
         async with s.get(f"{p.url}/health") as r:
             assert (await r.json())["responses"] == {"kept": 0, "keep_days": 0.00002}
     assert len(up.seen) == 2

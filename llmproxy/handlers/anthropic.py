@@ -12,11 +12,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..errors import ProxyError, bad_request
+from ..errors import ProxyError, bad_request, too_deep
 from .. import relay, translated
 from ..pipeline import Call, Front, route, serve
 from ..translate import anthropic as fmt
-from ..translate.common import check_routing
 
 ANTHROPIC = Front("anthropic", fmt, "text/event-stream", "msg_")
 
@@ -30,7 +29,7 @@ TOOL_TOKENS = 8
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    return await serve(request, ANTHROPIC, "messages", _messages, parse=check_routing)
+    return await serve(request, ANTHROPIC, "messages", _messages, parse=fmt.check_request)
 
 
 async def _messages(call: Call) -> web.StreamResponse:
@@ -40,7 +39,7 @@ async def _messages(call: Call) -> web.StreamResponse:
 
 
 async def count_tokens(request: web.Request) -> web.StreamResponse:
-    return await serve(request, ANTHROPIC, "count_tokens", _count_tokens, parse=check_routing)
+    return await serve(request, ANTHROPIC, "count_tokens", _count_tokens, parse=fmt.check_request)
 
 
 async def _count_tokens(call: Call) -> web.StreamResponse:
@@ -52,7 +51,11 @@ async def _count_tokens(call: Call) -> web.StreamResponse:
             # (Anthropic's own 404 for an unknown model names it: "model: …", and is passed on.)
             if e.status not in (404, 405, 501) or "model" in e.message.lower():
                 raise
-    return web.Response(body=orjson.dumps({"input_tokens": estimate_tokens(call.body)}), content_type="application/json")
+    try:
+        tokens = estimate_tokens(call.body)
+    except (orjson.JSONEncodeError, RecursionError):  # a body nested deeper than llmproxy sends on
+        raise too_deep() from None
+    return web.Response(body=orjson.dumps({"input_tokens": tokens}), content_type="application/json")
 
 
 def estimate_tokens(body: dict) -> int:

@@ -43,8 +43,9 @@ def _json(obj: dict) -> web.Response:
 # ------------------------------------------------------------------ chat, generate, embed
 
 
-def _door(front: Front, endpoint: str, path: str, to_hub: Callable[[dict], dict]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """A chat-like endpoint: relayed to ``path`` of an Ollama backend, through the hub to any other."""
+def _door(front: Front, endpoint: str, path: str, to_hub: Callable[[dict], dict],
+          check: Callable[[dict], dict]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A chat-like endpoint: ``check``-ed, then relayed to ``path`` of an Ollama backend, through the hub to any other."""
 
     async def handler(call: Call) -> web.StreamResponse:
         if call.target.backend.api == "ollama":
@@ -52,13 +53,13 @@ def _door(front: Front, endpoint: str, path: str, to_hub: Callable[[dict], dict]
         return await translated.chat(call, to_hub)
 
     async def endpoint_handler(request: web.Request) -> web.StreamResponse:
-        return await serve(request, front, endpoint, handler, parse=check_routing)
+        return await serve(request, front, endpoint, handler, parse=check)
 
     return endpoint_handler
 
 
-chat = _door(OLLAMA, "chat", "/api/chat", fmt.request_from_client)
-generate = _door(GENERATE, "generate", "/api/generate", fmt.request_from_generate)
+chat = _door(OLLAMA, "chat", "/api/chat", fmt.request_from_client, fmt.check_chat)
+generate = _door(GENERATE, "generate", "/api/generate", fmt.request_from_generate, fmt.check_generate)
 
 
 async def embed(request: web.Request) -> web.StreamResponse:

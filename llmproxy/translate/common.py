@@ -25,12 +25,12 @@ def json_type(v: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(v), "a number")
 
 
-def check_types(body: dict, types: FieldTypes) -> None:
-    """400 naming the first field whose JSON type is wrong (null counts as absent)."""
+def check_types(body: dict, types: FieldTypes, prefix: str = "") -> None:
+    """400 naming the first field (as ``prefix`` + name) whose JSON type is wrong (null counts as absent)."""
     for name, (ok, what) in types.items():
         v = body.get(name)
         if v is not None and (not isinstance(v, ok) or (isinstance(v, bool) and bool not in ok)):
-            raise bad_request(f"'{name}' must be {what}, got {json_type(v)}", param=name)
+            raise bad_request(f"'{prefix}{name}' must be {what}, got {json_type(v)}", param=prefix + name)
 
 
 def require_model(body: dict) -> str:
@@ -39,6 +39,8 @@ def require_model(body: dict) -> str:
     if not isinstance(model, str) or not model:
         got = "missing" if model is None else "an empty string" if model == "" else json_type(model)
         raise bad_request(f"'model' must be a non-empty string (got {got})", param="model")
+    if not model.isprintable():  # a line break in a name would forge console lines
+        raise bad_request(f"'model' must not contain control characters or line breaks (got {model[:100]!r})", param="model")
     return model
 
 
@@ -175,6 +177,36 @@ class Tap(NamedTuple):
     usage: dict | None = None  # the hub usage so far, when this event says it
     error: ProxyError | None = None  # an error the backend sent in the stream
     usage_only: bool = False  # the event carries nothing but usage: a client that did not ask for usage does not get it
+    garbage: str | None = None  # why the event cannot be passed on (not UTF-8, not JSON): the relay ends the stream there
+
+
+def is_utf8(raw: bytes) -> bool:
+    """Whether ``raw`` decodes as UTF-8 (a relay_tap asks only when ``raw.isascii()`` said no)."""
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def garbage(frame: Any, literal: bytes | None = None) -> str | None:
+    """Why an event a relay_tap's byte checks are in doubt about cannot go to the client (any SDK
+    would choke on it): bytes that are not UTF-8, or data that is not JSON (``literal``, such as
+    ``[DONE]``, excepted).  None when it may go on: an event without data (a comment, a keep-alive)
+    or with JSON data the byte checks did not expect (``\\r\\n`` line ends, a last event cut short of its blank line)."""
+    raw = frame.raw
+    try:
+        raw.decode()
+    except UnicodeDecodeError as e:
+        return f"is not UTF-8 (byte {e.start}: {raw[max(0, e.start - 40):e.start + 20]!r})"
+    data = frame.data
+    if data is None or data == literal:
+        return None
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return f"is not JSON: {raw[:120]!r}"
+    return None
 
 
 def frame_json(frame: Any) -> Any:

@@ -11,7 +11,7 @@ import orjson
 
 from ..errors import ProxyError, bad_request
 from ..sse import Event
-from .common import Tap, check_types, frame_json, json_or_none, json_type, require_model, text_error
+from .common import FieldTypes, Tap, check_types, frame_json, garbage, is_utf8, json_or_none, json_type, require_model, text_error
 from .meta import Meta
 
 STREAM_DECODER = "sse"
@@ -37,8 +37,20 @@ def check_fields(body: dict) -> None:
     check_types(body, _TYPES)
 
 
+# a message's optional fields → (accepted types, name used in the message); content is checked apart
+_MESSAGE_TYPES: FieldTypes = {
+    "name": ((str,), "a string"),
+    "tool_calls": ((list,), "an array"),
+    "tool_call_id": ((str,), "a string"),
+}
+
+
 def request_from_client(body: dict) -> dict:
-    """Validate an OpenAI chat request; the hub request is the body itself."""
+    """Validate an OpenAI chat request; the hub request is the body itself.
+
+    Each message once (role, content, name, tool_calls, tool_call_id) and each content part's
+    ``type``: what a backend would choke on, without walking deeper.
+    """
     require_model(body)
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
@@ -51,8 +63,27 @@ def request_from_client(body: dict) -> dict:
                 f"'messages[{i}].role' must be one of {', '.join(sorted(ROLES))}, got {m.get('role')!r}",
                 param=f"messages[{i}].role",
             )
+        content = m.get("content")
+        if content is not None and not isinstance(content, str):
+            _check_parts(content, i)
+        if len(m) > 2:  # (role and content alone: nothing more to check)
+            name, calls, call_id = m.get("name"), m.get("tool_calls"), m.get("tool_call_id")
+            if not ((name is None or isinstance(name, str)) and (calls is None or isinstance(calls, list))
+                    and (call_id is None or isinstance(call_id, str))):
+                check_types(m, _MESSAGE_TYPES, f"messages[{i}].")  # names the field
     check_fields(body)
     return body
+
+
+def _check_parts(content: Any, i: int) -> None:
+    """400 unless ``content`` (of message ``i``) is an array of content parts: objects with a string ``type``."""
+    where = f"messages[{i}].content"
+    if not isinstance(content, list):
+        raise bad_request(f"'{where}' must be a string, null or an array of content parts, got {json_type(content)}", param=where)
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            got = json_type(part) if not isinstance(part, dict) else "an object without a string 'type'"
+            raise bad_request(f"'{where}[{j}]' must be a content part (an object with a string 'type'), got {got}", param=f"{where}[{j}]")
 
 
 def wants_usage(body: dict) -> bool:
@@ -96,8 +127,14 @@ def usage_of_answer(body: Any) -> dict | None:
 
 
 def relay_tap(frame: Any, seen: dict) -> Tap | None:
-    """The usage chunk (``choices: []``, or usage beside the last choice) and an in-band ``{"error": …}``."""
+    """The usage chunk (``choices: []``, or usage beside the last choice), an in-band ``{"error": …}``,
+    and garbage: an event that is not ``data: {…}\\n\\n`` in UTF-8 (byte checks; ASCII is one C call) is
+    parsed, and one that is not JSON (nor ``[DONE]``) ends the relay."""
     raw = frame.raw
+    if not (raw[:7] == b"data: {" and raw[-3] == 0x7D and (raw.isascii() or is_utf8(raw))) and raw != DONE:
+        why = garbage(frame, b"[DONE]")
+        if why is not None:
+            return Tap(garbage=why)
     if b'"usage"' in raw and b'"usage":null' not in raw and b'"usage": null' not in raw:
         chunk = frame_json(frame)
         usage = chunk.get("usage") if isinstance(chunk, dict) else None

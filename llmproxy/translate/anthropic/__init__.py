@@ -6,7 +6,7 @@ front door for other backends, and ``llmproxy mock``).  ``shared``: what both ha
 """
 from __future__ import annotations
 
-from .client import error_body, request_from_client, response_to_client, stream_error, stream_to_client
+from .client import check_request, error_body, request_from_client, response_to_client, stream_error, stream_to_client
 from .upstream import (
     DEFAULT_MAX_TOKENS,
     JSON_OBJECT_INSTRUCTION,
@@ -27,6 +27,7 @@ __all__ = [
     "JSON_OBJECT_INSTRUCTION",
     "STREAM_DECODER",
     "THINKING_BUDGET",
+    "check_request",
     "counts_to_hub_usage",
     "error_body",
     "error_from_upstream",

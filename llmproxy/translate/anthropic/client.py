@@ -22,7 +22,7 @@ import orjson
 from ...errors import ProxyError
 from ...sse import sse_event
 from ...usage import Usage
-from ..common import dump_args, parse_tool_args
+from ..common import check_routing, dump_args, parse_tool_args
 from ..meta import Meta
 from .shared import ERROR_STATUS, _bad, _tool_id
 
@@ -41,6 +41,27 @@ _ERROR_TYPE = {**{s: t for t, s in ERROR_STATUS.items()}, 408: "timeout_error", 
 
 
 # ======================================================================= Anthropic client -> hub
+
+# Roles in ``messages``: Anthropic's two, and ``system``, which Claude Code puts there too (see request_from_client).
+ROLES = frozenset({"user", "assistant", "system"})
+
+
+def check_request(body: dict) -> dict:
+    """What the Anthropic door checks before routing, whatever the backend (a relay sends the rest
+    on as it is): the model, ``stream``, and ``messages`` a non-empty list of objects with a role
+    and a string or list ``content`` — each message once, never a walk into its content."""
+    check_routing(body)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages", "must be a non-empty list of messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise _bad(f"messages[{i}]", "must be an object")
+        if m.get("role") not in ROLES:
+            raise _bad(f"messages[{i}].role", f"{m.get('role')!r} must be user or assistant")
+        if not isinstance(m.get("content"), (str, list)):
+            raise _bad(f"messages[{i}].content", "must be a string or a list of content blocks")
+    return body
 
 
 def request_from_client(body: dict) -> dict:

@@ -37,9 +37,11 @@ from ..common import (
     dump_args,
     event_json,
     frame_json,
+    garbage,
     hub_chunk,
     hub_completion,
     hub_usage_chunk,
+    is_utf8,
     json_or_none,
     parse_tool_args,
     split_data_url,
@@ -363,8 +365,13 @@ def usage_of_answer(body: Any) -> dict | None:
 
 
 def relay_tap(frame: Any, seen: dict) -> Tap | None:
-    """Usage from ``message_start`` and ``message_delta`` (cumulative counts, kept in ``seen``), and ``event: error``."""
+    """Usage from ``message_start`` and ``message_delta`` (cumulative counts, kept in ``seen``), ``event: error``,
+    and garbage: an event that is not ``event: …}\\n\\n`` (or ``data: {…}\\n\\n``) in UTF-8 (byte checks) is parsed, and one whose data is not JSON ends the relay."""
     raw = frame.raw
+    if not ((raw[:7] == b"event: " or raw[:7] == b"data: {") and raw[-3] == 0x7D and (raw.isascii() or is_utf8(raw))):
+        why = garbage(frame)
+        if why is not None:
+            return Tap(garbage=why)
     if b"message_start" in raw or b"message_delta" in raw:
         data = frame_json(frame)
         if not isinstance(data, dict):

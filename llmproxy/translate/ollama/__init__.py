@@ -9,6 +9,8 @@ direction (Ollama clients, the mock): ``request_from_client`` / ``response_to_cl
 from __future__ import annotations
 
 from .client import (
+    check_chat,
+    check_generate,
     error_body,
     request_from_client,
     request_from_generate,
@@ -36,6 +38,8 @@ from .upstream import (
 __all__ = [
     "OPTION_PARAMS",
     "STREAM_DECODER",
+    "check_chat",
+    "check_generate",
     "embeddings_from_upstream",
     "embeddings_to_upstream",
     "error_body",

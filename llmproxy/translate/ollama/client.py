@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Callable
 import orjson
 
 from ...errors import ProxyError
-from ..common import dump_args, parse_tool_args, sniff_image_mime, text_of
+from ..common import check_routing, dump_args, parse_tool_args, sniff_image_mime, text_of
 from ..meta import Meta
 
 _DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
@@ -39,6 +39,33 @@ def _opt_type(body: dict, key: str, types: type | tuple, what: str, where: str |
 
 def _tuple(types: type | tuple) -> tuple:
     return types if isinstance(types, tuple) else (types,)
+
+
+def check_chat(body: dict) -> dict:
+    """What the Ollama door checks of ``/api/chat`` before routing, whatever the backend (a relay
+    sends the rest on as it is): the model, ``stream``, and each message once: an object, its
+    ``content`` a string, its ``images`` a list of strings."""
+    check_routing(body)
+    for i, msg in enumerate(_opt_type(body, "messages", list, "a list of messages") or ()):
+        if not isinstance(msg, dict):
+            raise _bad(f"messages[{i}]", "must be an object")
+        _opt_type(msg, "content", str, "a string", f"messages[{i}].content")
+        _check_images(msg.get("images"), f"messages[{i}].images")
+    return body
+
+
+def check_generate(body: dict) -> dict:
+    """The same for ``/api/generate``: ``prompt`` and ``system`` strings, ``images`` a list of strings."""
+    check_routing(body)
+    _opt_type(body, "prompt", str, "a string")
+    _opt_type(body, "system", str, "a string")
+    _check_images(body.get("images"), "images")
+    return body
+
+
+def _check_images(images: Any, where: str) -> None:
+    if images is not None and (not isinstance(images, list) or not all(isinstance(s, str) for s in images)):
+        raise _bad(where, "must be a list of base64 strings")
 
 
 def request_from_client(body: dict) -> dict:
@@ -153,8 +180,7 @@ def _answered_call(pending: list[tuple[str, str]], call_id: str | None, name: st
 def _user_from_client(content: str, images: Any, where: str) -> dict:
     if not images:
         return {"role": "user", "content": content}
-    if not isinstance(images, list) or not all(isinstance(s, str) for s in images):
-        raise _bad(where, "must be a list of base64 strings")
+    _check_images(images, where)
     parts: list[dict] = [{"type": "text", "text": content}] if content else []
     for b64 in images:
         parts.append({"type": "image_url", "image_url": {"url": f"data:{sniff_image_mime(b64)};base64,{b64}"}})

@@ -23,8 +23,10 @@ from ..common import (
     dump_args,
     event_json,
     frame_json,
+    garbage,
     hub_chunk,
     hub_completion,
+    is_utf8,
     json_or_none,
     parse_tool_args,
     split_data_url,
@@ -223,8 +225,13 @@ def usage_of_answer(body: Any) -> dict | None:
 
 
 def relay_tap(frame: Any, seen: dict) -> Tap | None:
-    """Usage from the last line (``"done": true``) and an in-band ``{"error": …}`` line."""
+    """Usage from the last line (``"done": true``), an in-band ``{"error": …}`` line, and garbage: a line
+    that is not ``{…}`` in UTF-8 (byte checks) is parsed, and one that is not JSON ends the relay."""
     raw = frame.raw
+    if not (raw[0] == 0x7B and raw[-2:] == b"}\n" and (raw.isascii() or is_utf8(raw))):
+        why = garbage(frame)
+        if why is not None:
+            return Tap(garbage=why)
     if b'"error"' not in raw and b'"done":true' not in raw and b'"done": true' not in raw:
         return None
     obj = frame_json(frame)
