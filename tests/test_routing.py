@@ -1,0 +1,122 @@
+"""Routes that choose themselves: strategy auto (scoring), strategy designator, active health checks, list_unhealthy."""
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from llmproxy.balance import STALE, Balancer, RouteStats, auto_order, auto_scores
+from llmproxy.config import Failover
+from llmproxy.errors import ProxyError
+from test_balance import Clock, resolved, target
+
+W = (4.0, 2.0, 1.0, 1.0)  # the defaults: errors, latency, load, cost
+
+
+# ------------------------------------------------------------------ auto: the scoring table
+
+# (routes' stats, weights, the route that must win)
+TABLE = [
+    # healthy beats fast: errors weigh 4, latency 2
+    ([RouteStats(errors=0.5, latency=100), RouteStats(errors=0.0, latency=400)], W, 1),
+    # latency decides when both are healthy
+    ([RouteStats(errors=0.0, latency=900), RouteStats(errors=0.0, latency=120), RouteStats(errors=0.0, latency=400)], W, 1),
+    # load decides between equals
+    ([RouteStats(errors=0.0, latency=200, load=5), RouteStats(errors=0.0, latency=200, load=1)], W, 1),
+    # price decides between equals; a route without a price counts as the dearest
+    ([RouteStats(errors=0.0, latency=200), RouteStats(errors=0.0, latency=200, price=18.0), RouteStats(errors=0.0, latency=200, price=0.5)], W, 2),
+    # a route with no data yet goes first, whatever the others' numbers
+    ([RouteStats(errors=0.0, latency=50, price=0.1), RouteStats()], W, 1),
+    # weights change the mix: cost alone
+    ([RouteStats(errors=0.0, latency=100, price=18.0), RouteStats(errors=0.9, latency=3000, price=0.5)], (0, 0, 0, 1), 1),
+    # latency alone: the slower but error-free route loses
+    ([RouteStats(errors=0.0, latency=3000), RouteStats(errors=0.9, latency=100)], (0, 1, 0, 0), 1),
+]
+
+
+@pytest.mark.parametrize("stats, weights, winner", TABLE)
+def test_auto_scoring_table(stats, weights, winner):
+    assert auto_order(stats, weights)[0] == winner
+    scores = auto_scores(stats, weights)
+    assert min(range(len(stats)), key=scores.__getitem__) == winner or stats[winner].cold
+
+
+def test_auto_scores_are_normalised_across_routes():
+    # Each measure is scaled by the routes' largest value: only ratios matter, not units.
+    a = auto_scores([RouteStats(errors=0.0, latency=100), RouteStats(errors=0.0, latency=400)], W)
+    b = auto_scores([RouteStats(errors=0.0, latency=1000), RouteStats(errors=0.0, latency=4000)], W)
+    assert a == pytest.approx(b) and a[1] - a[0] == pytest.approx(2 * 0.75)
+
+
+def test_auto_ties_go_round_robin():
+    same = [RouteStats(errors=0.0, latency=200)] * 3
+    assert [auto_order(same, W, turn)[0] for turn in range(6)] == [0, 1, 2, 0, 1, 2]
+
+
+def test_auto_balancer_with_a_fake_clock():
+    clock = Clock()
+    bal = Balancer(Failover(failures=2), clock=clock, rng=random.Random(1))
+    a, b = target("a"), target("b")
+    res = resolved(a, b, strategy="auto")
+    names = lambda: [t.backend.name for t in bal.order(res)]  # noqa: E731
+    # no data at all: round robin between the two cold routes
+    assert {names()[0] for _ in range(4)} == {"a", "b"}
+    bal.succeeded(a, None, 100.0)
+    assert names()[0] == "b"  # b has no data yet: it is tried so it earns some
+    bal.succeeded(b, None, 2000.0)
+    assert all(names()[0] == "a" for _ in range(5))  # both known: the fast one
+    # a starts failing: its decayed error rate outweighs b's slowness
+    bal.failed(a, None, ProxyError(500, "boom"))
+    bal.failed(a, None, ProxyError(500, "boom"))
+    assert all(names()[0] == "b" for _ in range(5))
+    s = bal.stats(a, clock())
+    assert s.errors == 1.0  # the open breaker counts as all errors
+    # time passes with no traffic on a: its data goes stale, it is cold again and gets tried
+    clock.t += STALE + 1
+    bal.succeeded(b, None, 2000.0)  # b stays fresh
+    assert bal.stats(a, clock()).cold and names()[0] == "a"
+    # a client's own error (400) does not count against the route
+    bal.succeeded(a, None, 100.0)
+    before = bal.stats(a, clock()).errors
+    bal.failed(a, None, ProxyError(400, "bad request"))
+    assert bal.stats(a, clock()).errors == before < 0.5
+
+
+def test_auto_error_rate_decays():
+    clock = Clock()
+    bal = Balancer(Failover(failures=100), clock=clock)
+    a = target("a")
+    bal.failed(a, None, ProxyError(503, "down"))
+    r0 = bal.stats(a, clock()).errors
+    clock.t += 30
+    assert bal.stats(a, clock()).errors == pytest.approx(r0 * 0.5 ** 0.5)
+    assert math.isinf(bal.stats(a, clock()).price)
+
+
+async def test_auto_moves_traffic_off_a_slow_backend_and_back(upstream, proxy, monkeypatch):
+    import asyncio
+
+    from test_failover import _post, _sse, config
+
+    monkeypatch.setattr("llmproxy.balance.STALE", 0.6)
+    fast = await upstream({"/v1/chat/completions": _sse()})
+    slow = await upstream({"/v1/chat/completions": _sse(hang_before=0.3)})
+    p = await proxy(config({"fast": fast.url, "slow": slow.url}, ["slow", "fast"], strategy="auto"))
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    for _ in range(8):
+        assert (await _post(p, body))[0] == 200
+    rows = await p.rows()
+    assert [r["backend"] for r in rows[2:]] == ["fast"] * 6  # both tried once (no data yet), then the fast one
+    slow.routes["/v1/chat/completions"] = _sse()  # the slow one recovers
+    await asyncio.sleep(0.7)  # its numbers go stale: it is tried again, and found fast
+    for _ in range(12):
+        assert (await _post(p, body))[0] == 200
+    later = [r["backend"] for r in (await p.rows())[8:]]
+    assert later[0] == "slow", later
+    assert p.state.balance.first_byte[("slow", "up-slow")] < 150  # a fresh measure, not blended with the slow past
+    # Now as fast as the other: it gets traffic again (which of two equals wins turns on a few ms)
+    slow.routes["/v1/chat/completions"], fast.routes["/v1/chat/completions"] = _sse(), _sse(hang_before=0.3)
+    for _ in range(6):
+        assert (await _post(p, body))[0] == 200
+    assert [r["backend"] for r in (await p.rows())[-4:]] == ["slow"] * 4
