@@ -11,7 +11,7 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from . import __version__, access
+from . import __version__, access, designate  # noqa: F401 - designate: strategy: designator (pipeline.CHOOSERS)
 from .config import Backend, Config, ConfigError, load_config
 from .handlers import anthropic as anthropic_handlers
 from .handlers import ollama as ollama_handlers

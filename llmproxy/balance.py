@@ -18,6 +18,7 @@ import math
 import random
 import re
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -73,12 +74,14 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def sticky_hash(body: dict) -> int | None:
-    """A number for the conversation: a hash of its first two messages (None without messages)."""
+    """A number for the conversation: a hash of its first messages, up to its first user message (at most
+    two), so each turn of one conversation has the same (None without messages)."""
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
         return None
+    head = msgs[:1] if isinstance(msgs[0], dict) and msgs[0].get("role") == "user" else msgs[:2]
     try:
-        raw = orjson.dumps(msgs[:2], option=orjson.OPT_SORT_KEYS)
+        raw = orjson.dumps(head, option=orjson.OPT_SORT_KEYS)
     except TypeError:
         return None
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
@@ -229,6 +232,8 @@ class Balancer:
         self.first_byte_at: dict[tuple[str, str], float] = {}  # when it last moved (monotonic)
         self.errors: dict[tuple[str, str], tuple[float, float]] = {}  # route → (error rate, when), for auto
         self._rr: dict[str, int] = {}
+        # strategy: designator — (model, conversation) → the route chosen, (backend, upstream model); oldest first
+        self.designated: OrderedDict[tuple[str, int], tuple[str, str]] = OrderedDict()
 
     def configure(self, cfg: Config) -> None:
         """On start and reload: new settings; forget backends that are gone (but count what still runs on them); key cooldowns reset."""

@@ -51,6 +51,8 @@ class LogRow:
     cost_usd: float | None = None
     attempts: int = 0
     attempt_log: str | None = None
+    parent_id: str | None = None  # a designator's own call: the id of the request it chose a route for
+    route_choice: str | None = None  # strategy: designator — which route was chosen, and how (or why the first)
     t0: float = field(default=0.0, repr=False)  # monotonic start; not stored
 
     def fail(self, status: int, error_type: str, message: str) -> None:
@@ -60,7 +62,7 @@ class LogRow:
 COLUMNS = tuple(f.name for f in fields(LogRow) if f.name != "t0")
 _values = attrgetter(*COLUMNS)
 _ROW_SQL = f"({', '.join('?' * len(COLUMNS))})"
-# INSERTs carry 1, 2, 4 … 256 rows (256 × 25 parameters is within SQLite's 32,766): a batch of n
+# INSERTs carry 1, 2, 4 … 256 rows (256 × 27 parameters is within SQLite's 32,766): a batch of n
 # rows is at most 9 statements, and only 9 distinct statements are ever prepared and cached.
 _SIZES = tuple(1 << i for i in range(8, -1, -1))
 
@@ -102,8 +104,13 @@ def _m1(db_sql: list[str]) -> None:
     db_sql.append("CREATE INDEX requests_model ON requests (model, ts)")
 
 
+def _m2(db_sql: list[str]) -> None:
+    db_sql.append("ALTER TABLE requests ADD COLUMN parent_id TEXT")
+    db_sql.append("ALTER TABLE requests ADD COLUMN route_choice TEXT")
+
+
 # Ordered migrations: index i brings the schema to user_version i+1. Append, never edit.
-MIGRATIONS: list[Callable[[list[str]], None]] = [_m1]
+MIGRATIONS: list[Callable[[list[str]], None]] = [_m1, _m2]
 
 
 async def migrate(db: aiosqlite.Connection) -> int:

@@ -120,3 +120,135 @@ async def test_auto_moves_traffic_off_a_slow_backend_and_back(upstream, proxy, m
     for _ in range(6):
         assert (await _post(p, body))[0] == 200
     assert [r["backend"] for r in (await p.rows())[-4:]] == ["slow"] * 4
+
+
+# ------------------------------------------------------------------ designator
+
+def _answer(text: str, delay: float = 0.0):  # noqa: ANN202
+    """A designator fake: an OpenAI chat completion saying ``text`` (after ``delay`` seconds)."""
+    import asyncio
+
+    import orjson
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        await asyncio.sleep(delay)
+        return web.json_response({"id": "c1", "object": "chat.completion", "created": 1, "model": "picker-mini",
+                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                                  "usage": {"prompt_tokens": 57, "completion_tokens": 1, "total_tokens": 58}})
+    assert orjson
+    return handle
+
+
+async def _designator_setup(upstream, proxy, answer: str, delay: float = 0.0):  # noqa: ANN001, ANN202
+    from test_failover import _backend, _sse
+
+    big = await upstream({"/v1/chat/completions": _sse()})
+    local = await upstream({"/v1/chat/completions": _sse()})
+    picker = await upstream({"/v1/chat/completions": _answer(answer, delay)})
+    cfg = {
+        "backends": {"big": _backend(big.url), "local": _backend(local.url), "picker": _backend(picker.url)},
+        "models": {
+            "picker-mini": {"backend": "picker", "price": {"input": 1, "output": 2}},
+            "claude": {"backend": "big", "model": "claude-big"},
+            "llama": {"backend": "local", "model": "llama-local"},
+            "pick": {"strategy": "designator", "designator": "picker-mini", "designator_timeout": 0.5,
+                     "routes": [{"model": "claude", "description": "hard reasoning, long code"},
+                                {"model": "llama", "description": "chit-chat, short answers"}]},
+        },
+    }
+    p = await proxy(cfg)
+    return p, picker
+
+
+TURN1 = [{"role": "user", "content": "hello there!"}]
+TURN2 = TURN1 + [{"role": "assistant", "content": "Hi! How can I help?"}, {"role": "user", "content": "write a B-tree in Rust"}]
+
+
+async def _ask(p, messages):  # noqa: ANN001, ANN202
+    from test_failover import _post
+
+    status, _, _ = await _post(p, {"model": "pick", "messages": messages, "stream": True})
+    return status
+
+
+async def test_designator_answering_route_2_sends_there_and_keeps_the_conversation(upstream, proxy):
+    p, picker = await _designator_setup(upstream, proxy, "2")
+    assert await _ask(p, TURN1) == 200
+    rows = await p.rows()
+    [main] = [r for r in rows if r["endpoint"] != "designate"]
+    [des] = [r for r in rows if r["endpoint"] == "designate"]
+    assert (main["backend"], main["upstream_model"], main["model"]) == ("local", "llama-local", "pick")
+    assert main["route_choice"] == "route 2 (llama), chosen by picker-mini"
+    assert des["parent_id"] == main["id"] and des["status"] == 200 and des["backend"] == "picker"
+    assert (des["prompt_tokens"], des["completion_tokens"]) == (57, 1) and des["cost_usd"] == pytest.approx((57 * 1 + 1 * 2) / 1e6)
+    asked = picker.seen[0].body
+    assert "1. claude: hard reasoning, long code" in asked["messages"][0]["content"]
+    assert "2. llama: chit-chat, short answers" in asked["messages"][0]["content"]
+    assert "hello there!" in asked["messages"][1]["content"] and asked["stream"] is False
+    # The second turn of the same conversation stays on the model chosen, without asking again
+    assert await _ask(p, TURN2) == 200
+    rows = await p.rows()
+    assert len(picker.seen) == 1 and len(rows) == 3
+    assert rows[-1]["backend"] == "local" and rows[-1]["route_choice"] == "route 2 (llama), kept for this conversation"
+
+
+async def test_designator_garbage_goes_to_the_first_route_and_says_so(upstream, proxy):
+    p, picker = await _designator_setup(upstream, proxy, "I think the best model is probably the second one")
+    assert await _ask(p, TURN1) == 200
+    rows = await p.rows()
+    main = next(r for r in rows if r["endpoint"] != "designate")
+    des = next(r for r in rows if r["endpoint"] == "designate")
+    assert main["backend"] == "big" and main["route_choice"].startswith("first route: the designator answered 'I think")
+    assert des["parent_id"] == main["id"] and des["status"] == 200
+    # a fallback is not kept: the next turn asks again
+    assert await _ask(p, TURN2) == 200
+    assert len(picker.seen) == 2
+
+
+async def test_designator_too_slow_times_out_to_the_first_route(upstream, proxy):
+    import time
+
+    p, picker = await _designator_setup(upstream, proxy, "2", delay=3)
+    t0 = time.monotonic()
+    assert await _ask(p, TURN1) == 200
+    assert time.monotonic() - t0 < 2
+    rows = await p.rows()
+    main = next(r for r in rows if r["endpoint"] != "designate")
+    des = next(r for r in rows if r["endpoint"] == "designate")
+    assert main["backend"] == "big"
+    assert main["route_choice"] == "first route: the designator picker-mini did not answer within designator_timeout (0.5 s)"
+    assert (des["parent_id"], des["status"], des["error_type"]) == (main["id"], 504, "timeout")
+
+
+def test_designator_prompt_and_parse_are_strict():
+    from llmproxy.config import Route
+    from llmproxy.designate import parse, prompt
+    from llmproxy.resolve import Target
+    from test_balance import backend
+
+    ts = [Target("pick", Route(backend("big"), "claude-big", {}, None, description="code", name="claude"), "claude-big"),
+          Target("pick", Route(backend("local"), "llama-local", {}, None, name="llama"), "llama-local")]
+    assert [parse(a, ts) for a in ("2", " 1\n", "`llama`", "Claude.", "claude-big", "3", "0", "two", "model 2", "")] == \
+        [1, 0, 1, 0, 0, None, None, None, None, None]
+    msgs = prompt(ts, "x" * 5000, limit=100)
+    assert "1. claude: code\n2. llama\n" in msgs[0]["content"] and len(msgs[1]["content"]) < 140
+
+
+def test_designator_config_errors(tmp_path):
+    import yaml
+
+    from llmproxy.config import ConfigError, load_config
+
+    def load(models: dict) -> None:
+        path = tmp_path / "r.yaml"
+        path.write_text(yaml.safe_dump({"backends": {"b": {"api": "openai", "url": "http://x/v1"}}, "models": {"a": {"backend": "b"}, **models}}))
+        load_config(path)
+
+    with pytest.raises(ConfigError, match=r"models.p.designator: strategy: designator needs"):
+        load({"p": {"strategy": "designator", "routes": ["a"]}})
+    with pytest.raises(ConfigError, match=r"models.p.designator: only used with strategy: designator"):
+        load({"p": {"designator": "a", "routes": ["a"]}})
+    with pytest.raises(ConfigError, match=r"picks routes itself"):
+        load({"p": {"strategy": "designator", "designator": "q", "routes": ["a"]}, "q": {"strategy": "designator", "designator": "a", "routes": ["a"]}})
