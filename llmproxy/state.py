@@ -15,6 +15,7 @@ from .balance import Balancer
 from .config import Config
 from .discover import Discovery
 from .headers import secrets_of
+from .healthcheck import HealthChecks
 from .requestlog import RequestLog
 from .resolve import Resolver
 from .upstream import Upstream
@@ -46,6 +47,7 @@ class State:
     # Runtime state that outlives a reload (never in the frozen config): breakers, key cooldowns, listings.
     balance: Balancer = field(default_factory=Balancer)
     discovery: Discovery = field(default_factory=Discovery)
+    checks: HealthChecks = field(default_factory=HealthChecks)
 
     @property
     def in_flight(self) -> int:

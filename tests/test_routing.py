@@ -252,3 +252,42 @@ def test_designator_config_errors(tmp_path):
         load({"p": {"designator": "a", "routes": ["a"]}})
     with pytest.raises(ConfigError, match=r"picks routes itself"):
         load({"p": {"strategy": "designator", "designator": "q", "routes": ["a"]}, "q": {"strategy": "designator", "designator": "a", "routes": ["a"]}})
+
+
+# ------------------------------------------------------------------ health checks
+
+async def test_health_check_marks_a_dead_backend_down_and_brings_it_back(upstream, proxy):
+    import asyncio
+
+    import orjson
+
+    from conftest import Reply
+    from test_failover import _backend, _health, _post, _sse
+
+    models = Reply(orjson.dumps({"object": "list", "data": [{"id": "up-a"}]}))
+    a = await upstream({"/v1/chat/completions": _sse(), "/v1/models": Reply(b'{"error": {"message": "down"}}', status=503)})
+    b = await upstream({"/v1/chat/completions": _sse(), "/v1/models": models})
+    unused = await upstream({"/v1/models": models})
+    hc = {"interval": 1, "timeout": 0.5}
+    p = await proxy({"backends": {"a": _backend(a.url, health_check=hc), "b": _backend(b.url, health_check=hc),
+                                  "unused": _backend(unused.url, health_check=hc)},
+                     "models": {"m": {"routes": [{"backend": "a", "model": "up-a"}, {"backend": "b", "model": "up-b"}]}}})
+    await asyncio.sleep(0.3)
+    h = await _health(p)
+    assert h["backends"]["a"]["state"] == "open" and h["backends"]["a"]["health_check"]["state"] == "failed"
+    assert "health check: HTTP 503" in h["backends"]["a"]["reason"]
+    assert h["backends"]["b"]["health_check"]["state"] == "ok" and "health_check" not in h["backends"]["unused"]
+    assert not unused.seen  # no model routes there: never checked
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    assert (await _post(p, body))[0] == 200
+    rows = await p.rows()
+    assert rows[-1]["backend"] == "b"  # a is skipped while b can serve
+    assert not [s for s in a.seen if s.path == "/v1/chat/completions"]
+    a.routes["/v1/models"] = models  # a comes back
+    await asyncio.sleep(1.2)
+    h = await _health(p)
+    assert h["backends"]["a"]["state"] == "closed" and h["backends"]["a"]["health_check"]["state"] == "ok"
+    assert (await _post(p, body))[0] == 200
+    assert (await p.rows())[-1]["backend"] == "a"
+    n = len([s for s in b.seen if s.path == "/v1/models"])
+    assert 2 <= n <= 3  # every interval, never more often
