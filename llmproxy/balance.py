@@ -368,6 +368,12 @@ class Balancer:
         finally:
             self.in_flight[rk] = self.in_flight.get(rk, 1) - 1  # (a reload keeps a count above 0: configure())
 
+    def down(self, t: Target) -> bool:
+        """Whether ``t``'s backend or route is set aside now (nothing changes: for listings)."""
+        now = self.clock()
+        return any(br is not None and br.state == OPEN and now < br.until
+                   for br in (self.backends.get(t.backend.name), self.routes.get(_route_key(t))))
+
     def blocked(self, t: Target, probes: list[Breaker]) -> tuple[str, float] | None:
         """Why ``t`` may not be tried now and for how long (None: it may; a probe it takes goes to ``probes``)."""
         now = self.clock()

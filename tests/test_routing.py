@@ -291,3 +291,30 @@ async def test_health_check_marks_a_dead_backend_down_and_brings_it_back(upstrea
     assert (await p.rows())[-1]["backend"] == "a"
     n = len([s for s in b.seen if s.path == "/v1/models"])
     assert 2 <= n <= 3  # every interval, never more often
+
+
+async def test_list_unhealthy_false_hides_models_whose_every_route_is_down(upstream, proxy):
+    import asyncio
+
+    import aiohttp
+    import orjson
+
+    from conftest import Reply
+    from test_failover import _backend
+
+    models = Reply(orjson.dumps({"object": "list", "data": [{"id": "x"}]}))
+    dead = await upstream({"/v1/models": Reply(b'{"error": {"message": "down"}}', status=503)})
+    ok = await upstream({"/v1/models": models})
+    hc = {"interval": 30, "timeout": 0.5}
+    cfg = {"backends": {"dead": _backend(dead.url, health_check=hc), "ok": _backend(ok.url, health_check=hc)},
+           "models": {"gone": {"backend": "dead"}, "fine": {"backend": "ok"},
+                      "mixed": {"routes": [{"backend": "dead", "model": "a"}, {"backend": "ok", "model": "b"}]}},
+           "list_unhealthy": False}
+    p = await proxy(cfg)
+    await asyncio.sleep(0.3)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(p.url + "/v1/models") as r:  # Open-WebUI's OpenAI connection
+            ids = [m["id"] for m in (await r.json())["data"]]
+        async with s.get(p.url + "/api/tags") as r:  # its Ollama connection
+            tags = [m["name"] for m in (await r.json())["models"]]
+    assert ids == ["fine", "mixed"] and tags == ["fine", "mixed"]
