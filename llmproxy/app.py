@@ -11,7 +11,7 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from . import __version__, access
+from . import __version__, access, designate  # noqa: F401 - designate: strategy: designator (pipeline.CHOOSERS)
 from .config import Backend, Config, ConfigError, load_config
 from .handlers import anthropic as anthropic_handlers
 from .handlers import ollama as ollama_handlers
@@ -37,6 +37,7 @@ def make_app(config_path: str | Path, *, signals: bool = True) -> web.Applicatio
     app.cleanup_ctx.append(_responses)  # after the log: its migrations make the table
     app.cleanup_ctx.append(_upstream)
     app.cleanup_ctx.append(_discovery)
+    app.cleanup_ctx.append(_health_checks)
     app.on_shutdown.append(_grace)
     if signals:
         app.cleanup_ctx.append(_sighup)
@@ -73,7 +74,20 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
 async def _discovery(app: web.Application) -> AsyncIterator[None]:
     """List the models of ``discover: true`` backends in the background (never awaited by a request)."""
     state = app[STATE]
-    task = asyncio.create_task(state.discovery.run(lambda: state.snap.config, state.upstream, state.balance.key_value), name="discovery")
+    async for _ in _background(state.discovery.run(lambda: state.snap.config, state.upstream, state.balance.key_value), "discovery"):
+        yield
+
+
+async def _health_checks(app: web.Application) -> AsyncIterator[None]:
+    """Backends with ``health_check:`` are checked in the background (never awaited by a request)."""
+    state = app[STATE]
+    async for _ in _background(state.checks.run(lambda: state.snap.config, state.upstream, state.balance), "health checks"):
+        yield
+
+
+async def _background(coro, name: str) -> AsyncIterator[None]:  # noqa: ANN001 - a coroutine
+    """Run ``coro`` as a task for the app's life (one yield), then cancel it."""
+    task = asyncio.create_task(coro, name=name)
     yield
     task.cancel()
     try:
@@ -180,6 +194,8 @@ def _backend_health(state: State, b: Backend) -> dict:
     routes = {m: state.balance.view_route(b, m) for m in state.balance.models_seen(b.name)}
     if routes:
         out["routes"] = routes
+    if b.name in state.checks.last:
+        out["health_check"] = state.checks.last[b.name].view()
     if b.discover:
         listing = state.discovery.lists.get(b.name)
         out["discovery"] = listing.view() if listing else {"state": "listing", "models": 0}

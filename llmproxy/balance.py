@@ -18,13 +18,14 @@ import math
 import random
 import re
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import orjson
 
-from .config import Backend, Config, Failover
+from .config import WEIGHT_DEFAULTS, Backend, Config, Failover
 from .errors import ProxyError
 from .resolve import Resolved, Target
 
@@ -73,15 +74,61 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def sticky_hash(body: dict) -> int | None:
-    """A number for the conversation: a hash of its first two messages (None without messages)."""
+    """A number for the conversation: a hash of its first messages, up to its first user message (at most
+    two), so each turn of one conversation has the same (None without messages)."""
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
         return None
+    head = msgs[:1] if isinstance(msgs[0], dict) and msgs[0].get("role") == "user" else msgs[:2]
     try:
-        raw = orjson.dumps(msgs[:2], option=orjson.OPT_SORT_KEYS)
+        raw = orjson.dumps(head, option=orjson.OPT_SORT_KEYS)
     except TypeError:
         return None
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
+
+
+# ------------------------------------------------------------------ strategy: auto
+
+STALE = 60.0  # seconds: a route's statistics older than this no longer count (auto tries it again, so it earns fresh ones)
+ERROR_HALF_LIFE = 60.0  # seconds: how fast a route's past failures fade from its error rate
+
+
+@dataclass(frozen=True, slots=True)
+class RouteStats:
+    """What ``strategy: auto`` knows of one route now."""
+
+    errors: float | None = None  # recent error rate, 0..1, decayed (None: no recent outcome)
+    latency: float | None = None  # first-byte moving average, ms (None: no recent success)
+    load: int = 0  # requests in flight
+    price: float = math.inf  # input + output per 1M tokens (inf: no price)
+
+    @property
+    def cold(self) -> bool:
+        return self.errors is None and self.latency is None
+
+
+def _scaled(xs: list[float | None]) -> list[float]:
+    """Each value over the largest finite one: 0..1; None (unknown) is 0, inf (no price) is 1."""
+    top = max((x for x in xs if x is not None and x != math.inf), default=0.0)
+    return [0.0 if x is None else 1.0 if x == math.inf else (x / top if top > 0 else 0.0) for x in xs]
+
+
+def auto_scores(stats: list[RouteStats], weights: tuple[float, float, float, float]) -> list[float]:
+    """One score per route, lower is better: errors, latency, load and price, each scaled across the
+    routes, mixed by ``weights`` (errors, latency, load, cost). Pure."""
+    we, wl, wn, wc = weights
+    cols = (_scaled([s.errors for s in stats]), _scaled([s.latency for s in stats]),
+            _scaled([float(s.load) for s in stats]), _scaled([s.price for s in stats]))
+    return [we * e + wl * lat + wn * n + wc * c for e, lat, n, c in zip(*cols)]
+
+
+def auto_order(stats: list[RouteStats], weights: tuple[float, float, float, float], turn: int = 0) -> list[int]:
+    """Route indices best first: routes with no recent data first (so they earn some), then by score;
+    among equals, round robin from ``turn``. Pure."""
+    scores = auto_scores(stats, weights)
+    n = len(stats)
+    rotated = [(i + turn) % n for i in range(n)]
+    return sorted(rotated, key=lambda i: (not stats[i].cold, round(scores[i], 9)))
 
 
 # ------------------------------------------------------------------ breakers and keys
@@ -182,13 +229,17 @@ class Balancer:
         self.keys: dict[tuple[str, int], KeyState] = {}
         self.in_flight: dict[tuple[str, str], int] = {}
         self.first_byte: dict[tuple[str, str], float] = {}  # moving average, ms
+        self.first_byte_at: dict[tuple[str, str], float] = {}  # when it last moved (monotonic)
+        self.errors: dict[tuple[str, str], tuple[float, float]] = {}  # route → (error rate, when), for auto
         self._rr: dict[str, int] = {}
+        # strategy: designator — (model, conversation) → the route chosen, (backend, upstream model); oldest first
+        self.designated: OrderedDict[tuple[str, int], tuple[str, str]] = OrderedDict()
 
     def configure(self, cfg: Config) -> None:
         """On start and reload: new settings; forget backends that are gone (but count what still runs on them); key cooldowns reset."""
         self.s = cfg.failover
         names = set(cfg.backends)
-        for d in (self.routes, self.first_byte):
+        for d in (self.routes, self.first_byte, self.first_byte_at, self.errors):
             for k in [k for k in d if k[0] not in names]:
                 del d[k]
         for k in [k for k, n in self.in_flight.items() if k[0] not in names and n <= 0]:  # (busy() ends the others)
@@ -224,7 +275,32 @@ class Balancer:
             return sorted(ts, key=lambda t: self.first_byte.get(_route_key(t), 0.0))
         if strategy == "cheapest":
             return sorted(ts, key=_price)
-        return ts  # fallback
+        if strategy == "auto":
+            now = self.clock()
+            turn = self._rr.get(res.name, 0)
+            self._rr[res.name] = turn + 1
+            return [ts[i] for i in auto_order([self.stats(t, now) for t in ts], res.weights or tuple(WEIGHT_DEFAULTS.values()), turn)]
+        return ts  # fallback (and designator: its choice already put first)
+
+    def stats(self, t: Target, now: float) -> RouteStats:
+        """What ``auto`` scores ``t`` by: its decayed error rate (an open breaker: 1), recent first-byte time, load, price."""
+        rk = _route_key(t)
+        errors = None
+        if rk in self.errors:
+            rate, at = self.errors[rk]
+            if now - at <= STALE:
+                errors = rate * 0.5 ** ((now - at) / ERROR_HALF_LIFE)
+        for br in (self.backends.get(t.backend.name), self.routes.get(rk)):
+            if br is not None and br.state == OPEN and now < br.until:
+                errors = 1.0
+        latency = self.first_byte.get(rk) if now - self.first_byte_at.get(rk, -math.inf) <= STALE else None
+        return RouteStats(errors, latency, self.in_flight.get(rk, 0), _price(t))
+
+    def _outcome(self, rk: tuple[str, str], failed: bool) -> None:
+        """Move a route's error rate (decayed to now) towards this outcome."""
+        now = self.clock()
+        rate, at = self.errors.get(rk, (0.0, now))
+        self.errors[rk] = (rate * 0.5 ** ((now - at) / ERROR_HALF_LIFE) * 0.7 + (0.3 if failed else 0.0), now)
 
     # -------------------------------------------------------------- keys
 
@@ -292,6 +368,12 @@ class Balancer:
         finally:
             self.in_flight[rk] = self.in_flight.get(rk, 1) - 1  # (a reload keeps a count above 0: configure())
 
+    def down(self, t: Target) -> bool:
+        """Whether ``t``'s backend or route is set aside now (nothing changes: for listings)."""
+        now = self.clock()
+        return any(br is not None and br.state == OPEN and now < br.until
+                   for br in (self.backends.get(t.backend.name), self.routes.get(_route_key(t))))
+
     def blocked(self, t: Target, probes: list[Breaker]) -> tuple[str, float] | None:
         """Why ``t`` may not be tried now and for how long (None: it may; a probe it takes goes to ``probes``)."""
         now = self.clock()
@@ -314,14 +396,19 @@ class Balancer:
             ks = self.keys.get((t.backend.name, key))
             if ks is not None and ks.until != math.inf:
                 ks.strikes = 0
+        rk = _route_key(t)
+        self._outcome(rk, False)
         if first_byte_ms is not None:
-            rk = _route_key(t)
-            prev = self.first_byte.get(rk)
-            self.first_byte[rk] = first_byte_ms if prev is None else prev * 0.7 + first_byte_ms * 0.3
+            prev, now = self.first_byte.get(rk), self.clock()
+            stale = now - self.first_byte_at.get(rk, now) > STALE  # (an old average says nothing of the route now)
+            self.first_byte[rk] = first_byte_ms if prev is None or stale else prev * 0.7 + first_byte_ms * 0.3
+            self.first_byte_at[rk] = now
 
     def failed(self, t: Target, key: int | None, err: ProxyError) -> None:
         """An attempt failed with ``err``: cool down the key, the route or the whole backend."""
         kind = classify(err)
+        if kind in (RETRY, KEY, ELSEWHERE):
+            self._outcome(_route_key(t), True)
         if kind in (FINAL, CONTEXT, ELSEWHERE):
             return
         if key is not None and (kind == KEY or err.status == 429):

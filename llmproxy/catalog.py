@@ -22,4 +22,14 @@ def listed(state: State, snap: Snapshot, client: Client | None) -> list[tuple[st
     out = [(n, owner(snap, n)) for n in snap.config.model_names() if allowed(client, n)]
     # Discovered models: by bare name when only one backend lists it, else backend/name.
     out += [(n, b) for n, b in state.discovery.entries(snap.config) if allowed(client, n, f"{b}/{n}")]
+    if not snap.config.list_unhealthy:  # only what works now: a model whose every route is down is left out
+        out = [(n, b) for n, b in out if not _all_down(state, snap, n)]
     return out
+
+
+def _all_down(state: State, snap: Snapshot, name: str) -> bool:
+    try:
+        res = snap.resolver.resolve(name, default=False)
+    except ProxyError:
+        return False
+    return all(state.balance.down(t) for t in res.targets)

@@ -26,6 +26,7 @@ from .netopts import DEFAULT_MAX_CONNECTIONS, DIRECT, Net, basic, parse_proxy, t
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / "router.schema.json"
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 TIMEOUT_DEFAULTS = {"connect": 10.0, "first_byte": 120.0, "idle": 60.0, "total": 600.0}
+WEIGHT_DEFAULTS = {"errors": 4.0, "latency": 2.0, "load": 1.0, "cost": 1.0}  # strategy: auto
 
 
 class ConfigError(Exception):
@@ -38,6 +39,15 @@ class Timeout:
     first_byte: float
     idle: float
     total: float
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """``health_check:`` of a backend: a cheap request every ``interval`` seconds."""
+
+    interval: float = 60.0
+    timeout: float = 5.0
+    model: str | None = None  # None: the model list; else the smallest completion of this upstream model
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +66,7 @@ class Backend:
     tls_verify: bool = True
     max_connections: int = DEFAULT_MAX_CONNECTIONS  # per origin; more requests wait for a free connection
     responses: str = "translate"  # /v1/responses: "relay" (api: openai backends that serve it) or "translate" (through the hub)
+    health_check: HealthCheck | None = None  # None: no active checks (the default)
     net: Net = field(init=False, repr=False, compare=False)  # the four above, as the pool takes them
 
     def __post_init__(self) -> None:
@@ -72,6 +83,8 @@ class Route:
     price: Mapping[str, float] | None
     weight: float = 1.0
     context_fallback: bool = False
+    description: str | None = None  # strategy: designator — what this route is good at
+    name: str | None = None  # how the designator is told this route: the model it names, or backend/model
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +93,9 @@ class Model:
     routes: tuple[Route, ...]
     strategy: str = "fallback"
     max_attempts: int = 3
+    weights: tuple[float, float, float, float] = tuple(WEIGHT_DEFAULTS.values())  # strategy: auto — errors, latency, load, cost
+    designator: str | None = None  # strategy: designator — the model that picks a route
+    designator_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +146,7 @@ class Config:
     failover: Failover = field(default_factory=Failover)
     warnings: tuple[str, ...] = ()  # accepted, but worth a line at start and in `llmproxy check` (verify: false)
     responses_keep_days: float = 30.0  # stored /v1/responses answers (and relayed ids) expire after this
+    list_unhealthy: bool = True  # false: /v1/models and /api/tags leave out models whose every route is down
 
     def model_names(self) -> list[str]:
         """Every routable name a client may list: models and aliases, not patterns."""
@@ -325,6 +342,7 @@ def _build(d: dict, path: Path, digest: str) -> Config:
         **access,
         pending=_not_yet_active(d),
         warnings=_warnings(backends),
+        list_unhealthy=bool(d.get("list_unhealthy", True)),
     )
 
 
@@ -395,7 +413,16 @@ def _backend(name: str, b: Mapping[str, Any], folder: Path) -> Backend:
         **_backend_tls(name, b.get("tls") or {}, folder),
         max_connections=int(b.get("max_connections", DEFAULT_MAX_CONNECTIONS)),
         responses=_responses_mode(name, b),
+        health_check=_health_check(b.get("health_check")),
     )
+
+
+def _health_check(h: Mapping[str, Any] | None) -> HealthCheck | None:
+    """health_check: → HealthCheck (None: off)."""
+    if h is None:
+        return None
+    dflt = HealthCheck()
+    return HealthCheck(float(h.get("interval", dflt.interval)), float(h.get("timeout", dflt.timeout)), h.get("model"))
 
 
 def _url_credentials(url: str) -> tuple[str, str | None]:
@@ -507,10 +534,23 @@ def _routed_model(name: str, m: Mapping[str, Any], raw: Mapping[str, dict], mode
         rw = f"{where}.routes.{i}"
         if isinstance(r, dict) and "backend" in r:
             route = _direct_route(r, rw, backends)
-            routes.append(route if route.model else _with(route, model=name))
+            route = route if route.model else _with(route, model=name)
+            routes.append(_with(route, name=f"{route.backend.name}/{route.model}"))
         else:
             routes.append(_route_to_model(r, rw, raw, models))
-    return Model(name=name, routes=tuple(routes), strategy=m.get("strategy", "fallback"), max_attempts=int(m.get("max_attempts", 3)))
+    strategy = m.get("strategy", "fallback")
+    designator = m.get("designator")
+    if strategy == "designator" and not designator:
+        raise ConfigError(f"{where}.designator: strategy: designator needs 'designator:', the model that picks a route")
+    if designator and strategy != "designator":
+        raise ConfigError(f"{where}.designator: only used with strategy: designator (this model has strategy: {strategy})")
+    picker = {n.lower(): v for n, v in raw.items()}.get(str(designator).lower()) or {}
+    if designator and picker.get("strategy") == "designator":
+        raise ConfigError(f"{where}.designator: '{designator}' picks routes itself; name a model that answers (e.g. a small, cheap one)")
+    weights = {**WEIGHT_DEFAULTS, **(m.get("weights") or {})}
+    return Model(name=name, routes=tuple(routes), strategy=strategy, max_attempts=int(m.get("max_attempts", 3)),
+                 weights=tuple(float(weights[k]) for k in WEIGHT_DEFAULTS), designator=designator,
+                 designator_timeout=float(m.get("designator_timeout", 5)))
 
 
 def _direct_route(m: Mapping[str, Any], where: str, backends: Mapping[str, Backend]) -> Route:
@@ -539,12 +579,13 @@ def _route_to_model(r: str | Mapping[str, Any], where: str, raw: Mapping[str, di
         raise ConfigError(f"{where}: model '{ref}' is not defined in models{hint}")
     base = target.routes[0]
     extra = _route_options(r) if isinstance(r, dict) else {}
-    return _with(base, model=base.model or target.name, **extra)
+    return _with(base, model=base.model or target.name, name=target.name, **extra)
 
 
 def _route_options(r: Mapping[str, Any]) -> dict[str, Any]:
-    """What a route (or a direct model) sets for balancing: weight and context_fallback."""
-    return {"weight": float(r.get("weight", 1)), "context_fallback": bool(r.get("context_fallback", False))}
+    """What a route (or a direct model) sets for balancing: weight, context_fallback and description."""
+    return {"weight": float(r.get("weight", 1)), "context_fallback": bool(r.get("context_fallback", False)),
+            "description": r.get("description")}
 
 
 def _aliases(raw: Mapping[str, str]) -> dict[str, str]:

@@ -112,6 +112,10 @@ async def read_json(request: web.Request, limit: int) -> dict:
 
 
 Handler = Callable[["Call"], Awaitable[web.StreamResponse]]
+# Strategies that choose a route before the first attempt, by an exchange of their own: strategy →
+# (call, resolved) → resolved with the chosen route first.  designate.py adds "designator" (it calls
+# back into ``attempt``, so it registers itself rather than being imported here; app.py imports it).
+CHOOSERS: dict[str, Callable[["Call", Resolved], Awaitable[Resolved]]] = {}
 
 
 async def serve(request: web.Request, front: Front, endpoint: str, handler: Handler, parse: Callable[[dict], dict] | None = None,
@@ -171,6 +175,9 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
 async def attempt(call: Call, resolved: Resolved, handler: Handler) -> web.StreamResponse:
     """Call ``handler`` on the routes in the strategy's order until one answers; failover only before the first byte."""
     bal, row = call.state.balance, call.row
+    choose = CHOOSERS.get(resolved.strategy)
+    if choose is not None and len(resolved.targets) > 1:
+        resolved = await choose(call, resolved)
     keyed = any(t.backend.keys for t in resolved.targets)
     plan = Plan(bal, resolved, sticky_hash(call.body) if keyed else None)
     call.cutoff = plan.deadline

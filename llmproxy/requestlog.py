@@ -52,6 +52,8 @@ class LogRow:
     attempts: int = 0
     attempt_log: str | None = None
     note: str | None = None  # what a translation left out (e.g. a hosted tool no other backend can run)
+    parent_id: str | None = None  # a designator's own call: the id of the request it chose a route for
+    route_choice: str | None = None  # strategy: designator — which route was chosen, and how (or why the first)
     t0: float = field(default=0.0, repr=False)  # monotonic start; not stored
 
     def fail(self, status: int, error_type: str, message: str) -> None:
@@ -61,7 +63,7 @@ class LogRow:
 COLUMNS = tuple(f.name for f in fields(LogRow) if f.name != "t0")
 _values = attrgetter(*COLUMNS)
 _ROW_SQL = f"({', '.join('?' * len(COLUMNS))})"
-# INSERTs carry 1, 2, 4 … 256 rows (256 × 26 parameters is within SQLite's 32,766): a batch of n
+# INSERTs carry 1, 2, 4 … 256 rows (256 × 28 parameters is within SQLite's 32,766): a batch of n
 # rows is at most 9 statements, and only 9 distinct statements are ever prepared and cached.
 _SIZES = tuple(1 << i for i in range(8, -1, -1))
 
@@ -119,8 +121,14 @@ def _m3(db_sql: list[str]) -> None:
     db_sql.append("ALTER TABLE requests ADD COLUMN note TEXT")
 
 
+def _m4(db_sql: list[str]) -> None:
+    """strategy: designator: a designator's own row names the request it chose for, which says what was chosen."""
+    db_sql.append("ALTER TABLE requests ADD COLUMN parent_id TEXT")
+    db_sql.append("ALTER TABLE requests ADD COLUMN route_choice TEXT")
+
+
 # Ordered migrations: index i brings the schema to user_version i+1. Append, never edit.
-MIGRATIONS: list[Callable[[list[str]], None]] = [_m1, _m2, _m3]
+MIGRATIONS: list[Callable[[list[str]], None]] = [_m1, _m2, _m3, _m4]
 
 
 async def migrate(db: aiosqlite.Connection) -> int:

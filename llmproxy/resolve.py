@@ -40,6 +40,9 @@ class Resolved:
     strategy: str = "fallback"
     max_attempts: int = 3
     default: str | None = None  # the default_model an otherwise unknown name fell to (None: resolved by its own name)
+    weights: tuple[float, float, float, float] | None = None  # strategy: auto (None: the defaults)
+    designator: str | None = None  # strategy: designator
+    designator_timeout: float = 5.0
 
 
 class Resolver:
@@ -111,7 +114,8 @@ def _from_model(requested: str, model: Model, match) -> Resolved:  # noqa: ANN00
             upstream = r.model or model.name
             name = model.name
         targets.append(Target(name, r, upstream))
-    return Resolved(requested, targets[0].model, tuple(targets), model.strategy, model.max_attempts)
+    return Resolved(requested, targets[0].model, tuple(targets), model.strategy, model.max_attempts,
+                    weights=model.weights, designator=model.designator, designator_timeout=model.designator_timeout)
 
 
 def not_found(requested: str, names: list[str]) -> ProxyError:

@@ -15,6 +15,7 @@ from .balance import Balancer
 from .config import Config
 from .discover import Discovery
 from .headers import secrets_of
+from .healthcheck import HealthChecks
 from .requestlog import RequestLog
 from .resolve import Resolver
 from .store import ResponseStore
@@ -48,6 +49,7 @@ class State:
     balance: Balancer = field(default_factory=Balancer)
     discovery: Discovery = field(default_factory=Discovery)
     responses: ResponseStore | None = None  # what /v1/responses leaves behind (set up by make_app, on the log's file)
+    checks: HealthChecks = field(default_factory=HealthChecks)
 
     @property
     def in_flight(self) -> int:

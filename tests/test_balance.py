@@ -152,10 +152,11 @@ def test_keys_sticky_skip_cooling_disable_until_reload():
     b = backend("k", ("k0", "k1", "k2", "k3"))
     h1 = sticky_hash({"messages": [{"role": "user", "content": "hello"}]})
     h1b = sticky_hash({"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}, {"role": "user", "content": "more"}]})
-    assert h1 != h1b  # first two messages count...
+    assert h1 == h1b  # up to the first user message: the first turn and the next share a key...
     h2 = sticky_hash({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "1"}]})
     h2b = sticky_hash({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "2"}]})
-    assert h2 == h2b  # ...and only those: a conversation keeps its key as it grows
+    assert h2 == h2b  # ...and nothing after it: a conversation keeps its key as it grows
+    assert h1 != sticky_hash({"messages": [{"role": "user", "content": "other"}]})
     assert sticky_hash({"input": "x"}) is None
     k = bal.pick_key(b, h2)
     assert all(bal.pick_key(b, h2) == k for _ in range(10))
