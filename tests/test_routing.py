@@ -318,3 +318,28 @@ async def test_list_unhealthy_false_hides_models_whose_every_route_is_down(upstr
         async with s.get(p.url + "/api/tags") as r:  # its Ollama connection
             tags = [m["name"] for m in (await r.json())["models"]]
     assert ids == ["fine", "mixed"] and tags == ["fine", "mixed"]
+
+
+async def test_health_check_with_a_model_sends_the_smallest_completion_in_the_backends_format(upstream, proxy):
+    """``health_check.model``: one non-stream completion of one token, translated to the backend's API
+    (here Anthropic's /v1/messages); a 401 sets the backend aside, a good answer brings it back."""
+    import asyncio
+
+    from conftest import Reply, fixture_bytes
+    from test_failover import _health
+
+    bad = Reply(b'{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}', status=401)
+    up = await upstream({"/v1/messages": bad})
+    backend = {"api": "anthropic", "url": up.url, "headers": {"x-api-key": "sk-ant-health-0123"},
+               "health_check": {"interval": 1, "timeout": 0.5, "model": "claude-haiku"}}
+    p = await proxy({"backends": {"an": backend}, "models": {"m": {"backend": "an", "model": "claude-sonnet"}}})
+    await asyncio.sleep(0.3)
+    h = await _health(p)
+    assert h["backends"]["an"]["health_check"]["state"] == "failed" and "HTTP 401" in h["backends"]["an"]["reason"]
+    sent = up.seen[0]
+    assert sent.path == "/v1/messages" and sent.body["model"] == "claude-haiku" and sent.body["max_tokens"] == 1
+    assert sent.body.get("stream") in (None, False) and sent.headers["x-api-key"] == "sk-ant-health-0123"
+    up.routes["/v1/messages"] = Reply(fixture_bytes("anthropic/nonstream-text.json"))
+    await asyncio.sleep(1.2)
+    h = await _health(p)
+    assert h["backends"]["an"]["health_check"]["state"] == "ok" and h["backends"]["an"]["state"] == "closed"
