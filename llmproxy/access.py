@@ -1,4 +1,4 @@
-"""Client keys and model allow-lists (rate limits and budgets arrive later)."""
+"""Who is calling: client keys, model allow-lists, and the end user behind a client."""
 from __future__ import annotations
 
 import fnmatch
@@ -6,12 +6,14 @@ import hashlib
 import hmac
 import re
 from functools import lru_cache
+from urllib.parse import unquote
 from typing import Callable
 
 from aiohttp import web
 
 from .config import Client, Config
 from .errors import ProxyError
+from .requestlog import LogRow
 
 
 def presented_key(request: web.Request) -> str | None:
@@ -29,16 +31,27 @@ def authenticate(cfg: Config, request: web.Request) -> Client | None:
     if cfg.clients is None:
         return None
     key = presented_key(request)
-    if not key:
-        raise ProxyError(401, "this llmproxy requires a client key: send 'Authorization: Bearer <key>'", code="missing_api_key")
-    digest = hashlib.sha256(key.encode()).digest()
     found = None
-    for c in cfg.clients:  # compare against every client, in constant time each
-        if hmac.compare_digest(digest, c.key_sha256):
-            found = c
+    if key:
+        digest = hashlib.sha256(key.encode()).digest()
+        for c in cfg.clients:  # compare against every client, in constant time each
+            if c.key_sha256 is not None and hmac.compare_digest(digest, c.key_sha256):
+                found = c
     if found is None:
+        if not key:
+            raise ProxyError(401, "this llmproxy requires a client key: send 'Authorization: Bearer <key>'", code="missing_api_key")
         raise ProxyError(401, "the client key is not valid for this llmproxy", code="invalid_api_key")
     return found
+
+
+def end_user(client: Client | None, request: web.Request, row: LogRow) -> None:
+    """The end user and chat Open-WebUI forwards (``ENABLE_FORWARD_USER_INFO_HEADERS``), onto the row."""
+    h = request.headers
+    row.chat_id = h.get("X-OpenWebUI-Chat-Id")
+    uid = h.get("X-OpenWebUI-User-Id")
+    if uid:
+        name = h.get("X-OpenWebUI-User-Name")
+        row.user_id, row.user_name, row.user_email = uid, unquote(name) if name else None, h.get("X-OpenWebUI-User-Email")
 
 
 def is_admin(cfg: Config, request: web.Request) -> bool:

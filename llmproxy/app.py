@@ -31,6 +31,7 @@ def make_app(config_path: str | Path, *, signals: bool = True) -> web.Applicatio
     cfg = load_config(config_path)
     state = State(snap=Snapshot.build(cfg), log=RequestLog(cfg.log_path, cfg.log_queue))
     state.responses = ResponseStore(cfg.log_path, lambda: state.snap.config.responses_keep_days)
+    state.quota.count_tokens = anthropic_handlers.estimate_tokens  # tpm counts a prompt as count_tokens estimates it
     app = web.Application(client_max_size=1 << 40, middlewares=[errors])  # body limits are enforced per request, from config
     app[STATE] = state
     app.cleanup_ctx.append(_request_log)
@@ -51,6 +52,7 @@ def make_app(config_path: str | Path, *, signals: bool = True) -> web.Applicatio
 async def _request_log(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.log.start()
+    await asyncio.to_thread(state.quota.rebuild, state.snap.config.log_path)  # budgets' spend so far, from the log
     yield
     await state.log.close()
 
