@@ -212,3 +212,48 @@ async def test_check_no_longer_calls_limits_not_active(tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'family'"):
         load_config(path)
 
+
+async def test_signed_open_webui_user_jwt(upstream, proxy):
+    import jwt
+
+    secret = "owui-jwt-secret-0123456789abcdefghij"
+    p, clock = await started(upstream, proxy, [{"name": "open-webui", "key": KEY_A, "user_jwt_secret": secret, "per_user": {"rpm": 1}}])
+
+    def token(sub: str, *, key: str = secret, exp: float = 600, iss: str = "open-webui") -> str:
+        claims = {"sub": sub, "name": "Ann Example", "email": f"{sub}@home.lan", "role": "user", "iss": iss, "exp": int(time.time() + exp)}
+        return jwt.encode(claims, key, algorithm="HS256")
+
+    forged = {"X-OpenWebUI-User-Id": "someone-else", "X-OpenWebUI-User-Name": "Mallory"}
+    ann = p.openai(api_key=KEY_A, default_headers={**forged, "X-OpenWebUI-User-Jwt": token("u-ann")})
+    await ann.chat.completions.create(model="gpt", messages=MSGS)
+    with pytest.raises(openai.RateLimitError) as e:  # per_user keyed on the token's sub, not the plain header
+        await ann.chat.completions.create(model="gpt", messages=MSGS)
+    assert "user 'u-ann'" in e.value.message
+    await p.openai(api_key=KEY_A, default_headers=forged).chat.completions.create(model="gpt", messages=MSGS)  # plain headers: no user
+    for bad in (token("u-ann", exp=-10), token("u-ann", key="another-secret-0123456789abcdefghijk"), token("u-ann", iss="elsewhere"), "not.a.jwt"):
+        with pytest.raises(openai.AuthenticationError) as e:
+            await p.openai(api_key=KEY_A, default_headers={"X-OpenWebUI-User-Jwt": bad}).chat.completions.create(model="gpt", messages=MSGS)
+        assert "X-OpenWebUI-User-Jwt is not valid for client 'open-webui'" in e.value.message
+    rows = await p.rows()
+    assert [(r["user_id"], r["user_name"], r["user_email"]) for r in rows[:3]] == [
+        ("u-ann", "Ann Example", "u-ann@home.lan"), ("u-ann", "Ann Example", "u-ann@home.lan"), (None, None, None)]
+    assert [r["status"] for r in rows] == [200, 429, 200, 401, 401, 401, 401]
+    assert secret not in p.path.parent.joinpath("llmproxy.db").read_bytes().decode("latin-1")
+
+
+async def test_a_networks_client_needs_no_key(upstream, proxy):
+    up = await upstream({"/v1/chat/completions": Reply(fixture_bytes("openai/nonstream-text.json"))})
+    p = await proxy(config(up.url, [{"name": "laptop", "key": KEY_A},
+                                    {"name": "lan", "networks": ["10.0.0.0/8", "127.0.0.0/8"], "models": ["gp*"], "tags": ["lan"]}]))
+    await p.openai(api_key="no-key-this-device-has").chat.completions.create(model="gpt", messages=MSGS)
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:  # no Authorization at all
+        async with s.get(p.url + "/v1/models") as r:
+            assert r.status == 200 and [m["id"] for m in (await r.json())["data"]] == ["gpt"]
+    await p.openai(api_key=KEY_A).chat.completions.create(model="gpt", messages=MSGS)  # a valid key still names its client
+    rows = await p.rows()
+    assert [(r["client"], r["tags"], r["client_addr"]) for r in rows] == [("lan", "lan", "127.0.0.1"), ("laptop", None, "127.0.0.1")]
+    far = await proxy(config(up.url, [{"name": "lan", "networks": ["10.0.0.0/8"]}]))
+    with pytest.raises(openai.AuthenticationError):
+        await far.openai(api_key="no-key-this-device-has").chat.completions.create(model="gpt", messages=MSGS)
