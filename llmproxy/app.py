@@ -11,7 +11,7 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from . import __version__, access
+from . import __version__, access, admin
 from .config import Backend, Config, ConfigError, load_config
 from .handlers import anthropic as anthropic_handlers
 from .handlers import ollama as ollama_handlers
@@ -46,6 +46,7 @@ def make_app(config_path: str | Path, *, signals: bool = True) -> web.Applicatio
     ollama_handlers.add_routes(app)
     responses_handlers.add_routes(app)
     app.router.add_get("/health", health)
+    admin.add_routes(app)
     return app
 
 
