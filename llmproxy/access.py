@@ -1,17 +1,20 @@
-"""Client keys and model allow-lists (rate limits and budgets arrive later)."""
+"""Who is calling: client keys (or a ``networks:`` address), model allow-lists, and the end user behind a client."""
 from __future__ import annotations
 
 import fnmatch
 import hashlib
 import hmac
+import ipaddress
 import re
 from functools import lru_cache
+from urllib.parse import unquote
 from typing import Callable
 
 from aiohttp import web
 
 from .config import Client, Config
 from .errors import ProxyError
+from .requestlog import LogRow
 
 
 def presented_key(request: web.Request) -> str | None:
@@ -25,20 +28,71 @@ def presented_key(request: web.Request) -> str | None:
 
 
 def authenticate(cfg: Config, request: web.Request) -> Client | None:
-    """The calling client, or None when access control is off. 401 without a valid key."""
+    """The calling client, or None when access control is off. 401 without a valid key (or a ``networks:`` address)."""
     if cfg.clients is None:
         return None
     key = presented_key(request)
-    if not key:
-        raise ProxyError(401, "this llmproxy requires a client key: send 'Authorization: Bearer <key>'", code="missing_api_key")
-    digest = hashlib.sha256(key.encode()).digest()
     found = None
-    for c in cfg.clients:  # compare against every client, in constant time each
-        if hmac.compare_digest(digest, c.key_sha256):
-            found = c
+    if key:
+        digest = hashlib.sha256(key.encode()).digest()
+        for c in cfg.clients:  # compare against every client, in constant time each
+            if c.key_sha256 is not None and hmac.compare_digest(digest, c.key_sha256):
+                found = c
     if found is None:
+        found = _by_network(cfg, request.remote)
+    if found is None:
+        if not key:
+            raise ProxyError(401, "this llmproxy requires a client key: send 'Authorization: Bearer <key>'", code="missing_api_key")
         raise ProxyError(401, "the client key is not valid for this llmproxy", code="invalid_api_key")
     return found
+
+
+def _by_network(cfg: Config, remote: str | None) -> Client | None:
+    """The ``networks:`` client whose ranges hold ``remote`` (the first listed), if any."""
+    if remote is None or not any(c.networks for c in cfg.clients or ()):
+        return None
+    try:
+        addr = ipaddress.ip_address(remote)
+    except ValueError:
+        return None
+    if addr.version == 6 and addr.ipv4_mapped is not None:  # ::ffff:192.168.1.5 on a dual-stack socket
+        addr = addr.ipv4_mapped
+    for c in cfg.clients or ():
+        if any(addr in n for n in c.networks):
+            return c
+    return None
+
+
+def end_user(client: Client | None, request: web.Request, row: LogRow) -> None:
+    """The end user and chat Open-WebUI forwards (``ENABLE_FORWARD_USER_INFO_HEADERS``), onto the row.
+
+    A client with ``user_jwt_secret`` takes its user only from a valid ``X-OpenWebUI-User-Jwt``
+    (HS256, ``iss: open-webui``, unexpired): plain user headers are ignored, a bad token is a 401.
+    """
+    h = request.headers
+    row.chat_id = h.get("X-OpenWebUI-Chat-Id")
+    if client is not None and client.user_jwt_secret:
+        token = h.get("X-OpenWebUI-User-Jwt")
+        if token is None:
+            return
+        import jwt  # (PyJWT: loaded only by a client that verifies its users)
+
+        try:
+            claims = jwt.decode(token, client.user_jwt_secret, algorithms=["HS256"], issuer="open-webui",
+                                options={"require": ["exp", "sub", "iss"]})
+        except jwt.PyJWTError as e:
+            raise ProxyError(401, f"X-OpenWebUI-User-Jwt is not valid for client '{client.name}': {e}; check that Open-WebUI's "
+                                  "FORWARD_USER_INFO_HEADER_JWT_SECRET equals this client's user_jwt_secret", code="invalid_user_token") from None
+        row.user_id, row.user_name, row.user_email = str(claims["sub"]), _str(claims.get("name")), _str(claims.get("email"))
+        return
+    uid = h.get("X-OpenWebUI-User-Id")
+    if uid:
+        name = h.get("X-OpenWebUI-User-Name")
+        row.user_id, row.user_name, row.user_email = uid, unquote(name) if name else None, h.get("X-OpenWebUI-User-Email")
+
+
+def _str(v: object) -> str | None:
+    return v if isinstance(v, str) else None
 
 
 def is_admin(cfg: Config, request: web.Request) -> bool:

@@ -11,7 +11,7 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from . import __version__, access, designate  # noqa: F401 - designate: strategy: designator (pipeline.CHOOSERS)
+from . import __version__, access, admin, designate  # noqa: F401 - designate: strategy: designator (pipeline.CHOOSERS)
 from .config import Backend, Config, ConfigError, load_config
 from .handlers import anthropic as anthropic_handlers
 from .handlers import ollama as ollama_handlers
@@ -31,6 +31,7 @@ def make_app(config_path: str | Path, *, signals: bool = True) -> web.Applicatio
     cfg = load_config(config_path)
     state = State(snap=Snapshot.build(cfg), log=RequestLog(cfg.log_path, cfg.log_queue))
     state.responses = ResponseStore(cfg.log_path, lambda: state.snap.config.responses_keep_days)
+    state.quota.count_tokens = anthropic_handlers.estimate_tokens  # tpm counts a prompt as count_tokens estimates it
     app = web.Application(client_max_size=1 << 40, middlewares=[errors])  # body limits are enforced per request, from config
     app[STATE] = state
     app.cleanup_ctx.append(_request_log)
@@ -46,12 +47,14 @@ def make_app(config_path: str | Path, *, signals: bool = True) -> web.Applicatio
     ollama_handlers.add_routes(app)
     responses_handlers.add_routes(app)
     app.router.add_get("/health", health)
+    admin.add_routes(app)
     return app
 
 
 async def _request_log(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.log.start()
+    await asyncio.to_thread(state.quota.rebuild, state.snap.config.log_path)  # budgets' spend so far, from the log
     yield
     await state.log.close()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -109,19 +108,18 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(f"{db}: no request log yet", file=sys.stderr)
         return 1
     since = time.time() - _duration(args.since)
-    key = {"model": "model", "backend": "backend", "client": "coalesce(client, '-')", "day": "date(ts, 'unixepoch', 'localtime')"}[args.by]
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    rows = con.execute(
-        f"""SELECT {key} AS k, count(*), sum(status >= 400 OR status IS NULL), avg(first_byte_ms), avg(total_ms),
-                   coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), sum(cost_usd)
-            FROM requests WHERE ts >= ? GROUP BY k ORDER BY count(*) DESC""",
-        (since,),
-    ).fetchall()
-    head = (args.by, "requests", "errors", "first byte", "latency", "prompt tok", "compl. tok", "cost USD")
+    from . import report
+
+    con = report.connect(db)
+    try:
+        groups = report.usage(con, args.by, since, local_days=True)
+    finally:
+        con.close()
+    head = (args.by, "requests", "errors", "first byte p50", "latency p50", "prompt tok", "cached tok", "compl. tok", "cost USD")
     table = [head] + [
-        (str(k or "-"), f"{n:,}", f"{e or 0:,}", f"{fb:.0f} ms" if fb is not None else "-", f"{lat:.0f} ms" if lat is not None else "-",
-         f"{p:,}", f"{c:,}", f"{cost:.4f}" if cost is not None else "-")
-        for k, n, e, fb, lat, p, c, cost in rows
+        (str(g["key"] or "-"), f"{g['requests']:,}", f"{g['errors']:,}", _ms(g["first_byte_ms_p50"]), _ms(g["total_ms_p50"]),
+         f"{g['prompt_tokens']:,}", f"{g['cached_tokens']:,}", f"{g['completion_tokens']:,}", f"{g['cost_usd']:.4f}" if g["cost_usd"] is not None else "-")
+        for g in groups
     ]
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     for j, r in enumerate(table):
@@ -131,6 +129,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if len(table) == 1:
         print(f"(no requests since {args.since} ago)")
     return 0
+
+
+def _ms(v: float | None) -> str:
+    return f"{v:.0f} ms" if v is not None else "-"
 
 
 def _duration(s: str) -> float:
@@ -177,7 +179,9 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="router.yaml whose log.path to read (default: %(default)s)")
     st.add_argument("--db", help="read this SQLite file instead")
     st.add_argument("--since", default="7d", help="how far back: 30m, 24h, 7d, 4w (default: %(default)s)")
-    st.add_argument("--by", default="model", choices=["model", "backend", "client", "day"], help="group rows by (default: %(default)s)")
+    st.add_argument("--by", default="model", choices=["model", "backend", "client", "group", "user", "tag", "day"],
+                    help="group rows by: the model asked for (after aliases), backend, client, its access group, the end user "
+                         "Open-WebUI forwarded, client tag, or day (local time) (default: %(default)s)")
     st.set_defaults(func=cmd_stats)
 
     m = sub.add_parser("mock", help="run the built-in upstream emulator (OpenAI, Anthropic, Gemini and Ollama formats)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import ipaddress
 import os
 import re
 import ssl
@@ -112,12 +113,38 @@ class Failover:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    usd: float
+    per: str  # day | week | month (calendar periods, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """``rpm``, ``tpm`` and ``budget`` of a client, a group or each user behind a client (``per_user``)."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    budget: Budget | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.rpm or self.tpm or self.budget)
+
+
+NO_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
 class Client:
     name: str
-    key_sha256: bytes
+    key_sha256: bytes | None  # None: a ``networks:`` client without a key
     models: tuple[str, ...]
     tags: tuple[str, ...]
     key: str | None = field(default=None, repr=False)  # as configured (None: key_sha256), only to be redacted by value
+    group: str | None = None
+    limits: Limits = NO_LIMITS
+    per_user: Limits = NO_LIMITS
+    user_jwt_secret: str | None = field(default=None, repr=False)
+    networks: tuple[Any, ...] = ()  # ipaddress networks whose requests are this client when they carry no valid key
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +168,8 @@ class Config:
     default_model: str | None
     clients: tuple[Client, ...] | None  # None: no access control
     admin_key: str | None = field(repr=False, default=None)
+    groups: Mapping[str, Limits] = field(default_factory=lambda: MappingProxyType({}))
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the file as loaded (${VAR} expanded), for /admin/api/config
     pending: tuple[str, ...] = ()  # fields accepted whose behaviour arrives later
     alias_names: tuple[str, ...] = ()  # as written, for listing
     failover: Failover = field(default_factory=Failover)
@@ -256,7 +285,7 @@ def _explain(err: jsonschema.ValidationError) -> str:
         if err.validator == "oneOf" and isinstance(err.instance, dict) and "routes" in err.schema.get("properties", {}):
             return f"{_where(path)}: a model needs either 'backend' (with optional 'model') or 'routes', not both"
         if err.validator == "oneOf" and isinstance(err.instance, dict) and "key_sha256" in err.schema.get("properties", {}):
-            return f"{_where(path)}: a client needs exactly one of 'key' or 'key_sha256'"
+            return f"{_where(path)}: a client needs exactly one of 'key', 'key_sha256' or 'networks'"
         return _explain(best)
     if len(path) == 3 and path[0] == "backends" and path[2] == "proxy":
         return f"{_where(path)}: is not a proxy: give an http:// URL (with user:pass@ before the host if it asks for credentials), or none (or false) to go direct"
@@ -340,6 +369,7 @@ def _build(d: dict, path: Path, digest: str) -> Config:
         failover=_failover(d.get("failover") or {}),
         responses_keep_days=float(d.get("responses_keep_days", 30)),
         **access,
+        raw=d,
         pending=_not_yet_active(d),
         warnings=_warnings(backends),
         list_unhealthy=bool(d.get("list_unhealthy", True)),
@@ -617,32 +647,46 @@ def _failover(f: Mapping[str, Any]) -> Failover:
 
 
 def _access(access: Mapping[str, Any] | None) -> dict[str, Any]:
-    """access: → Config's clients (None: no access control) and admin_key."""
+    """access: → Config's clients (None: no access control), groups and admin_key."""
     if access is None:
         return {"clients": None, "admin_key": None}
-    return {"clients": _clients(access.get("clients") or ()), "admin_key": access.get("admin_key")}
+    groups = {name: _limits_of(g) for name, g in (access.get("groups") or {}).items()}
+    return {"clients": _clients(access.get("clients") or (), groups), "admin_key": access.get("admin_key"),
+            "groups": MappingProxyType(groups)}
 
 
-def _clients(raw: Iterable[Mapping[str, Any]]) -> tuple[Client, ...]:
+def _limits_of(d: Mapping[str, Any]) -> Limits:
+    b = d.get("budget")
+    return Limits(d.get("rpm"), d.get("tpm"), Budget(float(b["usd"]), b.get("per", "month")) if b else None)
+
+
+def _clients(raw: Iterable[Mapping[str, Any]], groups: Mapping[str, Limits]) -> tuple[Client, ...]:
     clients: list[Client] = []
     seen_names: set[str] = set()
     for i, c in enumerate(raw):
         if c["name"].lower() in seen_names:
             raise ConfigError(f"access.clients.{i}.name: client '{c['name']}' is listed twice")
         seen_names.add(c["name"].lower())
-        key_sha256 = bytes.fromhex(c["key_sha256"]) if "key_sha256" in c else hashlib.sha256(c["key"].encode()).digest()
-        clients.append(Client(c["name"], key_sha256, tuple(c.get("models") or ("*",)), tuple(c.get("tags") or ()), c.get("key")))
+        group = c.get("group")
+        if group is not None and group not in groups:
+            near = difflib.get_close_matches(group, list(groups), 1)
+            raise ConfigError(f"access.clients.{i}.group: no group '{group}' in access.groups" + (f" (did you mean '{near[0]}'?)" if near else ""))
+        networks = []
+        for j, n in enumerate(c.get("networks") or ()):
+            try:
+                networks.append(ipaddress.ip_network(n, strict=False))
+            except ValueError as e:
+                raise ConfigError(f"access.clients.{i}.networks.{j}: {e}") from None
+        key_sha256 = (bytes.fromhex(c["key_sha256"]) if "key_sha256" in c else hashlib.sha256(c["key"].encode()).digest() if "key" in c else None)
+        clients.append(Client(c["name"], key_sha256, tuple(c.get("models") or ("*",)), tuple(c.get("tags") or ()), c.get("key"),
+                              group=group, limits=_limits_of(c), per_user=_limits_of(c.get("per_user") or {}),
+                              user_jwt_secret=c.get("user_jwt_secret"), networks=tuple(networks)))
     return tuple(clients)
 
 
 def _not_yet_active(d: dict) -> tuple[str, ...]:
     """Fields accepted whose behaviour arrives with a later release (Config.pending, shown by check and /health)."""
     notes: list[str] = []
-    access = d.get("access") or {}
-    for i, c in enumerate(access.get("clients") or ()):
-        for k in ("rpm", "tpm", "budget"):
-            if k in c:
-                notes.append(f"access.clients.{i}.{k}: enforced by a later release; recorded, not enforced yet")
     if (d.get("log") or {}).get("bodies"):
         notes.append("log.bodies: storing bodies arrives with a later release; not stored yet")
     return tuple(notes)

@@ -33,6 +33,7 @@ class ProxyError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -41,6 +42,7 @@ class ProxyError(Exception):
         self.param = param
         self.code = code
         self.retry_after = retry_after
+        self.headers = headers  # more response headers (x-ratelimit-* of a 429)
 
     def __repr__(self) -> str:
         return f"ProxyError({self.status}, {self.message!r}, type={self.type!r})"

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from . import access
 from .balance import Plan, sticky_hash
+from .quota import Ticket
 from .errors import ProxyError, bad_request, too_deep
 from .requestlog import LogRow, attempt_json, new_row
 from .resolve import Resolved, Target
@@ -59,6 +60,7 @@ class Call:
     key: int | None = None  # 0-based index of the backend key this attempt uses
     sent: bool = False  # the response was prepared: bytes may have reached the client, no more failover
     cutoff: float | None = None  # monotonic end of failover.max_time: attempts are cut then, until ``sent``
+    ticket: Ticket | None = None  # the tokens this request counted in tpm windows, corrected at the end
 
     @property
     def meta(self) -> Meta:
@@ -135,7 +137,8 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
     try:
         client = access.authenticate(snap.config, request)
         if client is not None:
-            row.client, row.tags = client.name, ",".join(client.tags) or None
+            row.client, row.tags, row.client_group = client.name, ",".join(client.tags) or None, client.group
+        access.end_user(client, request, row)
         body = await read_json(request, snap.config.max_body)
         call.body = (parse or front.module.request_from_client)(body)
         requested = call.body["model"]
@@ -143,6 +146,8 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
         row.stream = int(bool(call.body.get("stream", front.default_stream)))
         resolved = snap.resolver.resolve(requested)
         access.authorize(client, requested, resolved.name, resolved.default)
+        if client is not None:
+            call.ticket = state.quota.admit(snap.config, client, row.user_id, lambda: state.quota.estimate(call.body))
         if narrow is not None:
             resolved = await narrow(call, resolved)
         resp = await attempt(call, resolved, handler)
@@ -240,6 +245,11 @@ def _finish_row(call: Call) -> None:
         row.cached_tokens, row.cache_write_tokens, row.reasoning_tokens = u.cached, u.cache_write, u.reasoning
         if call.target is not None:
             row.cost_usd = u.cost(call.target.route.price)
+    if row.client is not None:
+        quota = call.state.quota
+        if call.ticket is not None:  # the estimate counted on the way in becomes the real count (nothing, for a failure)
+            quota.settle(call.ticket, u.total if u is not None else None if (row.status or 500) < 400 else 0)
+        quota.add_cost(row.client, row.client_group, row.user_id, row.cost_usd, row.ts)
 
 
 # ------------------------------------------------------------------ errors in the front door's shape
@@ -255,6 +265,8 @@ def route(app: web.Application, method: str, path: str, handler: Callable[[web.R
 
 def error_response(front: Front, err: ProxyError) -> web.Response:
     headers = {"Retry-After": str(math.ceil(err.retry_after))} if err.retry_after else None  # 34.4 s -> 35: never invite an early retry
+    if err.headers:
+        headers = {**(headers or {}), **err.headers}
     return web.Response(status=err.status, body=front.module.error_body(err), content_type="application/json", headers=headers)
 
 

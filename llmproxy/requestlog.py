@@ -54,6 +54,11 @@ class LogRow:
     note: str | None = None  # what a translation left out (e.g. a hosted tool no other backend can run)
     parent_id: str | None = None  # a designator's own call: the id of the request it chose a route for
     route_choice: str | None = None  # strategy: designator — which route was chosen, and how (or why the first)
+    client_group: str | None = None  # the client's access group
+    user_id: str | None = None  # the end user Open-WebUI forwarded (X-OpenWebUI-User-* or its signed JWT)
+    user_name: str | None = None
+    user_email: str | None = None
+    chat_id: str | None = None  # X-OpenWebUI-Chat-Id
     t0: float = field(default=0.0, repr=False)  # monotonic start; not stored
 
     def fail(self, status: int, error_type: str, message: str) -> None:
@@ -63,7 +68,7 @@ class LogRow:
 COLUMNS = tuple(f.name for f in fields(LogRow) if f.name != "t0")
 _values = attrgetter(*COLUMNS)
 _ROW_SQL = f"({', '.join('?' * len(COLUMNS))})"
-# INSERTs carry 1, 2, 4 … 256 rows (256 × 28 parameters is within SQLite's 32,766): a batch of n
+# INSERTs carry 1, 2, 4 … 256 rows (256 × 33 parameters is within SQLite's 32,766): a batch of n
 # rows is at most 9 statements, and only 9 distinct statements are ever prepared and cached.
 _SIZES = tuple(1 << i for i in range(8, -1, -1))
 
@@ -127,8 +132,16 @@ def _m4(db_sql: list[str]) -> None:
     db_sql.append("ALTER TABLE requests ADD COLUMN route_choice TEXT")
 
 
+def _m5(db_sql: list[str]) -> None:
+    """Attribution (the client's group, Open-WebUI's end user and chat) and the indexes the usage API groups on."""
+    for col in ("client_group", "user_id", "user_name", "user_email", "chat_id"):
+        db_sql.append(f"ALTER TABLE requests ADD COLUMN {col} TEXT")
+    for col in ("client", "client_group", "user_id", "backend"):
+        db_sql.append(f"CREATE INDEX requests_{col} ON requests ({col}, ts)")
+
+
 # Ordered migrations: index i brings the schema to user_version i+1. Append, never edit.
-MIGRATIONS: list[Callable[[list[str]], None]] = [_m1, _m2, _m3, _m4]
+MIGRATIONS: list[Callable[[list[str]], None]] = [_m1, _m2, _m3, _m4, _m5]
 
 
 async def migrate(db: aiosqlite.Connection) -> int:

@@ -16,6 +16,7 @@ from .config import Config
 from .discover import Discovery
 from .headers import secrets_of
 from .healthcheck import HealthChecks
+from .quota import Quota
 from .requestlog import RequestLog
 from .resolve import Resolver
 from .store import ResponseStore
@@ -48,6 +49,7 @@ class State:
     # Runtime state that outlives a reload (never in the frozen config): breakers, key cooldowns, listings.
     balance: Balancer = field(default_factory=Balancer)
     discovery: Discovery = field(default_factory=Discovery)
+    quota: Quota = field(default_factory=Quota)  # rpm/tpm windows and budget spend, by name
     responses: ResponseStore | None = None  # what /v1/responses leaves behind (set up by make_app, on the log's file)
     checks: HealthChecks = field(default_factory=HealthChecks)
 

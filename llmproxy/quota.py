@@ -1,0 +1,276 @@
+"""Rate limits and budgets of clients, groups and end users: held in memory, O(1) per request.
+
+``Quota`` lives in ``State`` and so outlives a reload: the limits are read from the config a
+request took, the counters and the spend are keyed by name.  ``rpm`` and ``tpm`` are sliding
+60-second windows of one-second slots; ``budget`` spend is summed per calendar period (UTC) as
+rows are logged, and rebuilt from the log's SQLite file at start.
+"""
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import orjson
+
+from .config import Budget, Client, Config, Limits
+from .errors import ProxyError
+
+SPAN = 60  # seconds of an rpm / tpm window
+PERIODS = ("day", "week", "month")
+
+
+class Window:
+    """A sliding window of SPAN one-second slots with a running total: O(1) per request (a roll
+    clears at most the slots gone by since the last one), exact to the second."""
+
+    __slots__ = ("slots", "total", "sec")
+
+    def __init__(self, now: float) -> None:
+        self.slots, self.total, self.sec = [0] * SPAN, 0, int(now)
+
+    def _roll(self, now: float) -> None:
+        s = int(now)
+        if s <= self.sec:
+            return
+        if s - self.sec >= SPAN:
+            self.slots, self.total = [0] * SPAN, 0
+        else:
+            slots = self.slots
+            for t in range(self.sec + 1, s + 1):
+                self.total -= slots[t % SPAN]
+                slots[t % SPAN] = 0
+        self.sec = s
+
+    def level(self, now: float) -> int:
+        self._roll(now)
+        return self.total
+
+    def wait(self, now: float, n: int, limit: int) -> float:
+        """Seconds until ``n`` more fit under ``limit`` (0: now). More than the whole limit waits for an empty window."""
+        self._roll(now)
+        need = self.total + min(n, limit) - limit
+        if need <= 0:
+            return 0.0
+        freed = 0
+        for k in range(SPAN):  # (only for a request about to be refused) the oldest slots first
+            freed += self.slots[(self.sec + 1 + k) % SPAN]
+            if freed >= need:
+                return max(self.sec + 1 + k - now, 0.001)  # the second that slot was counted in, SPAN later
+        return float(SPAN)
+
+    def add(self, now: float, n: int) -> None:
+        """Count ``n`` now; a negative ``n`` (an estimate corrected down) is taken back from the newest slots."""
+        self._roll(now)
+        if n >= 0:
+            self.slots[self.sec % SPAN] += n
+            self.total += n
+            return
+        i = self.sec
+        while n < 0 and i > self.sec - SPAN:
+            take = min(self.slots[i % SPAN], -n)
+            self.slots[i % SPAN] -= take
+            self.total -= take
+            n += take
+            i -= 1
+
+
+def period_start(per: str, now: float) -> float:
+    """Start of the calendar period (UTC) ``now`` is in."""
+    d = datetime.fromtimestamp(now, timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    if per == "week":
+        d -= timedelta(days=d.weekday())
+    elif per == "month":
+        d = d.replace(day=1)
+    return d.timestamp()
+
+
+def period_end(per: str, start: float) -> float:
+    d = datetime.fromtimestamp(start, timezone.utc)
+    if per == "day":
+        d += timedelta(days=1)
+    elif per == "week":
+        d += timedelta(days=7)
+    else:
+        d = d.replace(year=d.year + 1, month=1) if d.month == 12 else d.replace(month=d.month + 1)
+    return d.timestamp()
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+Scope = tuple[str, object]  # ("client", name) | ("group", name) | ("user", (client, user id))
+
+
+def _label(scope: Scope) -> str:
+    kind, name = scope
+    if kind == "user":
+        client, user = name  # type: ignore[misc]
+        return f"user '{user}' of client '{client}'"
+    return f"{kind} '{name}'"
+
+
+class Ticket:
+    """What one admitted request counted in the tpm windows, to be corrected by its real usage."""
+
+    __slots__ = ("windows", "counted")
+
+    def __init__(self, windows: list[Window], counted: int) -> None:
+        self.windows, self.counted = windows, counted
+
+
+class Quota:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.count_tokens: Callable[[dict], int] | None = None  # the count_tokens estimate (set by make_app: it lives with a front door)
+        self.windows: dict[tuple[Scope, str], Window] = {}  # (scope, "rpm" | "tpm") → window
+        self.spend: dict[tuple[Scope, str], list[float]] = {}  # (scope, period) → [period start, USD]
+        self._periods: dict[str, tuple[float, float]] = {}  # period → (start, end) of the current one
+
+    def period(self, per: str, now: float) -> tuple[float, float]:
+        """(start, end) of the ``per`` period ``now`` is in; worked out once per period, not per request."""
+        p = self._periods.get(per)
+        if p is None or not p[0] <= now < p[1]:
+            start = period_start(per, now)
+            p = self._periods[per] = (start, period_end(per, start))
+        return p
+
+    # ------------------------------------------------------------------ admission
+
+    def scopes(self, cfg: Config, client: Client, user: str | None) -> Iterator[tuple[Scope, Limits]]:
+        """The scopes whose limits apply to a request: the client's, its group's, its user's."""
+        if client.limits:
+            yield ("client", client.name), client.limits
+        if client.group is not None:
+            g = cfg.groups.get(client.group)
+            if g:
+                yield ("group", client.group), g
+        if user is not None and client.per_user:
+            yield ("user", (client.name, user)), client.per_user
+
+    def admit(self, cfg: Config, client: Client, user: str | None, estimate: Callable[[], int]) -> Ticket | None:
+        """Count one request in, or raise the 429 of the tightest limit it is over (budgets first)."""
+        scopes = list(self.scopes(cfg, client, user))
+        if not scopes:
+            return None
+        now = self.clock()
+        for scope, lim in scopes:
+            if lim.budget is not None:
+                self._check_budget(scope, lim.budget, now)
+        tokens = estimate() if any(lim.tpm for _, lim in scopes) else 0
+        worst: tuple[float, Scope, Limits] | None = None
+        for scope, lim in scopes:
+            for kind, limit, n in (("rpm", lim.rpm, 1), ("tpm", lim.tpm, tokens)):
+                if limit:
+                    w = self._window(scope, kind, now).wait(now, n, limit)
+                    if w > 0 and (worst is None or w > worst[0]):
+                        worst = (w, scope, lim)
+        if worst is not None:
+            raise self._limited(*worst, now, tokens)
+        counted: list[Window] = []
+        for scope, lim in scopes:
+            if lim.rpm:
+                self._window(scope, "rpm", now).add(now, 1)
+            if lim.tpm:
+                w = self._window(scope, "tpm", now)
+                w.add(now, tokens)
+                counted.append(w)
+        return Ticket(counted, tokens) if counted else None
+
+    def estimate(self, body: dict) -> int:
+        """A request's prompt tokens, estimated as /v1/messages/count_tokens does (its JSON bytes / 4 for a body without messages)."""
+        if self.count_tokens is not None and isinstance(body.get("messages"), list):
+            try:
+                return self.count_tokens(body)
+            except (ProxyError, TypeError, ValueError, RecursionError):
+                pass
+        try:
+            return max(1, math.ceil(len(orjson.dumps(body)) / 4))
+        except (TypeError, orjson.JSONEncodeError):
+            return 1
+
+    def settle(self, ticket: Ticket | None, tokens: int | None) -> None:
+        """The answer ended: replace the estimate by the real count (prompt + completion)."""
+        if ticket is None or tokens is None:
+            return
+        now = self.clock()
+        for w in ticket.windows:
+            w.add(now, tokens - ticket.counted)
+
+    def _window(self, scope: Scope, kind: str, now: float) -> Window:
+        w = self.windows.get((scope, kind))
+        if w is None:
+            w = self.windows[(scope, kind)] = Window(now)
+        return w
+
+    def _limited(self, wait: float, scope: Scope, lim: Limits, now: float, tokens: int) -> ProxyError:
+        headers: dict[str, str] = {}
+        parts = []
+        if lim.rpm:
+            left = max(0, math.floor(lim.rpm - self._window(scope, "rpm", now).level(now)))
+            headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"] = str(lim.rpm), str(left)
+            parts.append(f"rpm {lim.rpm}")
+        if lim.tpm:
+            left = max(0, math.floor(lim.tpm - self._window(scope, "tpm", now).level(now)))
+            headers["x-ratelimit-limit-tokens"], headers["x-ratelimit-remaining-tokens"] = str(lim.tpm), str(left)
+            parts.append(f"tpm {lim.tpm} (this request: ~{tokens:,} tokens)")
+        return ProxyError(429, f"rate limit of {_label(scope)} reached ({', '.join(parts)}); retry in {math.ceil(wait)} s",
+                          code="rate_limit_exceeded", retry_after=wait, headers=headers)
+
+    # ------------------------------------------------------------------ budgets
+
+    def spent(self, scope: Scope, per: str, now: float) -> tuple[float, float]:
+        """(USD spent in the current ``per`` period of ``scope``, the period's start)."""
+        start = self.period(per, now)[0]
+        s = self.spend.get((scope, per))
+        return (s[1] if s is not None and s[0] == start else 0.0), start
+
+    def _check_budget(self, scope: Scope, budget: Budget, now: float) -> None:
+        spent, start = self.spent(scope, budget.per, now)
+        if spent >= budget.usd:
+            end = self.period(budget.per, now)[1]
+            raise ProxyError(429, f"insufficient_quota: the budget of {_label(scope)} (${budget.usd:.2f} per {budget.per}) is used up: "
+                                  f"${spent:.4f} spent since {_utc(start)}; it resets at {_utc(end)}",
+                             type="insufficient_quota", code="insufficient_quota", retry_after=end - now)
+
+    def add_cost(self, client: str | None, group: str | None, user: str | None, usd: float | None, ts: float) -> None:
+        """A logged row's cost, added to its client's, group's and user's spend in every period."""
+        if not usd or client is None:
+            return
+        scopes: list[Scope] = [("client", client)]
+        if group is not None:
+            scopes.append(("group", group))
+        if user is not None:
+            scopes.append(("user", (client, user)))
+        for per in PERIODS:
+            start = self.period(per, ts)[0]
+            for scope in scopes:
+                s = self.spend.get((scope, per))
+                if s is None or s[0] < start:
+                    self.spend[(scope, per)] = [start, usd]
+                elif s[0] == start:
+                    s[1] += usd
+
+    def rebuild(self, db: Path) -> None:
+        """The spend of the current periods, from the log (at start; one grouped query over the ts index)."""
+        if not db.exists():
+            return
+        now = self.clock()
+        since = min(period_start(per, now) for per in PERIODS)
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            cols = {r[1] for r in con.execute("PRAGMA table_info(requests)")}
+            if "client_group" not in cols:
+                return
+            rows = con.execute(
+                """SELECT client, client_group, user_id, CAST(ts / 86400 AS INTEGER) * 86400 AS day, sum(cost_usd)
+                   FROM requests WHERE ts >= ? AND cost_usd > 0 AND client IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY day""",
+                (since,)).fetchall()
+        finally:
+            con.close()
+        for client, group, user, day, usd in rows:
+            self.add_cost(client, group, user, usd, day)

@@ -1,0 +1,259 @@
+"""Limits and budgets, end to end: rpm and tpm of clients, groups and users; budgets on calendar periods; reload."""
+from __future__ import annotations
+
+import time
+
+import anthropic
+import openai
+import pytest
+import yaml
+
+from conftest import Reply, fixture_bytes, openai_config
+from llmproxy.app import reload
+
+KEY_A = "client-key-aaaaaaaa"
+KEY_B = "client-key-bbbbbbbb"
+MSGS = [{"role": "user", "content": "hi"}]
+# openai/nonstream-text.json: 146 prompt + 3 completion tokens; at these prices 0.146 + 0.006 = 0.152 USD a request
+PRICE = {"input": 1000, "output": 2000}
+COST = 0.152
+
+
+def config(url: str, clients: list[dict], groups: dict | None = None) -> dict:
+    cfg = openai_config(url, models={"gpt": {"backend": "up", "price": PRICE}})
+    cfg["access"] = {"clients": clients}
+    if groups:
+        cfg["access"]["groups"] = groups
+    return cfg
+
+
+class Clock:
+    """Wall time plus an offset the test moves forward (windows and budget periods read it)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+async def started(upstream, proxy, clients, groups=None):  # noqa: ANN001, ANN201
+    up = await upstream({"/v1/chat/completions": Reply(fixture_bytes("openai/nonstream-text.json"))})
+    p = await proxy(config(up.url, clients, groups))
+    clock = p.state.quota.clock = Clock()
+    return p, clock
+
+
+async def test_rpm_hit_and_recovered_with_headers_in_each_door(upstream, proxy):
+    p, clock = await started(upstream, proxy, [{"name": "script", "key": KEY_A, "rpm": 2}])
+    c = p.openai(api_key=KEY_A)
+    for _ in range(2):
+        await c.chat.completions.create(model="gpt", messages=MSGS)
+    with pytest.raises(openai.RateLimitError) as e:
+        await c.chat.completions.create(model="gpt", messages=MSGS)
+    h = e.value.response.headers
+    assert 1 <= int(h["retry-after"]) <= 60
+    assert (h["x-ratelimit-limit-requests"], h["x-ratelimit-remaining-requests"]) == ("2", "0")
+    assert "rate limit of client 'script' reached (rpm 2)" in e.value.message
+    a = anthropic.AsyncAnthropic(base_url=p.url, api_key=KEY_A, max_retries=0)
+    p.clients.append(a)
+    with pytest.raises(anthropic.RateLimitError) as ea:  # the same limit, in Anthropic's shape
+        await a.messages.create(model="gpt", max_tokens=5, messages=MSGS)
+    assert ea.value.body["error"]["type"] == "rate_limit_error" and ea.value.response.headers["retry-after"]
+    clock.offset += 120  # two windows later: the requests fell out of the window
+    await c.chat.completions.create(model="gpt", messages=MSGS)
+    rows = await p.rows()
+    assert [r["status"] for r in rows] == [200, 200, 429, 429, 200]
+
+
+def test_window_is_sliding():
+    from llmproxy.quota import Window
+
+    w = Window(100.0)
+    for t in (100.2, 100.7, 130.5):
+        w.add(t, 1)
+    assert w.wait(131.0, 1, 3) == pytest.approx(29.0)  # the two of second 100 leave the window at 160
+    assert w.wait(159.9, 1, 3) > 0 and w.wait(160.0, 1, 3) == 0 and w.level(160.0) == 1
+    w.add(160.0, 10)
+    w.add(160.5, -4)  # an estimate corrected down
+    assert w.level(160.5) == 7 and w.wait(160.5, 50, 9) == pytest.approx(59.5)  # more than the limit: an empty window
+    assert w.level(500.0) == 0
+
+
+async def test_group_rpm_counts_every_client_of_the_group(upstream, proxy):
+    p, clock = await started(upstream, proxy, [{"name": "mum", "key": KEY_A, "group": "family"},
+                                               {"name": "kid", "key": KEY_B, "group": "family", "rpm": 10}],
+                             groups={"family": {"rpm": 3}})
+    a, b = p.openai(api_key=KEY_A), p.openai(api_key=KEY_B)
+    await a.chat.completions.create(model="gpt", messages=MSGS)
+    await b.chat.completions.create(model="gpt", messages=MSGS)
+    await a.chat.completions.create(model="gpt", messages=MSGS)
+    with pytest.raises(openai.RateLimitError) as e:
+        await b.chat.completions.create(model="gpt", messages=MSGS)
+    assert "group 'family'" in e.value.message and e.value.response.headers["x-ratelimit-limit-requests"] == "3"
+    rows = await p.rows()
+    assert {r["client_group"] for r in rows} == {"family"}
+
+
+async def test_tpm_counts_the_estimate_and_then_the_real_usage(upstream, proxy):
+    p, clock = await started(upstream, proxy, [{"name": "script", "key": KEY_A, "tpm": 200}])
+    c = p.openai(api_key=KEY_A)
+    await c.chat.completions.create(model="gpt", messages=MSGS)  # ~9 estimated, then 149 real
+    assert p.state.quota.windows[(("client", "script"), "tpm")].level(clock()) == pytest.approx(149, abs=1)
+    await c.chat.completions.create(model="gpt", messages=MSGS)  # 149 + ~9 fits, then 298
+    with pytest.raises(openai.RateLimitError) as e:
+        await c.chat.completions.create(model="gpt", messages=MSGS)
+    h = e.value.response.headers
+    assert h["x-ratelimit-limit-tokens"] == "200" and h["x-ratelimit-remaining-tokens"] == "0" and int(h["retry-after"]) > 0
+    assert "tpm 200" in e.value.message
+    clock.offset += 120
+    await c.chat.completions.create(model="gpt", messages=MSGS)
+
+
+async def test_budget_crossed_mid_day_for_a_client_and_back_next_day(upstream, proxy):
+    p, clock = await started(upstream, proxy, [{"name": "cron", "key": KEY_A, "budget": {"usd": 0.3, "per": "day"}}])
+    c = p.openai(api_key=KEY_A)
+    await c.chat.completions.create(model="gpt", messages=MSGS)
+    await c.chat.completions.create(model="gpt", messages=MSGS)  # spent 0.152 < 0.3: let in, and its stream not cut
+    with pytest.raises(openai.RateLimitError) as e:
+        await c.chat.completions.create(model="gpt", messages=MSGS)
+    assert e.value.code == "insufficient_quota" and e.value.type == "insufficient_quota"
+    assert "budget of client 'cron' ($0.30 per day) is used up: $0.3040 spent since" in e.value.message
+    assert "it resets at" in e.value.message and int(e.value.response.headers["retry-after"]) <= 86400
+    rows = await p.rows()
+    assert sum(r["cost_usd"] or 0 for r in rows) == pytest.approx(2 * COST)
+    # a restart rebuilds the spend from the log
+    p2 = await proxy(config(p.url, [{"name": "cron", "key": KEY_A, "budget": {"usd": 0.3, "per": "day"}}]))
+    assert p2.state.quota.spent(("client", "cron"), "day", time.time())[0] == pytest.approx(2 * COST)
+    clock.offset += 86400  # the next day (UTC): a new period
+    await c.chat.completions.create(model="gpt", messages=MSGS)
+
+
+async def test_group_budget_with_cache_priced_anthropic_relay(upstream, proxy):
+    """Two clients of a group on an Anthropic relay; the exact cost of cache reads and writes fills the group's budget."""
+    up = await upstream({"/v1/messages": Reply(fixture_bytes("anthropic/nonstream-cache-usage.json"))})
+    price = {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75}
+    cost = (3 * 3 + 1111 * 0.3 + 418 * 3.75 + 33 * 15) / 1_000_000
+    cfg = {"backends": {"anth": {"api": "anthropic", "url": up.url, "headers": {"x-api-key": "sk-ant-upstream-0123456789"}}},
+           "models": {"claude": {"backend": "anth", "price": price}},
+           "access": {"groups": {"family": {"budget": {"usd": 0.004, "per": "month"}}},
+                      "clients": [{"name": "laptop", "key": KEY_A, "group": "family"}, {"name": "webui", "key": KEY_B, "group": "family"}]}}
+    p = await proxy(cfg)
+    a = anthropic.AsyncAnthropic(base_url=p.url, api_key=KEY_A, max_retries=0)
+    b = anthropic.AsyncAnthropic(base_url=p.url, api_key=KEY_B, max_retries=0)
+    p.clients += [a, b]
+    await a.messages.create(model="claude", max_tokens=50, messages=MSGS)
+    [row] = await p.rows()
+    assert row["cost_usd"] == pytest.approx(cost)  # 0.0024048
+    await b.messages.create(model="claude", max_tokens=50, messages=MSGS)
+    with pytest.raises(anthropic.RateLimitError) as e:
+        await a.messages.create(model="claude", max_tokens=50, messages=MSGS)
+    assert "insufficient_quota" in e.value.message and "group 'family'" in e.value.message and "$0.0048 spent" in e.value.message
+    assert e.value.body["error"]["type"] == "rate_limit_error"
+
+
+async def test_per_user_limits_behind_open_webui_headers(upstream, proxy):
+    p, clock = await started(upstream, proxy, [{"name": "open-webui", "key": KEY_A, "rpm": 100,
+                                                "per_user": {"rpm": 1, "budget": {"usd": 0.1, "per": "day"}}}])
+
+    def user(uid: str, name: str) -> openai.AsyncOpenAI:
+        return p.openai(api_key=KEY_A, default_headers={"X-OpenWebUI-User-Id": uid, "X-OpenWebUI-User-Name": name,
+                                                         "X-OpenWebUI-User-Email": f"{uid}@home.lan", "X-OpenWebUI-Chat-Id": "chat-1"})
+
+    ann, bob = user("u-ann", "J%C3%B6rg%20Ann"), user("u-bob", "Bob")
+    await ann.chat.completions.create(model="gpt", messages=MSGS)
+    with pytest.raises(openai.RateLimitError) as e:
+        await ann.chat.completions.create(model="gpt", messages=MSGS)
+    assert "user 'u-ann' of client 'open-webui'" in e.value.message
+    await bob.chat.completions.create(model="gpt", messages=MSGS)  # another user: his own limits
+    clock.offset += 120
+    with pytest.raises(openai.RateLimitError) as e:  # ann's rpm recovered, but her day's budget (0.1) is spent (0.152)
+        await ann.chat.completions.create(model="gpt", messages=MSGS)
+    assert e.value.code == "insufficient_quota" and "user 'u-ann'" in e.value.message
+    rows = await p.rows()
+    assert (rows[0]["user_id"], rows[0]["user_name"], rows[0]["user_email"], rows[0]["chat_id"]) == ("u-ann", "Jörg Ann", "u-ann@home.lan", "chat-1")
+    assert [r["user_id"] for r in rows] == ["u-ann", "u-ann", "u-bob", "u-ann"]
+
+
+async def test_reload_lowers_a_limit_keeps_counters_and_drops_a_removed_client(upstream, proxy):
+    p, clock = await started(upstream, proxy, [{"name": "script", "key": KEY_A, "rpm": 5, "budget": {"usd": 1, "per": "month"}},
+                                               {"name": "old", "key": KEY_B}])
+    c, old = p.openai(api_key=KEY_A), p.openai(api_key=KEY_B)
+    for _ in range(2):
+        await c.chat.completions.create(model="gpt", messages=MSGS)
+    await old.chat.completions.create(model="gpt", messages=MSGS)
+    cfg = yaml.safe_load(p.path.read_text())
+    cfg["access"]["clients"] = [{"name": "script", "key": KEY_A, "rpm": 2, "budget": {"usd": 0.4, "per": "month"}}]
+    p.path.write_text(yaml.safe_dump(cfg))
+    assert await reload(p.app)
+    with pytest.raises(openai.RateLimitError) as e:  # the 2 requests before the reload count against the new rpm
+        await c.chat.completions.create(model="gpt", messages=MSGS)
+    assert "rpm 2" in e.value.message
+    clock.offset += 120
+    await c.chat.completions.create(model="gpt", messages=MSGS)  # 0.304 spent < 0.4
+    with pytest.raises(openai.RateLimitError) as e:  # the spend before the reload counts against the new budget
+        await c.chat.completions.create(model="gpt", messages=MSGS)
+    assert e.value.code == "insufficient_quota"
+    with pytest.raises(openai.AuthenticationError):
+        await old.chat.completions.create(model="gpt", messages=MSGS)
+
+
+async def test_check_no_longer_calls_limits_not_active(tmp_path):
+    from llmproxy.config import load_config
+
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(config("http://127.0.0.1:9", [{"name": "a", "key": KEY_A, "rpm": 1, "tpm": 9, "budget": {"usd": 1}}])))
+    cfg = load_config(path)
+    assert cfg.pending == () and cfg.clients[0].limits.budget.per == "month"
+    cfg_bad = config("http://127.0.0.1:9", [{"name": "a", "key": KEY_A, "group": "famly"}], groups={"family": {"rpm": 1}})
+    path.write_text(yaml.safe_dump(cfg_bad))
+    from llmproxy.config import ConfigError
+
+    with pytest.raises(ConfigError, match="did you mean 'family'"):
+        load_config(path)
+
+
+async def test_signed_open_webui_user_jwt(upstream, proxy):
+    import jwt
+
+    secret = "owui-jwt-secret-0123456789abcdefghij"
+    p, clock = await started(upstream, proxy, [{"name": "open-webui", "key": KEY_A, "user_jwt_secret": secret, "per_user": {"rpm": 1}}])
+
+    def token(sub: str, *, key: str = secret, exp: float = 600, iss: str = "open-webui") -> str:
+        claims = {"sub": sub, "name": "Ann Example", "email": f"{sub}@home.lan", "role": "user", "iss": iss, "exp": int(time.time() + exp)}
+        return jwt.encode(claims, key, algorithm="HS256")
+
+    forged = {"X-OpenWebUI-User-Id": "someone-else", "X-OpenWebUI-User-Name": "Mallory"}
+    ann = p.openai(api_key=KEY_A, default_headers={**forged, "X-OpenWebUI-User-Jwt": token("u-ann")})
+    await ann.chat.completions.create(model="gpt", messages=MSGS)
+    with pytest.raises(openai.RateLimitError) as e:  # per_user keyed on the token's sub, not the plain header
+        await ann.chat.completions.create(model="gpt", messages=MSGS)
+    assert "user 'u-ann'" in e.value.message
+    await p.openai(api_key=KEY_A, default_headers=forged).chat.completions.create(model="gpt", messages=MSGS)  # plain headers: no user
+    for bad in (token("u-ann", exp=-10), token("u-ann", key="another-secret-0123456789abcdefghijk"), token("u-ann", iss="elsewhere"), "not.a.jwt"):
+        with pytest.raises(openai.AuthenticationError) as e:
+            await p.openai(api_key=KEY_A, default_headers={"X-OpenWebUI-User-Jwt": bad}).chat.completions.create(model="gpt", messages=MSGS)
+        assert "X-OpenWebUI-User-Jwt is not valid for client 'open-webui'" in e.value.message
+    rows = await p.rows()
+    assert [(r["user_id"], r["user_name"], r["user_email"]) for r in rows[:3]] == [
+        ("u-ann", "Ann Example", "u-ann@home.lan"), ("u-ann", "Ann Example", "u-ann@home.lan"), (None, None, None)]
+    assert [r["status"] for r in rows] == [200, 429, 200, 401, 401, 401, 401]
+    assert secret not in p.path.parent.joinpath("llmproxy.db").read_bytes().decode("latin-1")
+
+
+async def test_a_networks_client_needs_no_key(upstream, proxy):
+    up = await upstream({"/v1/chat/completions": Reply(fixture_bytes("openai/nonstream-text.json"))})
+    p = await proxy(config(up.url, [{"name": "laptop", "key": KEY_A},
+                                    {"name": "lan", "networks": ["10.0.0.0/8", "127.0.0.0/8"], "models": ["gp*"], "tags": ["lan"]}]))
+    await p.openai(api_key="no-key-this-device-has").chat.completions.create(model="gpt", messages=MSGS)
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:  # no Authorization at all
+        async with s.get(p.url + "/v1/models") as r:
+            assert r.status == 200 and [m["id"] for m in (await r.json())["data"]] == ["gpt"]
+    await p.openai(api_key=KEY_A).chat.completions.create(model="gpt", messages=MSGS)  # a valid key still names its client
+    rows = await p.rows()
+    assert [(r["client"], r["tags"], r["client_addr"]) for r in rows] == [("lan", "lan", "127.0.0.1"), ("laptop", None, "127.0.0.1")]
+    far = await proxy(config(up.url, [{"name": "lan", "networks": ["10.0.0.0/8"]}]))
+    with pytest.raises(openai.AuthenticationError):
+        await far.openai(api_key="no-key-this-device-has").chat.completions.create(model="gpt", messages=MSGS)
