@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from . import __version__, access
+from . import __version__, access, service
 from .config import Backend, Config, ConfigError, load_config
 from .handlers import anthropic as anthropic_handlers
 from .handlers import ollama as ollama_handlers
@@ -26,8 +27,14 @@ from .store import ResponseStore
 log = logging.getLogger("llmproxy")
 
 
-def make_app(config_path: str | Path, *, signals: bool = True) -> web.Application:
-    """Build the app; raises ConfigError on a bad file (nothing is started yet)."""
+NOTIFIER = web.AppKey("notifier", service.Notifier)
+
+
+def make_app(config_path: str | Path, *, signals: bool = True, watch: bool = False) -> web.Application:
+    """Build the app; raises ConfigError on a bad file (nothing is started yet).
+
+    ``signals``: SIGHUP reloads, systemd is told (``$NOTIFY_SOCKET``) and the pid file written (``llmproxy serve``);
+    ``watch``: a change of the file on disk reloads too."""
     cfg = load_config(config_path)
     state = State(snap=Snapshot.build(cfg), log=RequestLog(cfg.log_path, cfg.log_queue))
     state.responses = ResponseStore(cfg.log_path, lambda: state.snap.config.responses_keep_days)
@@ -37,9 +44,15 @@ def make_app(config_path: str | Path, *, signals: bool = True) -> web.Applicatio
     app.cleanup_ctx.append(_responses)  # after the log: its migrations make the table
     app.cleanup_ctx.append(_upstream)
     app.cleanup_ctx.append(_discovery)
+    app.on_shutdown.append(stopping)
     app.on_shutdown.append(_grace)
+    app[NOTIFIER] = service.Notifier(os.environ if signals else {})
+    app[_RELOADING] = asyncio.Lock()
     if signals:
         app.cleanup_ctx.append(_sighup)
+        app.cleanup_ctx.append(_service)
+    if watch:
+        app.cleanup_ctx.append(_watch)
     openai_handlers.add_routes(app)
     anthropic_handlers.add_routes(app)
     ollama_handlers.add_routes(app)
@@ -91,22 +104,78 @@ async def _grace(app: web.Application) -> None:
     asyncio.get_running_loop().call_later(state.snap.config.shutdown_grace, state.end_running)
 
 
+_PENDING: set[asyncio.Task] = set()  # reloads under way (a reference keeps each task alive)
+_RELOADING = web.AppKey("reloading", asyncio.Lock)
+
+
+def _reload_soon(app: web.Application) -> None:
+    """What SIGHUP does (and ``--watch`` on a change): a reload in the background."""
+    t = asyncio.get_running_loop().create_task(reload(app))
+    _PENDING.add(t)
+    t.add_done_callback(_PENDING.discard)
+
+
 async def _sighup(app: web.Application) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
-    pending: set[asyncio.Task] = set()
-
-    def on_hup() -> None:
-        t = loop.create_task(reload(app))
-        pending.add(t)
-        t.add_done_callback(pending.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    loop.add_signal_handler(signal.SIGHUP, _reload_soon, app)
     yield
     loop.remove_signal_handler(signal.SIGHUP)
 
 
+async def _watch(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    task = asyncio.create_task(service.watch(state.snap.config.path, lambda: state.snap.config.sha256, lambda: _reload_soon(app)), name="watch")
+    yield
+    task.cancel()
+
+
+async def _service(app: web.Application) -> AsyncIterator[None]:
+    """The pid file ``llmproxy reload`` signals, and systemd's watchdog and STATUS= while the loop runs."""
+    state, notifier = app[STATE], app[NOTIFIER]
+    pid = service.pid_path(state.snap.config.log_path)
+    service.write_pid(pid)
+    task = asyncio.create_task(service.keepalive(notifier, lambda: status_line(app)), name="keepalive")
+    yield
+    task.cancel()
+    service.remove_pid(pid)
+    notifier.close()
+
+
+def listening(app: web.Application) -> None:
+    """Sockets bound and serving: ``READY=1`` (called by ``llmproxy serve`` once aiohttp's sites started)."""
+    app[NOTIFIER].send("READY=1", "STATUS=" + status_line(app))
+
+
+async def stopping(app: web.Application) -> None:
+    app[NOTIFIER].send("STOPPING=1", "STATUS=stopping")
+
+
+def status_line(app: web.Application) -> str:
+    """systemd's one-line STATUS=: models, requests served, last reload."""
+    state = app[STATE]
+    cfg = state.snap.config
+    served = state.log.written + state.log.queue.qsize()
+    loaded = time.strftime("%H:%M:%S", time.localtime(cfg.loaded_at))
+    line = f"{len(cfg.models)} models, {served} requests served, config {cfg.sha256[:12]} loaded {loaded}"
+    if state.reload_error_at is not None:
+        line += f"; reload FAILED at {time.strftime('%H:%M:%S', time.localtime(state.reload_error_at))}, old config kept"
+    return line
+
+
 async def reload(app: web.Application) -> bool:
-    """Read, validate, build, swap in one step; a bad file keeps the old config. Flushes the log."""
+    """Read, validate, build, swap in one step; a bad file keeps the old config. Flushes the log.
+
+    systemd hears ``RELOADING=1`` before and ``READY=1`` after, whether the file was good or not."""
+    async with app[_RELOADING]:  # (SIGHUP and --watch at once: one after the other)
+        notifier = app[NOTIFIER]
+        notifier.reloading()
+        try:
+            return await _reload(app)
+        finally:
+            notifier.send("READY=1", "STATUS=" + status_line(app))
+
+
+async def _reload(app: web.Application) -> bool:
     state = app[STATE]
     path = state.snap.config.path
     try:

@@ -23,13 +23,13 @@ def _setup_logging(level: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from .app import log_notes, make_app
+    from .app import listening, log_notes, make_app
     from .config import ConfigError
 
     _setup_logging(args.log_level)
     log = logging.getLogger("llmproxy")
     try:
-        app = make_app(args.config)
+        app = make_app(args.config, watch=args.watch)
     except ConfigError as e:
         print(f"llmproxy: {args.config}: {e}", file=sys.stderr)
         return 2
@@ -44,20 +44,58 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("llmproxy %s on http://%s:%d — %d models, %d backends, log %s", __version__, host, port, len(cfg.models), len(cfg.backends), cfg.log_path)
     # On SIGTERM llmproxy itself ends what still runs after limits.shutdown_grace, telling each client why
     # (app._grace); aiohttp's own limit, which closes connections without a word, is only a backstop behind it.
-    web.run_app(app, host=host, port=port, print=None, shutdown_timeout=cfg.shutdown_grace + 10, handler_cancellation=True, access_log=None)
+    # (aiohttp calls ``print`` once every socket listens: that is when systemd hears READY=1)
+    web.run_app(app, host=host, port=port, print=lambda *_: listening(app), shutdown_timeout=cfg.shutdown_grace + 10, handler_cancellation=True, access_log=None)
     log.info("llmproxy stopped")
     return 0
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Validate the file as a reload would, then SIGHUP the running llmproxy (its pid file, or --pid)."""
+    import signal
+
+    from .service import pid_path
+
+    cfg = _load(args.config, "invalid, nothing reloaded")
+    if cfg is None:
+        return 1
+    pid, where = args.pid, "--pid"
+    if pid is None:
+        where = str(pid_path(cfg.log_path))
+        try:
+            pid = int(Path(where).read_text().strip())
+        except (OSError, ValueError):
+            print(f"{where}: no pid file; is llmproxy serve running with this config? (or give --pid)", file=sys.stderr)
+            return 1
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"no process {pid} (from {where}): llmproxy is not running", file=sys.stderr)
+        return 1
+    except PermissionError:
+        print(f"not allowed to signal process {pid} (from {where}): run as its user, or `systemctl reload llmproxy`", file=sys.stderr)
+        return 1
+    print(f"{cfg.path}: valid (sha256 {cfg.sha256[:12]}…); sent SIGHUP to llmproxy (pid {pid}); its log and /health say how the reload went")
+    return 0
+
+
+def _load(path: str, invalid: str = "invalid"):  # noqa: ANN202 - Config | None
+    """The config, or None once the error is printed."""
     from .config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(f"{path}: {invalid}\n{e}", file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
     from .errors import ProxyError
     from .resolve import Resolver
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as e:
-        print(f"{args.config}: invalid\n{e}", file=sys.stderr)
+    cfg = _load(args.config)
+    if cfg is None:
         return 1
     r = Resolver(cfg)
     print(f"{cfg.path}: valid (sha256 {cfg.sha256[:12]}…)")
@@ -167,7 +205,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="router.yaml to use (default: %(default)s, or $LLMPROXY_CONFIG)")
     s.add_argument("--listen", help="host:port, overriding listen: in the file")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="console log level (default: info)")
+    s.add_argument("--watch", action="store_true", help="also reload when the config file changes on disk (as SIGHUP does)")
     s.set_defaults(func=cmd_serve)
+
+    r = sub.add_parser("reload", help="validate router.yaml, then tell the running llmproxy to reload it (SIGHUP)")
+    r.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="router.yaml to check (default: %(default)s); its log.path's folder holds the pid file")
+    r.add_argument("--pid", type=int, help="signal this process instead of the one in the pid file")
+    r.set_defaults(func=cmd_reload)
 
     c = sub.add_parser("check", help="validate router.yaml exactly as a reload would, and show what each name resolves to")
     c.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="router.yaml to check (default: %(default)s)")
