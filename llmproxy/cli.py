@@ -128,9 +128,77 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"access: {len(cfg.clients)} client(s); /health details {'with access.admin_key' if cfg.admin_key else 'for nobody (no access.admin_key)'}")
     for note in cfg.pending:
         print(f"not yet active: {note}")
-    for warning in cfg.warnings:
+    for warning in (*cfg.warnings, *_lint(cfg)):
         print(f"warning: {warning}")
+    if args.probe:
+        return _probe(cfg, args.timeout)
     return 0
+
+
+def _lint(cfg) -> list[str]:  # noqa: ANN001 - Config
+    """What only `llmproxy check` warns about: an unused backend, a route without a price, an empty ${VAR}."""
+    from .config import _ENV
+
+    out = []
+    used = {r.backend.name for m in (*cfg.models.values(), *(m for _, m in cfg.patterns)) for r in m.routes}
+    for b in cfg.backends.values():
+        if b.name not in used and not b.discover:
+            how = f"only '{b.name}/<model>' reaches it" if b.passthrough else "nothing reaches it"
+            out.append(f"backends.{b.name}: no model uses it ({how})")
+    for m in cfg.models.values():
+        unpriced = sorted({r.backend.name for r in m.routes if r.price is None and r.backend.api != "ollama"})
+        if unpriced:
+            out.append(f"models.{m.name}: no price for its route(s) on {', '.join(unpriced)}: their rows have no cost (add price:)")
+    try:
+        text = cfg.path.read_text()
+    except OSError:
+        text = ""
+    for name in sorted({m.group(1) for m in _ENV.finditer(text) if m.group(2) is None and os.environ.get(m.group(1)) == ""}):
+        out.append(f"environment variable {name} is set to an empty string (a header or key made of it is empty)")
+    return out
+
+
+def _probe(cfg, timeout: float) -> int:  # noqa: ANN001 - Config
+    """Each backend's model list, at once, each within ``timeout``: reachable, auth failed or unreachable."""
+    import asyncio
+
+    from .balance import Balancer
+    from .discover import fetch
+    from .errors import ProxyError
+    from .upstream import Upstream
+
+    async def one(up: Upstream, bal: Balancer, b) -> tuple[bool, str]:  # noqa: ANN001 - Backend
+        try:
+            names = await asyncio.wait_for(fetch(up, b, bal.key_value(b, 0 if b.keys else None)), timeout)
+        except asyncio.TimeoutError:
+            return False, f"unreachable: no model list within {timeout:g} s"
+        except ProxyError as e:
+            if e.status in (401, 403):
+                return False, f"auth failed: HTTP {e.status}: {e.message}"
+            if e.code in ("upstream_unreachable", "upstream_timeout", "upstream_busy", "upstream_error"):
+                return False, f"unreachable: {e.message}"
+            return True, f"reachable, but its model list answered HTTP {e.status}: {e.message}"
+        except Exception as e:  # noqa: BLE001 - a body that is not a model list
+            return True, f"reachable, but its model list could not be read: {type(e).__name__}: {e}"
+        return True, f"reachable: {len(names)} models listed"
+
+    async def run() -> list[tuple[bool, str]]:
+        up, bal = Upstream(), Balancer()
+        bal.configure(cfg)
+        await up.start()
+        try:
+            return await asyncio.gather(*(one(up, bal, b) for b in cfg.backends.values()))
+        finally:
+            await up.close()
+
+    from .headers import redact, secrets_of
+
+    print("probe:")
+    results = asyncio.run(run())
+    secrets = secrets_of(cfg)
+    for b, (_, text) in zip(cfg.backends.values(), results):
+        print(f"  {b.name:<20} {redact(text, secrets)}")
+    return 0 if all(ok for ok, _ in results) else 1
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -215,6 +283,8 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="validate router.yaml exactly as a reload would, and show what each name resolves to")
     c.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="router.yaml to check (default: %(default)s)")
+    c.add_argument("--probe", action="store_true", help="also ask each backend for its model list: reachable, auth failed or unreachable (exit 1 unless all are reachable)")
+    c.add_argument("--timeout", type=float, default=10.0, help="seconds per backend for --probe (default: %(default)s)")
     c.set_defaults(func=cmd_check)
 
     st = sub.add_parser("stats", help="usage, latency and cost from the request log")
