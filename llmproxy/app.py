@@ -64,6 +64,7 @@ def make_app(config_path: str | Path, *, signals: bool = True, watch: bool = Fal
 async def _request_log(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.log.start()
+    await _record(state, "start", state.snap.config.sha256, None)
     yield
     await state.log.close()
 
@@ -108,9 +109,9 @@ _PENDING: set[asyncio.Task] = set()  # reloads under way (a reference keeps each
 _RELOADING = web.AppKey("reloading", asyncio.Lock)
 
 
-def _reload_soon(app: web.Application) -> None:
+def _reload_soon(app: web.Application, trigger: str = "signal") -> None:
     """What SIGHUP does (and ``--watch`` on a change): a reload in the background."""
-    t = asyncio.get_running_loop().create_task(reload(app))
+    t = asyncio.get_running_loop().create_task(reload(app, trigger))
     _PENDING.add(t)
     t.add_done_callback(_PENDING.discard)
 
@@ -124,7 +125,7 @@ async def _sighup(app: web.Application) -> AsyncIterator[None]:
 
 async def _watch(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
-    task = asyncio.create_task(service.watch(state.snap.config.path, lambda: state.snap.config.sha256, lambda: _reload_soon(app)), name="watch")
+    task = asyncio.create_task(service.watch(state.snap.config.path, lambda: state.snap.config.sha256, lambda: _reload_soon(app, "watch")), name="watch")
     yield
     task.cancel()
 
@@ -162,7 +163,16 @@ def status_line(app: web.Application) -> str:
     return line
 
 
-async def reload(app: web.Application) -> bool:
+async def _record(state: State, trigger: str, sha256: str | None, error: str | None) -> None:
+    """A config load in ``reloads`` (SQLite), ``/health``'s ``config.last_reload`` and the reload counts."""
+    rec = {"ts": time.time(), "trigger": trigger, "sha256": sha256, "ok": error is None, "error": error}
+    state.last_reload = rec
+    if trigger != "start":
+        state.reloads["ok" if error is None else "failed"] += 1
+    await state.log.record_reload(rec)
+
+
+async def reload(app: web.Application, trigger: str = "reload") -> bool:
     """Read, validate, build, swap in one step; a bad file keeps the old config. Flushes the log.
 
     systemd hears ``RELOADING=1`` before and ``READY=1`` after, whether the file was good or not."""
@@ -170,12 +180,12 @@ async def reload(app: web.Application) -> bool:
         notifier = app[NOTIFIER]
         notifier.reloading()
         try:
-            return await _reload(app)
+            return await _reload(app, trigger)
         finally:
             notifier.send("READY=1", "STATUS=" + status_line(app))
 
 
-async def _reload(app: web.Application) -> bool:
+async def _reload(app: web.Application, trigger: str) -> bool:
     state = app[STATE]
     path = state.snap.config.path
     try:
@@ -184,6 +194,7 @@ async def _reload(app: web.Application) -> bool:
     except ConfigError as e:
         state.reload_error, state.reload_error_at = str(e), time.time()
         log.error("reload of %s failed, keeping the running config:\n%s", path, e)
+        await _record(state, trigger, await asyncio.to_thread(service.file_digest, path), redact(str(e), state.snap.secrets))
         await state.log.flush()
         return False
     old = state.snap.config
@@ -195,6 +206,7 @@ async def _reload(app: web.Application) -> bool:
         log.warning("log.path changed to %s; it takes effect on restart", cfg.log_path)
     log.info("reloaded %s (sha256 %s…, %d models, %d backends)", path.name, cfg.sha256[:12], len(cfg.models), len(cfg.backends))
     log_notes(cfg)
+    await _record(state, trigger, cfg.sha256, None)
     await state.log.flush()
     return True
 
@@ -226,6 +238,7 @@ async def health(request: web.Request) -> web.Response:
             "loaded_at": cfg.loaded_at,
             "reload_error": redact(state.reload_error, secrets) if state.reload_error else None,
             "reload_error_at": state.reload_error_at,
+            "last_reload": state.last_reload,
             "not_yet_active": list(cfg.pending),
         },
         "log": {

@@ -25,6 +25,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .app import listening, log_notes, make_app
     from .config import ConfigError
+    from .requestlog import NewerDatabase
 
     _setup_logging(args.log_level)
     log = logging.getLogger("llmproxy")
@@ -45,7 +46,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # On SIGTERM llmproxy itself ends what still runs after limits.shutdown_grace, telling each client why
     # (app._grace); aiohttp's own limit, which closes connections without a word, is only a backstop behind it.
     # (aiohttp calls ``print`` once every socket listens: that is when systemd hears READY=1)
-    web.run_app(app, host=host, port=port, print=lambda *_: listening(app), shutdown_timeout=cfg.shutdown_grace + 10, handler_cancellation=True, access_log=None)
+    try:
+        web.run_app(app, host=host, port=port, print=lambda *_: listening(app), shutdown_timeout=cfg.shutdown_grace + 10, handler_cancellation=True, access_log=None)
+    except NewerDatabase as e:
+        print(f"llmproxy: {e}", file=sys.stderr)
+        return 2
     log.info("llmproxy stopped")
     return 0
 
@@ -215,6 +220,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(f"{db}: no request log yet", file=sys.stderr)
         return 1
     since = time.time() - _duration(args.since)
+    if args.reloads:
+        return _reloads(db, since, args.since)
     key = {"model": "model", "backend": "backend", "client": "coalesce(client, '-')", "day": "date(ts, 'unixepoch', 'localtime')"}[args.by]
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     rows = con.execute(
@@ -236,6 +243,24 @@ def cmd_stats(args: argparse.Namespace) -> int:
             print("  ".join("-" * w for w in widths))
     if len(table) == 1:
         print(f"(no requests since {args.since} ago)")
+    return 0
+
+
+def _reloads(db: Path, since: float, ago: str) -> int:
+    """`stats --reloads`: each config load since then, newest first: when, what caused it, the file's hash, ok or why not."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT ts, trigger, sha256, ok, error FROM reloads WHERE ts >= ? ORDER BY ts DESC", (since,)).fetchall()
+    except sqlite3.OperationalError:
+        print(f"{db}: no reloads recorded (written by an llmproxy older than this one)", file=sys.stderr)
+        return 1
+    finally:
+        con.close()
+    for ts, trigger, sha, ok, error in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+        print(f"{when}  {trigger:<7} {(sha or '-')[:12]:<12}  " + ("ok" if ok else "FAILED: " + (error or "").replace("\n", " | ")))
+    if not rows:
+        print(f"(no config loads since {ago} ago)")
     return 0
 
 
@@ -292,6 +317,7 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--db", help="read this SQLite file instead")
     st.add_argument("--since", default="7d", help="how far back: 30m, 24h, 7d, 4w (default: %(default)s)")
     st.add_argument("--by", default="model", choices=["model", "backend", "client", "day"], help="group rows by (default: %(default)s)")
+    st.add_argument("--reloads", action="store_true", help="list the config loads instead: start and each reload, the file's sha256, ok or the error")
     st.set_defaults(func=cmd_stats)
 
     m = sub.add_parser("mock", help="run the built-in upstream emulator (OpenAI, Anthropic, Gemini and Ollama formats)")

@@ -42,6 +42,8 @@ class State:
     started: float = field(default_factory=time.time)
     reload_error: str | None = None
     reload_error_at: float | None = None
+    last_reload: dict | None = None  # the latest config load (start or reload): ts, trigger, sha256, ok, error
+    reloads: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})  # reload attempts since start
     running: set[asyncio.Task] = field(default_factory=set)  # the tasks serving a proxied request now
     shutting_down: bool = False  # limits.shutdown_grace ran out: what is still running is being ended
     # Runtime state that outlives a reload (never in the frozen config): breakers, key cooldowns, listings.
