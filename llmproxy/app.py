@@ -19,6 +19,7 @@ from .handlers import ollama as ollama_handlers
 from .handlers import openai as openai_handlers
 from .handlers import responses as responses_handlers
 from .headers import redact
+from .metrics import key_matches
 from .pipeline import errors
 from .requestlog import RequestLog
 from .state import STATE, Snapshot, State
@@ -43,6 +44,7 @@ def make_app(config_path: str | Path, *, signals: bool = True, watch: bool = Fal
     app.cleanup_ctx.append(_request_log)
     app.cleanup_ctx.append(_responses)  # after the log: its migrations make the table
     app.cleanup_ctx.append(_upstream)
+    app.cleanup_ctx.append(_retention)
     app.cleanup_ctx.append(_discovery)
     app.on_shutdown.append(stopping)
     app.on_shutdown.append(_grace)
@@ -58,6 +60,7 @@ def make_app(config_path: str | Path, *, signals: bool = True, watch: bool = Fal
     ollama_handlers.add_routes(app)
     responses_handlers.add_routes(app)
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
     return app
 
 
@@ -67,6 +70,27 @@ async def _request_log(app: web.Application) -> AsyncIterator[None]:
     await _record(state, "start", state.snap.config.sha256, None)
     yield
     await state.log.close()
+
+
+async def _retention(app: web.Application) -> AsyncIterator[None]:
+    """log.keep_days: request rows older than that are deleted at start, then hourly (in small batches)."""
+    state = app[STATE]
+
+    async def run() -> None:
+        while True:
+            days = state.snap.config.log_keep_days
+            if days is not None:
+                try:
+                    n = await state.log.prune(time.time() - days * 86400)
+                    if n:
+                        log.info("request log: deleted %d rows older than %g days (log.keep_days)", n, days)
+                except Exception:  # a disk error: try again next hour
+                    log.exception("request log: deleting old rows failed")
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(run(), name="log-retention")
+    yield
+    task.cancel()
 
 
 async def _responses(app: web.Application) -> AsyncIterator[None]:
@@ -252,6 +276,17 @@ async def health(request: web.Request) -> web.Response:
         "models": {m.name: _model_health(state, m.name) for m in cfg.models.values() if len(m.routes) > 1},
     }
     return web.Response(body=orjson.dumps(body, option=orjson.OPT_INDENT_2), content_type="application/json")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics`` (Prometheus text format); with ``access:`` set, only for the admin key or ``metrics_key``."""
+    state = request.app[STATE]
+    cfg = state.snap.config
+    if cfg.clients is not None and not (access.is_admin(cfg, request) or key_matches(cfg.metrics_key, access.presented_key(request))):
+        return web.json_response({"error": {"message": "/metrics needs access.admin_key or metrics_key (Authorization: Bearer …)",
+                                            "type": "authentication_error"}}, status=401)
+    return web.Response(text=state.metrics.render(state), content_type="text/plain", charset="utf-8",
+                        headers={"Cache-Control": "no-store"})  # (text format 0.0.4's content type)
 
 
 def _backend_health(state: State, b: Backend) -> dict:

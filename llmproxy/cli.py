@@ -219,6 +219,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if not db.exists():
         print(f"{db}: no request log yet", file=sys.stderr)
         return 1
+    if args.vacuum:
+        return _vacuum(db)
     since = time.time() - _duration(args.since)
     if args.reloads:
         return _reloads(db, since, args.since)
@@ -261,6 +263,25 @@ def _reloads(db: Path, since: float, ago: str) -> int:
         print(f"{when}  {trigger:<7} {(sha or '-')[:12]:<12}  " + ("ok" if ok else "FAILED: " + (error or "").replace("\n", " | ")))
     if not rows:
         print(f"(no config loads since {ago} ago)")
+    return 0
+
+
+def _vacuum(db: Path) -> int:
+    """`stats --vacuum`: give the space of deleted rows back to the disk (safe while llmproxy runs; it waits its turn)."""
+    def size() -> int:
+        return sum(p.stat().st_size for p in (db, db.with_name(db.name + "-wal")) if p.exists())
+
+    before = size()
+    con = sqlite3.connect(db, timeout=60)
+    try:
+        con.execute("VACUUM")
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.OperationalError as e:
+        print(f"{db}: vacuum failed: {e}", file=sys.stderr)
+        return 1
+    finally:
+        con.close()
+    print(f"{db}: {before / 1e6:.1f} MB → {size() / 1e6:.1f} MB")
     return 0
 
 
@@ -318,6 +339,7 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--since", default="7d", help="how far back: 30m, 24h, 7d, 4w (default: %(default)s)")
     st.add_argument("--by", default="model", choices=["model", "backend", "client", "day"], help="group rows by (default: %(default)s)")
     st.add_argument("--reloads", action="store_true", help="list the config loads instead: start and each reload, the file's sha256, ok or the error")
+    st.add_argument("--vacuum", action="store_true", help="instead: give the space of deleted rows back to the disk (SQLite VACUUM)")
     st.set_defaults(func=cmd_stats)
 
     m = sub.add_parser("mock", help="run the built-in upstream emulator (OpenAI, Anthropic, Gemini and Ollama formats)")

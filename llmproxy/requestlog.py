@@ -187,6 +187,20 @@ class RequestLog:
         except Exception:  # a disk error must not stop a reload
             log.exception("request log: recording a reload failed")
 
+    async def prune(self, before: float, batch: int = 500, pause: float = 0.05) -> int:
+        """Delete the rows older than ``before`` (a time.time()), ``batch`` at a time, each its own short
+        transaction with a pause after it, so the writer is never held up for long; returns how many."""
+        if self._db is None:
+            return 0
+        deleted = 0
+        while True:
+            cur = await self._db.execute("DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests WHERE ts < ? LIMIT ?)", (before, batch))
+            await self._db.commit()
+            deleted += cur.rowcount
+            if cur.rowcount < batch:
+                return deleted
+            await asyncio.sleep(pause)
+
     def put(self, row: LogRow) -> None:
         """Queue a row; never blocks. A full queue counts the row as dropped."""
         try:

@@ -15,6 +15,7 @@ from .balance import Balancer
 from .config import Config
 from .discover import Discovery
 from .headers import secrets_of
+from .metrics import Metrics
 from .requestlog import RequestLog
 from .resolve import Resolver
 from .store import ResponseStore
@@ -49,6 +50,7 @@ class State:
     # Runtime state that outlives a reload (never in the frozen config): breakers, key cooldowns, listings.
     balance: Balancer = field(default_factory=Balancer)
     discovery: Discovery = field(default_factory=Discovery)
+    metrics: Metrics = field(default_factory=Metrics)  # counters /metrics shows, kept across reloads
     responses: ResponseStore | None = None  # what /v1/responses leaves behind (set up by make_app, on the log's file)
 
     @property
