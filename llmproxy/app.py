@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from pathlib import Path
@@ -11,13 +12,14 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from . import __version__, access, admin, designate  # noqa: F401 - designate: strategy: designator (pipeline.CHOOSERS)
+from . import __version__, access, admin, designate, service  # noqa: F401 - designate: strategy: designator (pipeline.CHOOSERS)
 from .config import Backend, Config, ConfigError, load_config
 from .handlers import anthropic as anthropic_handlers
 from .handlers import ollama as ollama_handlers
 from .handlers import openai as openai_handlers
 from .handlers import responses as responses_handlers
 from .headers import redact
+from .metrics import key_matches
 from .pipeline import errors
 from .requestlog import RequestLog
 from .state import STATE, Snapshot, State
@@ -26,8 +28,14 @@ from .store import ResponseStore
 log = logging.getLogger("llmproxy")
 
 
-def make_app(config_path: str | Path, *, signals: bool = True) -> web.Application:
-    """Build the app; raises ConfigError on a bad file (nothing is started yet)."""
+NOTIFIER = web.AppKey("notifier", service.Notifier)
+
+
+def make_app(config_path: str | Path, *, signals: bool = True, watch: bool = False) -> web.Application:
+    """Build the app; raises ConfigError on a bad file (nothing is started yet).
+
+    ``signals``: SIGHUP reloads, systemd is told (``$NOTIFY_SOCKET``) and the pid file written (``llmproxy serve``);
+    ``watch``: a change of the file on disk reloads too."""
     cfg = load_config(config_path)
     state = State(snap=Snapshot.build(cfg), log=RequestLog(cfg.log_path, cfg.log_queue))
     state.responses = ResponseStore(cfg.log_path, lambda: state.snap.config.responses_keep_days)
@@ -37,17 +45,25 @@ def make_app(config_path: str | Path, *, signals: bool = True) -> web.Applicatio
     app.cleanup_ctx.append(_request_log)
     app.cleanup_ctx.append(_responses)  # after the log: its migrations make the table
     app.cleanup_ctx.append(_upstream)
+    app.cleanup_ctx.append(_retention)
     app.cleanup_ctx.append(_discovery)
     app.cleanup_ctx.append(_health_checks)
+    app.on_shutdown.append(stopping)
     app.on_shutdown.append(_grace)
+    app[NOTIFIER] = service.Notifier(os.environ if signals else {})
+    app[_RELOADING] = asyncio.Lock()
     if signals:
         app.cleanup_ctx.append(_sighup)
+        app.cleanup_ctx.append(_service)
+    if watch:
+        app.cleanup_ctx.append(_watch)
     openai_handlers.add_routes(app)
     anthropic_handlers.add_routes(app)
     ollama_handlers.add_routes(app)
     responses_handlers.add_routes(app)
     app.router.add_get("/health", health)
     admin.add_routes(app)
+    app.router.add_get("/metrics", metrics)
     return app
 
 
@@ -55,8 +71,30 @@ async def _request_log(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.log.start()
     await asyncio.to_thread(state.quota.rebuild, state.snap.config.log_path)  # budgets' spend so far, from the log
+    await _record(state, "start", state.snap.config.sha256, None)
     yield
     await state.log.close()
+
+
+async def _retention(app: web.Application) -> AsyncIterator[None]:
+    """log.keep_days: request rows older than that are deleted at start, then hourly (in small batches)."""
+    state = app[STATE]
+
+    async def run() -> None:
+        while True:
+            days = state.snap.config.log_keep_days
+            if days is not None:
+                try:
+                    n = await state.log.prune(time.time() - days * 86400)
+                    if n:
+                        log.info("request log: deleted %d rows older than %g days (log.keep_days)", n, days)
+                except Exception:  # a disk error: try again next hour
+                    log.exception("request log: deleting old rows failed")
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(run(), name="log-retention")
+    yield
+    task.cancel()
 
 
 async def _responses(app: web.Application) -> AsyncIterator[None]:
@@ -108,22 +146,87 @@ async def _grace(app: web.Application) -> None:
     asyncio.get_running_loop().call_later(state.snap.config.shutdown_grace, state.end_running)
 
 
+_PENDING: set[asyncio.Task] = set()  # reloads under way (a reference keeps each task alive)
+_RELOADING = web.AppKey("reloading", asyncio.Lock)
+
+
+def _reload_soon(app: web.Application, trigger: str = "signal") -> None:
+    """What SIGHUP does (and ``--watch`` on a change): a reload in the background."""
+    t = asyncio.get_running_loop().create_task(reload(app, trigger))
+    _PENDING.add(t)
+    t.add_done_callback(_PENDING.discard)
+
+
 async def _sighup(app: web.Application) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
-    pending: set[asyncio.Task] = set()
-
-    def on_hup() -> None:
-        t = loop.create_task(reload(app))
-        pending.add(t)
-        t.add_done_callback(pending.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    loop.add_signal_handler(signal.SIGHUP, _reload_soon, app)
     yield
     loop.remove_signal_handler(signal.SIGHUP)
 
 
-async def reload(app: web.Application) -> bool:
-    """Read, validate, build, swap in one step; a bad file keeps the old config. Flushes the log."""
+async def _watch(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    task = asyncio.create_task(service.watch(state.snap.config.path, lambda: state.snap.config.sha256, lambda: _reload_soon(app, "watch")), name="watch")
+    yield
+    task.cancel()
+
+
+async def _service(app: web.Application) -> AsyncIterator[None]:
+    """The pid file ``llmproxy reload`` signals, and systemd's watchdog and STATUS= while the loop runs."""
+    state, notifier = app[STATE], app[NOTIFIER]
+    pid = service.pid_path(state.snap.config.log_path)
+    service.write_pid(pid)
+    task = asyncio.create_task(service.keepalive(notifier, lambda: status_line(app)), name="keepalive")
+    yield
+    task.cancel()
+    service.remove_pid(pid)
+    notifier.close()
+
+
+def listening(app: web.Application) -> None:
+    """Sockets bound and serving: ``READY=1`` (called by ``llmproxy serve`` once aiohttp's sites started)."""
+    app[NOTIFIER].send("READY=1", "STATUS=" + status_line(app))
+
+
+async def stopping(app: web.Application) -> None:
+    app[NOTIFIER].send("STOPPING=1", "STATUS=stopping")
+
+
+def status_line(app: web.Application) -> str:
+    """systemd's one-line STATUS=: models, requests served, last reload."""
+    state = app[STATE]
+    cfg = state.snap.config
+    served = state.log.written + state.log.queue.qsize()
+    loaded = time.strftime("%H:%M:%S", time.localtime(cfg.loaded_at))
+    line = f"{len(cfg.models)} models, {served} requests served, config {cfg.sha256[:12]} loaded {loaded}"
+    if state.reload_error_at is not None:
+        line += f"; reload FAILED at {time.strftime('%H:%M:%S', time.localtime(state.reload_error_at))}, old config kept"
+    return line
+
+
+async def _record(state: State, trigger: str, sha256: str | None, error: str | None) -> None:
+    """A config load in ``reloads`` (SQLite), ``/health``'s ``config.last_reload`` and the reload counts."""
+    rec = {"ts": time.time(), "trigger": trigger, "sha256": sha256, "ok": error is None, "error": error}
+    state.last_reload = rec
+    if trigger != "start":
+        state.reloads["ok" if error is None else "failed"] += 1
+    await state.log.record_reload(rec)
+
+
+async def reload(app: web.Application, trigger: str = "reload") -> bool:
+    """Read, validate, build, swap in one step; a bad file keeps the old config. Flushes the log.
+
+    systemd hears ``RELOADING=1`` before and ``READY=1`` after, whether the file was good or not."""
+    async with app[_RELOADING]:  # (SIGHUP and --watch at once: one after the other)
+        notifier = app[NOTIFIER]
+        notifier.reloading()
+        try:
+            return await _reload(app, trigger)
+        finally:
+            notifier.send("READY=1", "STATUS=" + status_line(app))
+
+
+async def _reload(app: web.Application, trigger: str) -> bool:
     state = app[STATE]
     path = state.snap.config.path
     try:
@@ -132,6 +235,7 @@ async def reload(app: web.Application) -> bool:
     except ConfigError as e:
         state.reload_error, state.reload_error_at = str(e), time.time()
         log.error("reload of %s failed, keeping the running config:\n%s", path, e)
+        await _record(state, trigger, await asyncio.to_thread(service.file_digest, path), redact(str(e), state.snap.secrets))
         await state.log.flush()
         return False
     old = state.snap.config
@@ -143,6 +247,7 @@ async def reload(app: web.Application) -> bool:
         log.warning("log.path changed to %s; it takes effect on restart", cfg.log_path)
     log.info("reloaded %s (sha256 %s…, %d models, %d backends)", path.name, cfg.sha256[:12], len(cfg.models), len(cfg.backends))
     log_notes(cfg)
+    await _record(state, trigger, cfg.sha256, None)
     await state.log.flush()
     return True
 
@@ -174,6 +279,7 @@ async def health(request: web.Request) -> web.Response:
             "loaded_at": cfg.loaded_at,
             "reload_error": redact(state.reload_error, secrets) if state.reload_error else None,
             "reload_error_at": state.reload_error_at,
+            "last_reload": state.last_reload,
             "not_yet_active": list(cfg.pending),
         },
         "log": {
@@ -187,6 +293,17 @@ async def health(request: web.Request) -> web.Response:
         "models": {m.name: _model_health(state, m.name) for m in cfg.models.values() if len(m.routes) > 1},
     }
     return web.Response(body=orjson.dumps(body, option=orjson.OPT_INDENT_2), content_type="application/json")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics`` (Prometheus text format); with ``access:`` set, only for the admin key or ``metrics_key``."""
+    state = request.app[STATE]
+    cfg = state.snap.config
+    if cfg.clients is not None and not (access.is_admin(cfg, request) or key_matches(cfg.metrics_key, access.presented_key(request))):
+        return web.json_response({"error": {"message": "/metrics needs access.admin_key or metrics_key (Authorization: Bearer …)",
+                                            "type": "authentication_error"}}, status=401)
+    return web.Response(text=state.metrics.render(state), content_type="text/plain", charset="utf-8",
+                        headers={"Cache-Control": "no-store"})  # (text format 0.0.4's content type)
 
 
 def _backend_health(state: State, b: Backend) -> dict:

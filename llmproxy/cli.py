@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -22,13 +23,14 @@ def _setup_logging(level: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from .app import log_notes, make_app
+    from .app import listening, log_notes, make_app
     from .config import ConfigError
+    from .requestlog import NewerDatabase
 
     _setup_logging(args.log_level)
     log = logging.getLogger("llmproxy")
     try:
-        app = make_app(args.config)
+        app = make_app(args.config, watch=args.watch)
     except ConfigError as e:
         print(f"llmproxy: {args.config}: {e}", file=sys.stderr)
         return 2
@@ -43,20 +45,62 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("llmproxy %s on http://%s:%d — %d models, %d backends, log %s", __version__, host, port, len(cfg.models), len(cfg.backends), cfg.log_path)
     # On SIGTERM llmproxy itself ends what still runs after limits.shutdown_grace, telling each client why
     # (app._grace); aiohttp's own limit, which closes connections without a word, is only a backstop behind it.
-    web.run_app(app, host=host, port=port, print=None, shutdown_timeout=cfg.shutdown_grace + 10, handler_cancellation=True, access_log=None)
+    # (aiohttp calls ``print`` once every socket listens: that is when systemd hears READY=1)
+    try:
+        web.run_app(app, host=host, port=port, print=lambda *_: listening(app), shutdown_timeout=cfg.shutdown_grace + 10, handler_cancellation=True, access_log=None)
+    except NewerDatabase as e:
+        print(f"llmproxy: {e}", file=sys.stderr)
+        return 2
     log.info("llmproxy stopped")
     return 0
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Validate the file as a reload would, then SIGHUP the running llmproxy (its pid file, or --pid)."""
+    import signal
+
+    from .service import pid_path
+
+    cfg = _load(args.config, "invalid, nothing reloaded")
+    if cfg is None:
+        return 1
+    pid, where = args.pid, "--pid"
+    if pid is None:
+        where = str(pid_path(cfg.log_path))
+        try:
+            pid = int(Path(where).read_text().strip())
+        except (OSError, ValueError):
+            print(f"{where}: no pid file; is llmproxy serve running with this config? (or give --pid)", file=sys.stderr)
+            return 1
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"no process {pid} (from {where}): llmproxy is not running", file=sys.stderr)
+        return 1
+    except PermissionError:
+        print(f"not allowed to signal process {pid} (from {where}): run as its user, or `systemctl reload llmproxy`", file=sys.stderr)
+        return 1
+    print(f"{cfg.path}: valid (sha256 {cfg.sha256[:12]}…); sent SIGHUP to llmproxy (pid {pid}); its log and /health say how the reload went")
+    return 0
+
+
+def _load(path: str, invalid: str = "invalid"):  # noqa: ANN202 - Config | None
+    """The config, or None once the error is printed."""
     from .config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(f"{path}: {invalid}\n{e}", file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
     from .errors import ProxyError
     from .resolve import Resolver
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as e:
-        print(f"{args.config}: invalid\n{e}", file=sys.stderr)
+    cfg = _load(args.config)
+    if cfg is None:
         return 1
     r = Resolver(cfg)
     print(f"{cfg.path}: valid (sha256 {cfg.sha256[:12]}…)")
@@ -89,9 +133,77 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"access: {len(cfg.clients)} client(s); /health details {'with access.admin_key' if cfg.admin_key else 'for nobody (no access.admin_key)'}")
     for note in cfg.pending:
         print(f"not yet active: {note}")
-    for warning in cfg.warnings:
+    for warning in (*cfg.warnings, *_lint(cfg)):
         print(f"warning: {warning}")
+    if args.probe:
+        return _probe(cfg, args.timeout)
     return 0
+
+
+def _lint(cfg) -> list[str]:  # noqa: ANN001 - Config
+    """What only `llmproxy check` warns about: an unused backend, a route without a price, an empty ${VAR}."""
+    from .config import _ENV
+
+    out = []
+    used = {r.backend.name for m in (*cfg.models.values(), *(m for _, m in cfg.patterns)) for r in m.routes}
+    for b in cfg.backends.values():
+        if b.name not in used and not b.discover:
+            how = f"only '{b.name}/<model>' reaches it" if b.passthrough else "nothing reaches it"
+            out.append(f"backends.{b.name}: no model uses it ({how})")
+    for m in cfg.models.values():
+        unpriced = sorted({r.backend.name for r in m.routes if r.price is None and r.backend.api != "ollama"})
+        if unpriced:
+            out.append(f"models.{m.name}: no price for its route(s) on {', '.join(unpriced)}: their rows have no cost (add price:)")
+    try:
+        text = cfg.path.read_text()
+    except OSError:
+        text = ""
+    for name in sorted({m.group(1) for m in _ENV.finditer(text) if m.group(2) is None and os.environ.get(m.group(1)) == ""}):
+        out.append(f"environment variable {name} is set to an empty string (a header or key made of it is empty)")
+    return out
+
+
+def _probe(cfg, timeout: float) -> int:  # noqa: ANN001 - Config
+    """Each backend's model list, at once, each within ``timeout``: reachable, auth failed or unreachable."""
+    import asyncio
+
+    from .balance import Balancer
+    from .discover import fetch
+    from .errors import ProxyError
+    from .upstream import Upstream
+
+    async def one(up: Upstream, bal: Balancer, b) -> tuple[bool, str]:  # noqa: ANN001 - Backend
+        try:
+            names = await asyncio.wait_for(fetch(up, b, bal.key_value(b, 0 if b.keys else None)), timeout)
+        except asyncio.TimeoutError:
+            return False, f"unreachable: no model list within {timeout:g} s"
+        except ProxyError as e:
+            if e.status in (401, 403):
+                return False, f"auth failed: HTTP {e.status}: {e.message}"
+            if e.code in ("upstream_unreachable", "upstream_timeout", "upstream_busy", "upstream_error"):
+                return False, f"unreachable: {e.message}"
+            return True, f"reachable, but its model list answered HTTP {e.status}: {e.message}"
+        except Exception as e:  # noqa: BLE001 - a body that is not a model list
+            return True, f"reachable, but its model list could not be read: {type(e).__name__}: {e}"
+        return True, f"reachable: {len(names)} models listed"
+
+    async def run() -> list[tuple[bool, str]]:
+        up, bal = Upstream(), Balancer()
+        bal.configure(cfg)
+        await up.start()
+        try:
+            return await asyncio.gather(*(one(up, bal, b) for b in cfg.backends.values()))
+        finally:
+            await up.close()
+
+    from .headers import redact, secrets_of
+
+    print("probe:")
+    results = asyncio.run(run())
+    secrets = secrets_of(cfg)
+    for b, (_, text) in zip(cfg.backends.values(), results):
+        print(f"  {b.name:<20} {redact(text, secrets)}")
+    return 0 if all(ok for ok, _ in results) else 1
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -107,7 +219,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if not db.exists():
         print(f"{db}: no request log yet", file=sys.stderr)
         return 1
+    if args.vacuum:
+        return _vacuum(db)
     since = time.time() - _duration(args.since)
+    if args.reloads:
+        return _reloads(db, since, args.since)
     from . import report
 
     con = report.connect(db)
@@ -133,6 +249,43 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def _ms(v: float | None) -> str:
     return f"{v:.0f} ms" if v is not None else "-"
+
+
+def _reloads(db: Path, since: float, ago: str) -> int:
+    """`stats --reloads`: each config load since then, newest first: when, what caused it, the file's hash, ok or why not."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT ts, trigger, sha256, ok, error FROM reloads WHERE ts >= ? ORDER BY ts DESC", (since,)).fetchall()
+    except sqlite3.OperationalError:
+        print(f"{db}: no reloads recorded (written by an llmproxy older than this one)", file=sys.stderr)
+        return 1
+    finally:
+        con.close()
+    for ts, trigger, sha, ok, error in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+        print(f"{when}  {trigger:<7} {(sha or '-')[:12]:<12}  " + ("ok" if ok else "FAILED: " + (error or "").replace("\n", " | ")))
+    if not rows:
+        print(f"(no config loads since {ago} ago)")
+    return 0
+
+
+def _vacuum(db: Path) -> int:
+    """`stats --vacuum`: give the space of deleted rows back to the disk (safe while llmproxy runs; it waits its turn)."""
+    def size() -> int:
+        return sum(p.stat().st_size for p in (db, db.with_name(db.name + "-wal")) if p.exists())
+
+    before = size()
+    con = sqlite3.connect(db, timeout=60)
+    try:
+        con.execute("VACUUM")
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.OperationalError as e:
+        print(f"{db}: vacuum failed: {e}", file=sys.stderr)
+        return 1
+    finally:
+        con.close()
+    print(f"{db}: {before / 1e6:.1f} MB → {size() / 1e6:.1f} MB")
+    return 0
 
 
 def _duration(s: str) -> float:
@@ -169,10 +322,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="router.yaml to use (default: %(default)s, or $LLMPROXY_CONFIG)")
     s.add_argument("--listen", help="host:port, overriding listen: in the file")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="console log level (default: info)")
+    s.add_argument("--watch", action="store_true", help="also reload when the config file changes on disk (as SIGHUP does)")
     s.set_defaults(func=cmd_serve)
+
+    r = sub.add_parser("reload", help="validate router.yaml, then tell the running llmproxy to reload it (SIGHUP)")
+    r.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="router.yaml to check (default: %(default)s); its log.path's folder holds the pid file")
+    r.add_argument("--pid", type=int, help="signal this process instead of the one in the pid file")
+    r.set_defaults(func=cmd_reload)
 
     c = sub.add_parser("check", help="validate router.yaml exactly as a reload would, and show what each name resolves to")
     c.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="router.yaml to check (default: %(default)s)")
+    c.add_argument("--probe", action="store_true", help="also ask each backend for its model list: reachable, auth failed or unreachable (exit 1 unless all are reachable)")
+    c.add_argument("--timeout", type=float, default=10.0, help="seconds per backend for --probe (default: %(default)s)")
     c.set_defaults(func=cmd_check)
 
     st = sub.add_parser("stats", help="usage, latency and cost from the request log")
@@ -182,6 +343,8 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--by", default="model", choices=["model", "backend", "client", "group", "user", "tag", "day"],
                     help="group rows by: the model asked for (after aliases), backend, client, its access group, the end user "
                          "Open-WebUI forwarded, client tag, or day (local time) (default: %(default)s)")
+    st.add_argument("--reloads", action="store_true", help="list the config loads instead: start and each reload, the file's sha256, ok or the error")
+    st.add_argument("--vacuum", action="store_true", help="instead: give the space of deleted rows back to the disk (SQLite VACUUM)")
     st.set_defaults(func=cmd_stats)
 
     m = sub.add_parser("mock", help="run the built-in upstream emulator (OpenAI, Anthropic, Gemini and Ollama formats)")

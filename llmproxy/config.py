@@ -176,6 +176,8 @@ class Config:
     warnings: tuple[str, ...] = ()  # accepted, but worth a line at start and in `llmproxy check` (verify: false)
     responses_keep_days: float = 30.0  # stored /v1/responses answers (and relayed ids) expire after this
     list_unhealthy: bool = True  # false: /v1/models and /api/tags leave out models whose every route is down
+    metrics_key: str | None = field(repr=False, default=None)  # besides the admin key, opens /metrics when access: is set
+    log_keep_days: float | None = None  # request rows older than this are deleted in the background; None: kept
 
     def model_names(self) -> list[str]:
         """Every routable name a client may list: models and aliases, not patterns."""
@@ -368,6 +370,7 @@ def _build(d: dict, path: Path, digest: str) -> Config:
         default_model=d.get("default_model"),
         failover=_failover(d.get("failover") or {}),
         responses_keep_days=float(d.get("responses_keep_days", 30)),
+        metrics_key=d.get("metrics_key"),
         **access,
         raw=d,
         pending=_not_yet_active(d),
@@ -383,11 +386,12 @@ def _listen(listen: str) -> dict[str, Any]:
 
 
 def _log(log: Mapping[str, Any], folder: Path) -> dict[str, Any]:
-    """log: → Config's log_path (relative to the file's folder), log_bodies and log_queue."""
+    """log: → Config's log_path (relative to the file's folder), log_bodies, log_queue and log_keep_days."""
     return {
         "log_path": (folder / log.get("path", "llmproxy.db")).resolve(),
         "log_bodies": bool(log.get("bodies", False)),
         "log_queue": int(log.get("queue", 100000)),
+        "log_keep_days": float(log["keep_days"]) if log.get("keep_days") is not None else None,
     }
 
 

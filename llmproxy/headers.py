@@ -102,8 +102,7 @@ def secrets_of(cfg: Config) -> tuple[str, ...]:
     if cfg.clients:
         out.update(c.key for c in cfg.clients if c.key)
         out.update(c.user_jwt_secret for c in cfg.clients if c.user_jwt_secret)
-    if cfg.admin_key:
-        out.add(cfg.admin_key)
+    out.update(k for k in (cfg.admin_key, cfg.metrics_key) if k)
     return tuple(sorted((s for s in out if len(s) >= MIN_SECRET), key=len, reverse=True))
 
 

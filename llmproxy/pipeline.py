@@ -174,6 +174,7 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
     finally:
         state.running.discard(task)
         _finish_row(call)
+        state.metrics.observe(row)
         state.log.put(row)
 
 
@@ -200,6 +201,7 @@ async def attempt(call: Call, resolved: Resolved, handler: Handler) -> web.Strea
             except ProxyError as e:
                 plan.record(step, e.status, (time.monotonic() - t0) * 1000, e)
                 bal.failed(t, step.key, e)
+                call.state.metrics.upstream_error(t.backend.name, e)
                 if call.sent:
                     raise
                 err = e

@@ -140,13 +140,27 @@ def _m5(db_sql: list[str]) -> None:
         db_sql.append(f"CREATE INDEX requests_{col} ON requests ({col}, ts)")
 
 
+def _m6(db_sql: list[str]) -> None:
+    """Every config load: at start and each reload attempt (``trigger``), the file's sha256, ok or the error."""
+    db_sql.append("CREATE TABLE reloads (ts REAL NOT NULL, trigger TEXT NOT NULL, sha256 TEXT, ok INTEGER NOT NULL, error TEXT)")
+    db_sql.append("CREATE INDEX reloads_ts ON reloads (ts)")
+
+
 # Ordered migrations: index i brings the schema to user_version i+1. Append, never edit.
-MIGRATIONS: list[Callable[[list[str]], None]] = [_m1, _m2, _m3, _m4, _m5]
+MIGRATIONS: list[Callable[[list[str]], None]] = [_m1, _m2, _m3, _m4, _m5, _m6]
 
 
-async def migrate(db: aiosqlite.Connection) -> int:
-    """Apply the migrations the file has not seen; returns the schema version."""
+class NewerDatabase(Exception):
+    """The file's schema is newer than this llmproxy knows: written by a later release."""
+
+
+async def migrate(db: aiosqlite.Connection, path: Path | str = "the request log") -> int:
+    """Apply the migrations the file has not seen; returns the schema version.  A newer file is refused, untouched."""
     (version,) = await (await db.execute("PRAGMA user_version")).fetchone()
+    if version > len(MIGRATIONS):
+        raise NewerDatabase(f"{path} has schema version {version}, written by a newer llmproxy; this one knows up to "
+                            f"version {len(MIGRATIONS)}. Upgrade llmproxy, or point log.path at another file; "
+                            "the file was not changed")
     for i in range(version, len(MIGRATIONS)):
         stmts: list[str] = []
         MIGRATIONS[i](stmts)
@@ -175,8 +189,38 @@ class RequestLog:
         self._db = await aiosqlite.connect(self.path)
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
-        await migrate(self._db)
+        try:
+            await migrate(self._db, self.path)
+        except NewerDatabase:
+            await self._db.close()
+            self._db = None
+            raise
         self._task = asyncio.create_task(self._run(), name="requestlog-writer")
+
+    async def record_reload(self, rec: dict) -> None:
+        """One row in ``reloads`` (off the request path: a load or reload is rare)."""
+        if self._db is None:
+            return
+        try:
+            await self._db.execute("INSERT INTO reloads (ts, trigger, sha256, ok, error) VALUES (?, ?, ?, ?, ?)",
+                                   (rec["ts"], rec["trigger"], rec["sha256"], int(rec["ok"]), rec["error"]))
+            await self._db.commit()
+        except Exception:  # a disk error must not stop a reload
+            log.exception("request log: recording a reload failed")
+
+    async def prune(self, before: float, batch: int = 500, pause: float = 0.05) -> int:
+        """Delete the rows older than ``before`` (a time.time()), ``batch`` at a time, each its own short
+        transaction with a pause after it, so the writer is never held up for long; returns how many."""
+        if self._db is None:
+            return 0
+        deleted = 0
+        while True:
+            cur = await self._db.execute("DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests WHERE ts < ? LIMIT ?)", (before, batch))
+            await self._db.commit()
+            deleted += cur.rowcount
+            if cur.rowcount < batch:
+                return deleted
+            await asyncio.sleep(pause)
 
     def put(self, row: LogRow) -> None:
         """Queue a row; never blocks. A full queue counts the row as dropped."""

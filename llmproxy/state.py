@@ -17,6 +17,7 @@ from .discover import Discovery
 from .headers import secrets_of
 from .healthcheck import HealthChecks
 from .quota import Quota
+from .metrics import Metrics
 from .requestlog import RequestLog
 from .resolve import Resolver
 from .store import ResponseStore
@@ -44,12 +45,15 @@ class State:
     started: float = field(default_factory=time.time)
     reload_error: str | None = None
     reload_error_at: float | None = None
+    last_reload: dict | None = None  # the latest config load (start or reload): ts, trigger, sha256, ok, error
+    reloads: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})  # reload attempts since start
     running: set[asyncio.Task] = field(default_factory=set)  # the tasks serving a proxied request now
     shutting_down: bool = False  # limits.shutdown_grace ran out: what is still running is being ended
     # Runtime state that outlives a reload (never in the frozen config): breakers, key cooldowns, listings.
     balance: Balancer = field(default_factory=Balancer)
     discovery: Discovery = field(default_factory=Discovery)
     quota: Quota = field(default_factory=Quota)  # rpm/tpm windows and budget spend, by name
+    metrics: Metrics = field(default_factory=Metrics)  # counters /metrics shows, kept across reloads
     responses: ResponseStore | None = None  # what /v1/responses leaves behind (set up by make_app, on the log's file)
     checks: HealthChecks = field(default_factory=HealthChecks)
 

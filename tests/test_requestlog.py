@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 
-from llmproxy.requestlog import COLUMNS, RequestLog, _parts, new_row
+import yaml
+
+from conftest import openai_config
+from llmproxy.requestlog import COLUMNS, MIGRATIONS, RequestLog, _parts, new_row
 
 
 W = len(COLUMNS)
@@ -35,3 +40,20 @@ async def test_rows_arriving_at_any_pace_are_all_stored(tmp_path):
     await log.close()
     ids = [r[0] for r in sqlite3.connect(tmp_path / "log.db").execute("SELECT id FROM requests ORDER BY id")]
     assert ids == [f"r{i:05d}" for i in range(sent)] and log.written == sent and log.dropped == 0
+
+
+def test_an_older_llmproxy_refuses_a_newer_database_untouched(tmp_path):
+    db = tmp_path / "llmproxy.db"
+    con = sqlite3.connect(db)
+    con.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    con.close()
+    (tmp_path / "router.yaml").write_text(yaml.safe_dump(openai_config("http://127.0.0.1:9")))
+    out = subprocess.run([sys.executable, "-m", "llmproxy", "serve", "-c", str(tmp_path / "router.yaml"), "--listen", "127.0.0.1:0"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert f"{db} has schema version {len(MIGRATIONS) + 1}, written by a newer llmproxy; this one knows up to version {len(MIGRATIONS)}" in out.stderr
+    assert "Traceback" not in out.stderr
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) + 1
+    assert con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0  # not migrated
+    con.close()
