@@ -52,6 +52,7 @@ PACED_RUNS = 3  # rounds of the paced-stream tests; each side's median run (by f
 WAVES = 10  # the paced streams sent together: 64 at the same moment, this many times a run
 SLOW_CHUNKS, SLOW_MS = 60, 50  # the slow streams: 20 events/s each for 3 s, all open together
 CLIENT_KEY = "sk-bench-client-0123456789abcdef"  # llmproxy runs with access.clients set: every request carries it
+ADMIN_KEY = "bench-admin-key-0123456789"  # /health's details (the soak reads the log writer's counts there)
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}  # sent to the floor and the direct call too (they ignore it): the same bytes everywhere
 PROMPT = [{"role": "user", "content": "Say hello to the benchmark, please."}]
 
@@ -285,6 +286,7 @@ backends:
 models:
   bench: {{backend: oa, model: plain}}
 access:
+  admin_key: {ADMIN_KEY}
   clients:
     - {{name: bench, key_sha256: {hashlib.sha256(CLIENT_KEY.encode()).hexdigest()}}}
 """)
@@ -407,7 +409,7 @@ def soak(o: argparse.Namespace, work: Path, up: int) -> dict:
             errors += r["errors"]
             samples.append((done, round(p.rss_mib(), 2)))
         peak = p.peak_mib()
-        status, raw = http_get(p.port, "/health")
+        status, raw = http_get(p.port, "/health", {"Authorization": f"Bearer {ADMIN_KEY}"})  # the details need the admin key
         health = json.loads(raw)["log"] if status == 200 else {}
     finally:
         p.stop()
@@ -418,10 +420,10 @@ def soak(o: argparse.Namespace, work: Path, up: int) -> dict:
             "growth": round(last / warm - 1, 4), "peak_mib": round(peak, 1), "samples": samples, "log": health, "rows_stored": stored}
 
 
-def http_get(port: int, path: str) -> tuple[int, bytes]:
+def http_get(port: int, path: str, headers: dict | None = None) -> tuple[int, bytes]:
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        c.request("GET", path)
+        c.request("GET", path, headers=headers or {})
         r = c.getresponse()
         return r.status, r.read()
     finally:

@@ -20,6 +20,19 @@ def _setup_logging(level: str) -> None:
     setup(level)
 
 
+def _more_files() -> None:
+    """Raise the soft limit on open files to the hard one: each stream holds two sockets (client and
+    upstream), and the usual soft limit of 1,024 would refuse connections at about 500 streams."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed: keep what there is
+        pass
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -29,6 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     _setup_logging(args.log_level)
     log = logging.getLogger("llmproxy")
+    _more_files()
     try:
         app = make_app(args.config, watch=args.watch)
     except ConfigError as e:

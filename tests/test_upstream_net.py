@@ -456,10 +456,10 @@ def test_max_connections_default_is_documented(tmp_path):
     from llmproxy.config import schema
     from llmproxy.netopts import DEFAULT_MAX_CONNECTIONS
 
-    assert schema()["$defs"]["backend"]["properties"]["max_connections"]["default"] == DEFAULT_MAX_CONNECTIONS == 100
+    assert schema()["$defs"]["backend"]["properties"]["max_connections"]["default"] == DEFAULT_MAX_CONNECTIONS == 4096
     path = tmp_path / "router.yaml"
     path.write_text(yaml.safe_dump(openai_config("http://x")))
-    assert load_config(path).backends["up"].max_connections == 100
+    assert load_config(path).backends["up"].max_connections == 4096
 
 
 # --------------------------------------------------------------------------- happy eyeballs, IDN
