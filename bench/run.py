@@ -394,6 +394,57 @@ def log_writer(n: int, rate: int, work: Path) -> dict:
     return {"at_once": asyncio.run(run(work / "log-burst.db", None)), "paced": asyncio.run(run(work / "log-paced.db", rate))}
 
 
+def usage_queries(n: int, work: Path) -> dict:
+    """The usage API's queries (``llmproxy.report``, behind /admin/api/usage, /admin/api/requests and
+    ``llmproxy stats``) on a log of ``n`` rows spread over 30 days: ms per query, each run once cold."""
+    import random
+    import sqlite3
+
+    from llmproxy import report
+    from llmproxy.requestlog import COLUMNS, migrate
+
+    db = work / "usage.db"
+
+    async def make() -> None:
+        import aiosqlite
+
+        async with aiosqlite.connect(db) as con:
+            await migrate(con)
+
+    asyncio.run(make())
+    rnd, now = random.Random(1), time.time()
+    clients, users, models = [f"client-{i}" for i in range(8)], [f"user-{i}" for i in range(40)], [f"model-{i}" for i in range(12)]
+
+    cols = ("id", "ts", "front", "endpoint", "client", "user_id", "model", "requested_model", "backend", "status", "stream",
+            "first_byte_ms", "total_ms", "prompt_tokens", "completion_tokens", "cost_usd", "attempts")
+    assert set(cols) <= set(COLUMNS)
+    r = rnd.random
+
+    def rows():  # noqa: ANN202
+        for i in range(n):
+            yield (f"r{i:09d}", now - r() * 2592000, "openai", "chat", clients[i % 8], users[i % 40], models[i % 12], "m", f"b{i % 5}",
+                   200 if i % 50 else 502, 1, r() * 900, r() * 9000, 10 + i % 4000, 1 + i % 900, r() / 100, 1)
+
+    t0 = time.perf_counter()
+    con = sqlite3.connect(db)
+    con.executemany(f"INSERT INTO requests ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows())
+    con.commit()
+    con.close()
+    out: dict = {"rows": n, "fill_s": round(time.perf_counter() - t0, 1), "ms": {}}
+    con = report.connect(db)
+    try:
+        for by in ("client", "user", "model", "day"):
+            t = time.perf_counter()
+            report.usage(con, by, now - 7 * 86400)
+            out["ms"][f"usage by {by}, last 7 days"] = round((time.perf_counter() - t) * 1000, 1)
+        t = time.perf_counter()
+        report.recent(con, 100, client="client-3")
+        out["ms"]["100 latest requests of one client"] = round((time.perf_counter() - t) * 1000, 1)
+    finally:
+        con.close()
+    return out
+
+
 def soak(o: argparse.Namespace, work: Path, up: int) -> dict:
     p, _ = start_llmproxy(o, work, up, "llmproxy-soak")
     url = f"http://127.0.0.1:{p.port}"
@@ -583,6 +634,11 @@ def targets(res: dict) -> list[tuple[str, bool | None, str]]:
         ok = all(v["dropped"] == 0 and v["stored"] == v["rows"] for v in lw.values())
         t.append(("log writer ≥ 10,000 rows/s, none lost", ok and lw["at_once"]["rows_per_s"] >= 10000,
                   f"{lw['at_once']['rows_per_s']:,} rows/s at once; paced {lw['paced']['rows_per_s']:,}/s; lost {sum(v['rows'] - v['stored'] for v in lw.values())}"))
+    uq = res.get("usage_queries")
+    if uq:
+        worst = max(uq["ms"].values())
+        t.append((f"usage API on {uq['rows']:,} rows: each query < 1 s", worst < 1000,
+                  "; ".join(f"{k} {v:,.0f} ms" for k, v in uq["ms"].items())))
     sk = res.get("soak")
     if sk:
         t.append((f"RSS flat (±5%) across a soak of {sk['requests']:,}", abs(sk["growth"]) <= 0.05 and sk["errors"] == 0,
@@ -601,6 +657,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", 5)), help="length of each load test")
     ap.add_argument("--soak", type=int, default=int(os.environ.get("SOAK", 100_000)), help="requests in the RSS soak (0 skips)")
     ap.add_argument("--slow", type=int, default=2000, help=f"concurrent slow streams, {SLOW_CHUNKS} chunks {SLOW_MS} ms apart (0 skips)")
+    ap.add_argument("--usage-rows", type=int, default=1_000_000, help="rows of the log the usage API's queries are timed on (0 skips)")
     ap.add_argument("--log-rows", type=int, default=100_000, help="rows for the log writer test")
     ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop of the floor and llmproxy (uvloop: pip install uvloop first; not a dependency)")
     ap.add_argument("--no-wrk", dest="wrk", action="store_false", help="use the asyncio load generator even when wrk is installed")
@@ -674,6 +731,9 @@ def main() -> None:
             res["slow"] = slow_streams(o, work, up_port)
         say(f"log writer, {o.log_rows:,} rows")
         res["log_writer"] = log_writer(o.log_rows, 20_000, work)
+        if o.usage_rows:
+            say(f"usage API queries on a log of {o.usage_rows:,} rows")
+            res["usage_queries"] = usage_queries(o.usage_rows, work)
         if o.soak:
             say(f"soak, {o.soak:,} requests")
             res["soak"] = soak(o, work, up_port)
