@@ -97,10 +97,12 @@ def _str(v: object) -> str | None:
 
 def is_admin(cfg: Config, request: web.Request) -> bool:
     """The request carries ``access.admin_key`` (as a client key is sent); False when none is configured."""
-    key = presented_key(request)
-    if not key or not cfg.admin_key:
-        return False
-    return hmac.compare_digest(hashlib.sha256(key.encode()).digest(), hashlib.sha256(cfg.admin_key.encode()).digest())
+    return key_matches(cfg.admin_key, presented_key(request))
+
+
+def key_matches(want: str | None, got: str | None) -> bool:
+    """``got`` is the configured key ``want`` (compared in constant time); False when either is missing."""
+    return bool(want and got) and hmac.compare_digest(hashlib.sha256(got.encode()).digest(), hashlib.sha256(want.encode()).digest())
 
 
 def allowed(client: Client | None, *names: str) -> bool:

@@ -19,7 +19,6 @@ from .handlers import ollama as ollama_handlers
 from .handlers import openai as openai_handlers
 from .handlers import responses as responses_handlers
 from .headers import redact
-from .metrics import key_matches
 from .pipeline import errors
 from .requestlog import RequestLog
 from .state import STATE, Snapshot, State
@@ -299,7 +298,7 @@ async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics`` (Prometheus text format); with ``access:`` set, only for the admin key or ``metrics_key``."""
     state = request.app[STATE]
     cfg = state.snap.config
-    if cfg.clients is not None and not (access.is_admin(cfg, request) or key_matches(cfg.metrics_key, access.presented_key(request))):
+    if cfg.clients is not None and not (access.is_admin(cfg, request) or access.key_matches(cfg.metrics_key, access.presented_key(request))):
         return web.json_response({"error": {"message": "/metrics needs access.admin_key or metrics_key (Authorization: Bearer …)",
                                             "type": "authentication_error"}}, status=401)
     return web.Response(text=state.metrics.render(state), content_type="text/plain", charset="utf-8",

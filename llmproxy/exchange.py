@@ -170,6 +170,13 @@ async def stream_out(call: Call, up: UpstreamCall, source: AsyncIterator[Any], c
     # Pieces made from bytes already read are written together (once more would mean waiting); what is
     # left at the end goes out with the last chunk marker, in one write.
     batch: list[bytes] = []
+
+    def end_with(e: ProxyError) -> ProxyError:
+        """The row says why the stream ended early, and so does its last event, in the front door's shape."""
+        call.row.fail(e.status, e.type, e.message)
+        batch.append(call.front.module.stream_error(e))
+        return e
+
     try:
         await resp.prepare(call.request)
         call.sent = True
@@ -189,16 +196,12 @@ async def stream_out(call: Call, up: UpstreamCall, source: AsyncIterator[Any], c
                     batch.clear()
                     size = 0
     except (ValueError, KeyError, TypeError) as e:  # a translator choked on what the backend sent
-        err = _unreadable(up, e)
-        call.row.fail(err.status, err.type, err.message)
-        batch.append(call.front.module.stream_error(err))
+        err = end_with(_unreadable(up, e))
     except ProxyError as e:
         e.message = redact(e.message, call.snap.secrets)
-        err = e
-        call.row.fail(e.status, e.type, e.message)
         if isinstance(e, StreamCut):
             batch.append(e.head)
-        batch.append(call.front.module.stream_error(e))
+        err = end_with(e)
     except ConnectionError:
         call.row.fail(499, "cancelled", "client disconnected")
         err = ProxyError(499, "client disconnected")
@@ -206,9 +209,7 @@ async def stream_out(call: Call, up: UpstreamCall, source: AsyncIterator[Any], c
         if not call.state.shutting_down:
             raise
         asyncio.current_task().uncancel()  # llmproxy's own stop, not the client's: the stream ends with why
-        err = shutdown_error(call)
-        call.row.fail(err.status, err.type, err.message)
-        batch.append(call.front.module.stream_error(err))
+        err = end_with(shutdown_error(call))
     finally:
         await source.aclose()  # closed here (the translator may stop before the upstream's last bytes), not by the garbage collector
         up.close()

@@ -7,8 +7,6 @@ scraped.  Written by hand: per request, prometheus-client's
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 from bisect import bisect_left
 from typing import Any
@@ -125,9 +123,3 @@ def _histogram(out: list[str], name: str, help_: str, h: dict[str, list[float]])
             le = "+Inf" if bound == math.inf else repr(bound / 1000)
             out.append(f'{name}_bucket{{model="{m}",le="{le}"}} {running}\n')
         out.append(f'{name}_count{{model="{m}"}} {running}\n{name}_sum{{model="{m}"}} {counts[_N] / 1000!r}\n')
-
-
-def key_matches(want: str | None, got: str | None) -> bool:
-    """``got`` is ``metrics_key`` (compared in constant time)."""
-    return bool(want and got) and hmac.compare_digest(hashlib.sha256(got.encode()).digest(), hashlib.sha256(want.encode()).digest())
-

@@ -1,7 +1,7 @@
 """The only module that talks to backends: one keep-alive pool (``http1``), timeouts, console lines.
 
 ``Upstream.open()`` sends a request and returns an ``UpstreamCall`` once the response headers are
-in (within ``timeout.first_byte``); ``UpstreamCall.chunks()`` yields body bytes as they arrive,
+in (within ``timeout.first_byte``); ``UpstreamCall.take()``/``more()`` read body bytes as they arrive,
 each within ``timeout.idle`` of the last.  Connection failures become 502, timeouts 504, and a wait
 for a free connection (``max_connections``) longer than ``timeout.connect`` 503.  A request's ``cutoff`` (the end of its
 ``failover.max_time``) bounds a call until the answer starts reaching the client (``uncut``).
@@ -91,15 +91,6 @@ class UpstreamCall:
         finally:
             watch.fut = None
         return resp.buffered or not resp.complete
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive (for a caller that wants an iterator; the stream loop uses take/more)."""
-        try:
-            while (data := self.take()) or await self.more():
-                if data:
-                    yield data
-        finally:
-            self.watch.stop()
 
     async def read(self) -> bytes:
         """The whole body (non-stream responses and errors)."""
