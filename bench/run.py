@@ -48,6 +48,7 @@ PY = sys.executable
 sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 GAP_CHUNKS, GAP_MS = 20, 10  # the paced stream: 20 chunks 10 ms apart
+LIMIT_ROUNDS = 3  # alternating rounds of the limits-on / limits-off comparison
 PACED_RUNS = 3  # rounds of the paced-stream tests; each side's median run (by first byte p50) is reported
 WAVES = 10  # the paced streams sent together: 64 at the same moment, this many times a run
 SLOW_CHUNKS, SLOW_MS = 60, 50  # the slow streams: 20 events/s each for 3 s, all open together
@@ -276,8 +277,17 @@ def _median_run(runs: list[dict]) -> dict:
     return mid
 
 
-def llmproxy_config(work: Path, port: int, up: int) -> Path:
+LIMITS = """      group: family
+      rpm: 100000000
+      tpm: 10000000000
+      budget: {usd: 1000000000, per: day}
+"""  # every check on, none ever reached: what the checks cost, not what refusing costs
+
+
+def llmproxy_config(work: Path, port: int, up: int, limits: bool = False) -> Path:
+    """The bench's router.yaml; with ``limits``, the client has rpm, tpm and a daily budget, and its group a monthly one."""
     cfg = work / "router.yaml"
+    groups = "  groups: {family: {rpm: 100000000, tpm: 10000000000, budget: {usd: 1000000000, per: month}}}\n" if limits else ""
     cfg.write_text(f"""listen: 127.0.0.1:{port}
 log: {{path: {work / 'bench.db'}}}
 backends:
@@ -285,19 +295,22 @@ backends:
   an: {{api: anthropic, url: "http://127.0.0.1:{up}", headers: {{x-api-key: "sk-ant-bench-0123456789abcdef"}}}}
 models:
   bench: {{backend: oa, model: plain}}
+  oa/fast: {{backend: oa, model: fast, price: {{input: 2.5, output: 10}}}}
+  an/fast: {{backend: an, model: fast, price: {{input: 3, output: 15}}}}
 access:
   admin_key: {ADMIN_KEY}
-  clients:
-    - {{name: bench, key_sha256: {hashlib.sha256(CLIENT_KEY.encode()).hexdigest()}}}
-""")
+{groups}  clients:
+    - name: bench
+      key_sha256: {hashlib.sha256(CLIENT_KEY.encode()).hexdigest()}
+{LIMITS if limits else ""}""")
     return cfg
 
 
-def start_llmproxy(o: argparse.Namespace, work: Path, up: int, name: str) -> tuple[Proc, float]:
+def start_llmproxy(o: argparse.Namespace, work: Path, up: int, name: str, limits: bool = False) -> tuple[Proc, float]:
     """llmproxy as users run it (log level info, request log on); returns it and seconds to first answer."""
     port = free_port()
     (work / name).mkdir(exist_ok=True)
-    cfg = llmproxy_config(work / name, port, up)
+    cfg = llmproxy_config(work / name, port, up, limits)
     if o.loop == "uvloop":
         cmd = [PY, "-c", "import sys, uvloop; uvloop.install(); from llmproxy.cli import main; sys.exit(main(sys.argv[1:]))", "serve", "-c", str(cfg)]
     else:
@@ -322,6 +335,35 @@ def start_floor(o: argparse.Namespace, work: Path, up: int, name: str) -> Proc:
     p = Proc(name, [PY, str(HERE / "floor.py"), str(port), f"http://127.0.0.1:{up}", o.loop], port, work, cpu=0)
     p.wait_port()
     return p
+
+
+def limits_cost(o: argparse.Namespace, work: Path, up: int) -> dict:
+    """The OpenAI relay with and without rpm, tpm and budgets (client and group), in alternating rounds.
+
+    Two llmproxy processes, the same but for the limits, take turns (``LIMIT_ROUNDS`` rounds of
+    req/s at 64 connections, then streams/s at 64 with the proxy's CPU per stream), so a change in
+    the machine's load lands on both; each side keeps its median.
+    """
+    sides = {"without": start_llmproxy(o, work, up, "llmproxy-nolimits")[0], "with": start_llmproxy(o, work, up, "llmproxy-limits", limits=True)[0]}
+    got: dict[str, dict[str, list]] = {k: {"rps": [], "cpu": [], "others": [], "errors": []} for k in sides}
+    path, end = "/v1/chat/completions", "[DONE]"
+    try:
+        for _ in range(LIMIT_ROUNDS):
+            for name, p in sides.items():
+                url = f"http://127.0.0.1:{p.port}"
+                c64 = plain(o, url, path, bodies("openai", "oa/plain"), 64, work)
+                rate = loadgen(url=url, path=path, body=bodies("openai", "oa/fast", True), conns=64, seconds=o.seconds, end=end, watch_pid=p.server_pid())
+                g = got[name]
+                g["rps"].append(c64["rps"])
+                g["cpu"].append(rate["watched_cpu_s"] * 1000 / rate["requests"] if rate["requests"] else None)
+                g["others"].append(max(c64["others_pct"], rate["others_pct"]))
+                g["errors"].append(c64["errors"] + rate["errors"])
+    finally:
+        for p in sides.values():
+            p.stop()
+    med = lambda xs: sorted(xs)[len(xs) // 2] if xs and None not in xs else None  # noqa: E731
+    return {k: {"rps": med(g["rps"]), "cpu_ms_per_stream": med(g["cpu"]), "rps_runs": g["rps"], "cpu_runs": g["cpu"],
+                "others_pct": max(g["others"]), "errors": sum(g["errors"])} for k, g in got.items()}
 
 
 def slow_streams(o: argparse.Namespace, work: Path, up: int) -> dict:
@@ -591,6 +633,7 @@ def skewed(res: dict) -> list[str]:
     for side in ("direct", "floor", "llmproxy"):
         for path, r in res[side].items():
             out += [f"{side} {path} {k} ({r[k]['others_pct']:.0f}%)" for k in TESTS if k in r and r[k]["others_pct"] > OTHERS_MAX]
+    out += [f"limits {k} ({v['others_pct']:.0f}%)" for k, v in (res.get("limits") or {}).items() if v["others_pct"] > OTHERS_MAX]
     slow = res.get("slow") or {}
     out += [f"slow streams {side} ({slow[side]['others_pct']:.0f}%)" for side in ("direct", "floor", "llmproxy")
             if side in slow and slow[side]["others_pct"] > OTHERS_MAX]
@@ -622,6 +665,15 @@ def targets(res: dict) -> list[tuple[str, bool | None, str]]:
         x = tr["rate"]["rps"] / f["openai"]["rate"]["rps"]
         t.append(("translated streams/s ≥ 0.8× floor's relay", x >= 0.8, f"{x:.2f}×"))
         t.append(("translated proxy CPU per stream vs floor's relay", None, "shown, not gated: " + cpu_ratio(tr, f["openai"])[1]))
+    lc = res.get("limits")
+    if lc:
+        w, wo = lc["with"], lc["without"]
+        r = w["rps"] / wo["rps"] if w["rps"] and wo["rps"] else None
+        c = w["cpu_ms_per_stream"] / wo["cpu_ms_per_stream"] if w["cpu_ms_per_stream"] and wo["cpu_ms_per_stream"] else None
+        ok = None if r is None or c is None else r >= 0.95 and c <= 1.05 and w["errors"] == 0
+        t.append(("openai relay with rpm, tpm, budgets on: within 5% of off", ok,
+                  f"req/s @64 {fmt(r)}× ({w['rps']:,.0f} vs {wo['rps']:,.0f}); CPU per stream {fmt(c)}× "
+                  f"({fmt(w['cpu_ms_per_stream'], 3)} vs {fmt(wo['cpu_ms_per_stream'], 3)} ms·core); {w['errors']} errors"))
     s = res.get("slow")
     if s and "llmproxy" in s:
         lp = s["llmproxy"]
@@ -661,7 +713,7 @@ def main() -> None:
     ap.add_argument("--log-rows", type=int, default=100_000, help="rows for the log writer test")
     ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop of the floor and llmproxy (uvloop: pip install uvloop first; not a dependency)")
     ap.add_argument("--no-wrk", dest="wrk", action="store_false", help="use the asyncio load generator even when wrk is installed")
-    ap.add_argument("--only", help="comma list of: openai,anthropic,translated (default all)")
+    ap.add_argument("--only", help="comma list of: openai,anthropic,translated,limits (default all)")
     ap.add_argument("--out", default=str(ROOT / "bench-results"))
     o = ap.parse_args()
     o.wrk = o.wrk and bool(shutil.which("wrk"))
@@ -683,7 +735,7 @@ def main() -> None:
         res["aiohttp"] = aiohttp.__version__
     except ImportError:
         pass
-    only = set((o.only or "openai,anthropic,translated").split(","))
+    only = set((o.only or "openai,anthropic,translated,limits").split(","))
     ends = {"openai": "[DONE]", "anthropic": "message_stop"}
     paths = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
     up_port = free_port()
@@ -726,6 +778,9 @@ def main() -> None:
             finally:
                 for proc in running:
                     proc.stop()
+        if "limits" in only:
+            say(f"limits on vs off, OpenAI relay, {LIMIT_ROUNDS} alternating rounds")
+            res["limits"] = limits_cost(o, work, up_port)
         if o.slow:
             say(f"{o.slow:,} slow streams ({SLOW_CHUNKS} chunks {SLOW_MS} ms apart): direct, floor, llmproxy")
             res["slow"] = slow_streams(o, work, up_port)
