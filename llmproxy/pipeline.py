@@ -212,9 +212,10 @@ async def attempt(call: Call, resolved: Resolved, handler: Handler) -> web.Strea
                 raise
             ms = (time.monotonic() - t0) * 1000
             if row.error is not None and row.status not in (None, 499):  # the stream ended with an in-band error
-                late = ProxyError(row.status, row.error)
+                late = ProxyError(row.status, row.error, type=row.error_type, code=row.error_type)
                 if not call.state.shutting_down:  # (llmproxy's own stop is no fault of the route)
                     bal.failed(t, step.key, late)
+                    call.state.metrics.upstream_error(t.backend.name, late)
                 plan.record(step, row.status, ms, late)
             else:
                 plan.record(step, resp.status, ms, None)

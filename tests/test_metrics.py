@@ -28,9 +28,13 @@ async def scrape(url: str, key: str | None) -> tuple[int, dict]:
 async def test_metrics_parsed_and_moved_by_the_requests_sent(upstream, proxy):
     up = await upstream({"/v1/chat/completions": Reply(fixture_bytes("openai/stream-text-usage.sse"), content_type="text/event-stream")})
     down = await upstream({"/v1/chat/completions": Reply(b'{"error": {"message": "boom"}}', status=500)})
+    cut = await upstream({"/v1/chat/completions": Reply(fixture_bytes("openai/stream-text-usage.sse"), content_type="text/event-stream",
+                                                         split=[2000], gap=0.05, reset_after=1)})
     cfg = openai_config(up.url, models={"gpt": {"backend": "up", "model": "gpt-4o-mini", "price": {"input": 1000, "output": 2000}},
                                         "broken": {"backend": "down"}})
     cfg["backends"]["down"] = {"api": "openai", "url": down.url + "/v1"}
+    cfg["backends"]["cut"] = {"api": "openai", "url": cut.url + "/v1"}
+    cfg["models"]["cut"] = {"backend": "cut"}
     cfg["access"] = {"clients": [{"name": "me", "key": CLIENT}], "admin_key": ADMIN}
     cfg["metrics_key"] = SCRAPE
     p = await proxy(cfg)
@@ -51,6 +55,10 @@ async def test_metrics_parsed_and_moved_by_the_requests_sent(upstream, proxy):
         async with s.post(p.url + "/v1/chat/completions", json={"model": "broken", "messages": [{"role": "user", "content": "hi"}]},
                           headers={"Authorization": f"Bearer {CLIENT}"}) as r:
             failed = r.status
+        # a stream the backend drops after its first bytes: 200 to the client, the error in-band, and counted
+        async with s.post(p.url + "/v1/chat/completions", json={"model": "cut", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+                          headers={"Authorization": f"Bearer {CLIENT}"}) as r:
+            assert r.status == 200 and b'"error"' in await r.read()
     p.path.write_text(yaml.safe_dump(cfg))
     assert await reload(p.app)
 
@@ -65,9 +73,11 @@ async def test_metrics_parsed_and_moved_by_the_requests_sent(upstream, proxy):
     assert m[("llmproxy_request_duration_seconds_count", (("model", "gpt"),))] == 2
     assert m[("llmproxy_request_duration_seconds_bucket", (("le", "+Inf"), ("model", "gpt")))] == 2
     assert m[("llmproxy_upstream_errors_total", (("backend", "down"), ("kind", "http_500")))] >= 1
+    cut_kinds = {dict(labels)["kind"]: v for (name, labels), v in m.items() if name == "llmproxy_upstream_errors_total" and dict(labels)["backend"] == "cut"}
+    assert sum(cut_kinds.values()) == 1, cut_kinds  # the in-stream error, by its kind
     assert m[("llmproxy_in_flight", ())] == 0
     assert m[("llmproxy_reloads_total", (("result", "ok"),))] == 1 and m[("llmproxy_reloads_total", (("result", "failed"),))] == 0
     assert m[("llmproxy_log_dropped_total", ())] == 0 and ("llmproxy_log_queue_depth", ()) in m
     assert ("llmproxy_cooling_down", (("what", "route"),)) in m
     rows = await p.rows()
-    assert len(rows) == 3 and m[("llmproxy_log_written_total", ())] <= 3
+    assert len(rows) == 4 and m[("llmproxy_log_written_total", ())] <= 4
