@@ -374,7 +374,7 @@ def _build(d: dict, path: Path, digest: str) -> Config:
         **access,
         raw=d,
         pending=_not_yet_active(d),
-        warnings=_warnings(backends),
+        warnings=_warnings(backends, d.get("listen", "127.0.0.1:4000"), access),
         list_unhealthy=bool(d.get("list_unhealthy", True)),
     )
 
@@ -493,12 +493,16 @@ def _backend_tls(name: str, tls: Mapping[str, Any], folder: Path) -> dict[str, A
     return {"tls_ca": ca, "tls_verify": verify}
 
 
-def _warnings(backends: Mapping[str, Backend]) -> tuple[str, ...]:
-    """What is allowed but unsafe: a backend whose certificate is not checked."""
-    return tuple(
-        f"backends.{b.name}.tls.verify is false: {b.name}'s certificate is not checked, anyone on the way can read and change its traffic"
-        for b in backends.values() if not b.tls_verify
-    )
+def _warnings(backends: Mapping[str, Backend], listen: str, access: Mapping[str, Any]) -> tuple[str, ...]:
+    """What is allowed but unsafe: a backend whose certificate is not checked; a listen address
+    beyond this machine with no ``access:`` (every model, /admin and /health's details open to the network)."""
+    out = [f"backends.{b.name}.tls.verify is false: {b.name}'s certificate is not checked, anyone on the way can read and change its traffic"
+           for b in backends.values() if not b.tls_verify]
+    host = _listen(listen)["host"]
+    if access.get("clients") is None and not (host == "localhost" or host.startswith("127.") or host == "::1"):
+        out.append(f"listen: {listen} reaches beyond this machine and there is no access: block: anyone who can reach it may use "
+                   "every model (on your keys), the admin API and /health's details; add access.clients and access.admin_key")
+    return tuple(out)
 
 
 def _responses_mode(name: str, b: Mapping[str, Any]) -> str:

@@ -41,6 +41,21 @@ async def test_check_warns_unused_backend_missing_price_empty_env(tmp_path):
     assert "warning: environment variable LLMPROXY_T_EMPTY is set to an empty string" in out
 
 
+async def test_check_warns_open_listen_without_access(tmp_path):
+    """Listening beyond loopback with no access: block is allowed (a trusted LAN) but said out loud; on loopback, or with access, not."""
+    cfg = openai_config("http://127.0.0.1:9")
+    said = "reaches beyond this machine and there is no access: block"
+    for listen, access, warned in (("0.0.0.0:4000", None, True), ("192.168.1.5:4000", None, True), ("127.0.0.1:4000", None, False),
+                                   ("[::1]:4000", None, False), ("0.0.0.0:4000", {"clients": [{"name": "me", "key": "sk-me-0123456789"}]}, False)):
+        cfg["listen"] = listen
+        cfg.pop("access", None)
+        if access:
+            cfg["access"] = access
+        code, out = await check(tmp_path, cfg)
+        assert code == 0, out
+        assert (said in out) is warned, (listen, access, out)
+
+
 async def test_check_probe_live_401_and_dead_backends(tmp_path, upstream):
     live = await upstream({"/v1/models": Reply(orjson.dumps({"object": "list", "data": [{"id": "a"}, {"id": "b"}]}))})
     denied = await upstream({"/v1/models": Reply(orjson.dumps({"error": {"message": "bad key", "type": "invalid_request_error"}}), status=401)})
