@@ -9,7 +9,7 @@ import openai
 import orjson
 import pytest
 
-from conftest import Reply, fixture_bytes, openai_config
+from conftest import Reply, fixture_bytes, openai_config, sse_wire
 
 MSGS = [{"role": "user", "content": "hi"}]
 OPENAI_STREAM = "openai/stream-text-usage.sse"
@@ -155,6 +155,30 @@ async def test_ollama_relay_ends_with_an_error_line_not_garbage(upstream, proxy,
     status, raw = await _post(p.url + "/api/chat", {"model": "chat", "messages": MSGS})
     assert status == 200 and raw.startswith(before)
     assert "sent a stream event that is not" in orjson.loads(raw[len(before):])["error"]
+    rows = await p.rows()
+    assert len(rows) == 2
+    for row in rows:
+        _row_is_garbage(row)
+
+
+@pytest.mark.parametrize("garbage", [
+    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"\xff"}\n\n',
+    b"event: response.output_text.delta\ndata: <html>502</html>\n\n",
+], ids=["not_utf8", "not_json"])
+async def test_responses_relay_ends_with_an_error_event_not_garbage(upstream, proxy, garbage):
+    """/v1/responses to a ``responses: relay`` backend: the same rule as the other relays."""
+    events = _events(sse_wire("responses/stream-function-call.sse"))
+    reply, before = _stream(events, garbage, 4, "text/event-stream")
+    up = await upstream({"/v1/responses": reply})
+    p = await proxy({"backends": {"up": {"api": "openai", "url": up.url + "/v1", "responses": "relay"}}, "models": {"gpt": {"backend": "up"}}})
+    with pytest.raises(openai.APIError) as e:  # the SDK raises the error event (it crashed on the bytes)
+        async for _ in await p.openai().responses.create(model="gpt", input="hi", stream=True):
+            pass
+    assert "sent a stream event that is not" in str(e.value)
+    status, raw = await _post(p.url + "/v1/responses", {"model": "gpt", "input": "hi", "stream": True})
+    assert status == 200 and raw.startswith(before)
+    [last] = _events(raw[len(before):])
+    assert b'"upstream_garbage"' in last
     rows = await p.rows()
     assert len(rows) == 2
     for row in rows:

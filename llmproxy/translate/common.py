@@ -189,6 +189,12 @@ def is_utf8(raw: bytes) -> bool:
     return True
 
 
+def plain_sse(raw: bytes) -> bool:
+    """An SSE event of the ordinary shape, ``event: …`` or ``data: {…``, ending ``}\\n\\n``, in UTF-8 (byte checks:
+    ASCII is one C call); anything else is for ``garbage`` to look at."""
+    return (raw[:7] == b"event: " or raw[:7] == b"data: {") and raw[-3] == 0x7D and (raw.isascii() or is_utf8(raw))
+
+
 def garbage(frame: Any, literal: bytes | None = None) -> str | None:
     """Why an event a relay_tap's byte checks are in doubt about cannot go to the client (any SDK
     would choke on it): bytes that are not UTF-8, or data that is not JSON (``literal``, such as

@@ -41,8 +41,8 @@ from ..common import (
     hub_chunk,
     hub_completion,
     hub_usage_chunk,
-    is_utf8,
     json_or_none,
+    plain_sse,
     parse_tool_args,
     split_data_url,
     text_error,
@@ -368,7 +368,7 @@ def relay_tap(frame: Any, seen: dict) -> Tap | None:
     """Usage from ``message_start`` and ``message_delta`` (cumulative counts, kept in ``seen``), ``event: error``,
     and garbage: an event that is not ``event: …}\\n\\n`` (or ``data: {…}\\n\\n``) in UTF-8 (byte checks) is parsed, and one whose data is not JSON ends the relay."""
     raw = frame.raw
-    if not ((raw[:7] == b"event: " or raw[:7] == b"data: {") and raw[-3] == 0x7D and (raw.isascii() or is_utf8(raw))):
+    if not plain_sse(raw):
         why = garbage(frame)
         if why is not None:
             return Tap(garbage=why)
