@@ -173,8 +173,9 @@ function barChart(container, days, series, fmt) {
       svg.append(r);
       base += v;
     }
-    if ((days.length - 1 - i) % every === 0) {
-      svg.append(el("svg:text", { x: x + bw / 2, y: H - 5, "text-anchor": "middle", class: "axis" }, day.slice(5)));
+    if ((days.length - 1 - i) % every === 0) { // counted back from today, whose label is kept inside the frame
+      const last = i === days.length - 1;
+      svg.append(el("svg:text", { x: last ? W - pad.r : x + bw / 2, y: H - 5, "text-anchor": last ? "end" : "middle", class: "axis" }, day.slice(5)));
     }
   });
   if (!totals.some(Boolean)) svg.append(el("svg:text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis" }, "nothing yet"));
