@@ -23,6 +23,7 @@ function saveKey(key, remember) {
 function askKey(message) {
   const dialog = $("#key-dialog");
   if (dialog.open) return;
+  if (!adminKey()) message = ""; // the first visit: no key was wrong yet
   $("#key-error").hidden = !message;
   $("#key-error").textContent = message || "";
   $("#key-input").value = "";
@@ -72,13 +73,15 @@ const short = (n) => (n >= 1e6 ? (n / 1e6).toFixed(1) + "M" : n >= 1e3 ? (n / 1e
 function when(ts) {
   const d = new Date(ts * 1000);
   const today = new Date().toDateString() === d.toDateString();
-  return today ? d.toLocaleTimeString() : d.toLocaleString();
+  if (today) return d.toLocaleTimeString([], { hourCycle: "h23" });
+  return d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 }
 
-function badge(state) {
-  const good = ["ok", "closed", "200"].includes(String(state));
+// A state as a coloured label: green for ok / closed / 2xx, red for open / cooling / failed / 4xx-5xx, amber otherwise.
+function badge(state, label = state) {
+  const good = ["ok", "closed"].includes(String(state)) || (Number(state) >= 200 && Number(state) < 300);
   const bad = ["open", "failed", "cooling", "disabled", "degraded", "error"].includes(String(state)) || Number(state) >= 400;
-  return el("span", { class: `badge ${good ? "good" : bad ? "bad" : "warn"}` }, state ?? "–");
+  return el("span", { class: `badge ${good ? "good" : bad ? "bad" : "warn"}` }, label ?? "–");
 }
 
 function showProblem(message) {
@@ -200,7 +203,7 @@ async function loadRecent() {
     ...requests.map((r) =>
       el("tr", { "data-id": r.id, class: r.id === selected ? "selected" : null, onclick: () => openDetail(r.id) },
         el("td", { title: r.id }, when(r.ts)),
-        el("td", {}, r.client ?? "–", r.user_name || r.user_id ? el("span", { class: "muted" }, ` · ${r.user_name || r.user_id}`) : null),
+        el("td", {}, r.client ?? "–", r.user_name || r.user_id ? el("span", { class: "muted wide" }, ` · ${r.user_name || r.user_id}`) : null),
         el("td", { title: r.upstream_model ? `upstream: ${r.upstream_model}` : null, class: "model" }, r.model ?? r.requested_model ?? "–",
           r.stream ? el("span", { class: "muted" }, " ⇣") : null),
         el("td", { class: "wide" }, r.backend ?? "–", r.attempts > 1 ? el("span", { class: "muted" }, ` (${r.attempts} tries)`) : null),
@@ -208,7 +211,7 @@ async function loadRecent() {
         el("td", { class: "num" }, `${int(r.prompt_tokens)} / ${int(r.completion_tokens)}`),
         el("td", { class: "num wide" }, usd(r.cost_usd)),
         el("td", { class: "num wide" }, ms(r.first_byte_ms)),
-        el("td", { class: "num" }, ms(r.total_ms)),
+        el("td", { class: "num wide" }, ms(r.total_ms)),
       )),
   );
   if (!requests.length) $("#recent tbody").append(el("tr", {}, el("td", { colspan: 9, class: "muted" }, "no requests")));
@@ -279,7 +282,7 @@ async function loadHealth() {
       el("div", { class: "card-head" }, el("b", {}, name), badge(b.state), el("span", { class: "muted" }, ` ${b.api}`)),
       el("div", { class: "muted small url" }, b.url),
       cooldown(b),
-      b.keys?.length ? el("div", { class: "keys" }, "keys ", b.keys.map((k) => el("span", { title: k.reason || "" }, badge(k.state === "ok" ? `#${k.key}` : `#${k.key} ${k.state}${k.seconds_left ? " " + k.seconds_left + " s" : ""}`)))) : null,
+      b.keys?.length ? el("div", { class: "keys" }, "keys ", b.keys.map((k) => el("span", { title: k.reason || "" }, badge(k.state, k.state === "ok" ? `#${k.key}` : `#${k.key} ${k.state}${k.seconds_left ? " " + k.seconds_left + " s" : ""}`)))) : null,
       b.health_check ? el("div", { class: "small" }, "health check ", badge(b.health_check.state), b.health_check.error ? el("div", { class: "err" }, b.health_check.error) : null) : null,
       b.discovery ? el("div", { class: "small" }, `discovery `, badge(b.discovery.state), ` ${b.discovery.models} models`, b.discovery.error ? el("div", { class: "err" }, b.discovery.error) : null) : null,
       b.routes ? el("ul", { class: "routes" }, Object.entries(b.routes).map(([model, r]) => routeItem(model, r))) : null)));
@@ -291,7 +294,7 @@ async function loadHealth() {
 
 function cooldown(x) {
   if (!x.reason && !x.seconds_left) return null;
-  return el("div", { class: "err small" }, x.reason || "", x.seconds_left ? ` — ${x.seconds_left} s left` : "", x.failures ? ` (${x.failures} failures)` : "");
+  return el("div", { class: x.state === "closed" ? "muted small" : "err small" }, x.reason || "", x.seconds_left ? ` — ${x.seconds_left} s left` : "", x.failures ? ` (${x.failures} failures)` : "");
 }
 
 function routeItem(name, r) {
@@ -432,7 +435,7 @@ async function refresh() {
     const auth = errors.find((e) => e instanceof AuthError);
     if (auth) askKey(auth.message);
     showProblem(errors.filter((e) => !(e instanceof AuthError)).map((e) => e.message).join("; "));
-    if (!errors.length) $("#updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    if (!errors.length) $("#updated").textContent = `updated ${new Date().toLocaleTimeString([], { hourCycle: "h23" })}`;
   } finally {
     busy = false;
   }
