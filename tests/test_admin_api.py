@@ -46,6 +46,16 @@ async def get(p, path: str, key: str | None = ADMIN) -> tuple[int, dict]:  # noq
         return r.status, await r.json()
 
 
+def assert_sums(g: dict, mine: list[dict]) -> None:
+    """A usage group's counts, tokens and cost are those of its rows."""
+    assert g["requests"] == len(mine) and g["errors"] == sum(r["status"] >= 400 for r in mine)
+    assert g["prompt_tokens"] == sum(r["prompt_tokens"] or 0 for r in mine)
+    assert g["completion_tokens"] == sum(r["completion_tokens"] or 0 for r in mine)
+    assert g["cached_tokens"] == sum(r["cached_tokens"] or 0 for r in mine)
+    costs = [r["cost_usd"] for r in mine if r["cost_usd"] is not None]
+    assert g["cost_usd"] == (pytest.approx(sum(costs)) if costs else None)
+
+
 async def test_usage_sums_equal_the_rows(upstream, proxy):
     p = await busy_proxy(upstream, proxy)
     rows = await p.rows()
@@ -56,12 +66,7 @@ async def test_usage_sums_equal_the_rows(upstream, proxy):
         assert set(got) == {r[col] for r in rows}
         for key, g in got.items():
             mine = [r for r in rows if r[col] == key]
-            assert g["requests"] == len(mine) and g["errors"] == sum(r["status"] >= 400 for r in mine)
-            assert g["prompt_tokens"] == sum(r["prompt_tokens"] or 0 for r in mine)
-            assert g["completion_tokens"] == sum(r["completion_tokens"] or 0 for r in mine)
-            assert g["cached_tokens"] == sum(r["cached_tokens"] or 0 for r in mine)
-            costs = [r["cost_usd"] for r in mine if r["cost_usd"] is not None]
-            assert g["cost_usd"] == (pytest.approx(sum(costs)) if costs else None)
+            assert_sums(g, mine)
             fb = sorted(r["first_byte_ms"] for r in mine if r["first_byte_ms"] is not None)
             if fb:
                 mid = (fb[(len(fb) - 1) // 2] + fb[len(fb) // 2]) / 2
@@ -138,12 +143,7 @@ async def test_usage_split_by_day(upstream, proxy):
         assert {g["key"] for g in body["groups"]} == {today} and len(got) == len(body["groups"])
         assert set(got) == {r[col] for r in rows}
         for value, g in got.items():
-            mine = [r for r in rows if r[col] == value]
-            assert g["requests"] == len(mine) and g["errors"] == sum(r["status"] >= 400 for r in mine)
-            assert g["prompt_tokens"] == sum(r["prompt_tokens"] or 0 for r in mine)
-            assert g["completion_tokens"] == sum(r["completion_tokens"] or 0 for r in mine)
-            costs = [r["cost_usd"] for r in mine if r["cost_usd"] is not None]
-            assert g["cost_usd"] == (pytest.approx(sum(costs)) if costs else None)
+            assert_sums(g, [r for r in rows if r[col] == value])
     _, body = await get(p, "/admin/api/usage?by=day&split=client")
     assert [(g["split"], g["requests"]) for g in body["groups"]] == [("webui", 4), ("cron", 1)]  # most requests first
     for bad in ("/admin/api/usage?by=model&split=client", "/admin/api/usage?by=day&split=tag"):

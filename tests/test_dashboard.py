@@ -59,8 +59,8 @@ async def test_dashboard_in_chromium(upstream, proxy):
         await p.openai(api_key=KEY_UI).chat.completions.create(model="gpt", messages=msgs)
     for _ in range(2):
         await p.openai(api_key=KEY_CRON).chat.completions.create(model="llama", messages=msgs)
-    await p.rows()
-    today = time.strftime("%Y-%m-%d", time.gmtime())
+    sent = await p.rows()
+    today = time.strftime("%Y-%m-%d", time.gmtime(sent[0]["ts"]))  # (the UTC day the charts put them on)
     ARTIFACTS.mkdir(exist_ok=True)
 
     async with async_playwright() as pw:
@@ -69,6 +69,7 @@ async def test_dashboard_in_chromium(upstream, proxy):
             page = await browser.new_page(viewport={"width": 1280, "height": 900})
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)  # the page keeps to its own CSP
             await page.goto(p.url + "/admin")
             # no key yet: the API said 401 and the page asks for the admin key
             await page.wait_for_selector("#key-dialog[open]", timeout=5000)
