@@ -127,10 +127,10 @@ function drawUsage() {
     });
   barChart($("#chart-requests"), days, series((g) => g.requests), int);
   barChart($("#chart-tokens"), days, series((g) => g.prompt_tokens + g.completion_tokens), int);
-  barChart($("#chart-cost"), days, series((g) => g.cost_usd || 0), usd);
+  const priced = usageGroups.some((g) => g.cost_usd !== null);
+  barChart($("#chart-cost"), days, series((g) => g.cost_usd || 0), usd, priced || !usageGroups.length ? "nothing yet" : "no model has a price");
 
   const sum = (f) => usageGroups.reduce((a, g) => a + (f(g) || 0), 0);
-  const priced = usageGroups.some((g) => g.cost_usd !== null);
   $("#totals").replaceChildren(
     stat("requests", int(sum((g) => g.requests))),
     stat("errors", int(sum((g) => g.errors))),
@@ -150,7 +150,7 @@ function stat(label, value) {
 }
 
 // Stacked bars, one per UTC day, drawn as inline SVG at the container's width.
-function barChart(container, days, series, fmt) {
+function barChart(container, days, series, fmt, empty = "nothing yet") {
   const W = Math.max(container.clientWidth, 260), H = 170;
   const pad = { l: 46, r: 6, t: 8, b: 20 };
   const totals = days.map((_, i) => series.reduce((a, s) => a + s.values[i], 0));
@@ -181,7 +181,7 @@ function barChart(container, days, series, fmt) {
       svg.append(el("svg:text", { x: last ? W - pad.r : x + bw / 2, y: H - 5, "text-anchor": last ? "end" : "middle", class: "axis" }, day.slice(5)));
     }
   });
-  if (!totals.some(Boolean)) svg.append(el("svg:text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis" }, "nothing yet"));
+  if (!totals.some(Boolean)) svg.append(el("svg:text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis" }, empty));
   container.replaceChildren(svg);
 }
 
@@ -393,7 +393,7 @@ $("#play").addEventListener("submit", async (e) => {
     $("#send").disabled = false;
     $("#stop").disabled = true;
     playing = null;
-    loadRecent().catch(failed);
+    setTimeout(() => loadRecent().catch(failed), 300); // its row is written just after the last byte reached us
   }
 });
 $("#stop").addEventListener("click", () => playing?.abort());
