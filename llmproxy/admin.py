@@ -160,7 +160,8 @@ def _stars(value: Any) -> Any:
     return "***" if value is not None else None
 
 
-# The dashboard: static files from the package's dashboard/ folder, by name only (no path ever reaches the disk).
+# The dashboard: files straight inside the package's dashboard/ folder, asked for by a plain name (no folder, no dot first,
+# one of the suffixes below): nothing else on the disk can be reached through /admin/static.
 DASHBOARD = Path(__file__).parent / "dashboard"
 _TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 _PAGE_HEADERS = {
