@@ -1,8 +1,12 @@
-"""The admin API under /admin/api/: usage, recent requests and the config in force, for the admin key only."""
+"""The admin API under /admin/api/ (usage, recent requests, one request's story, the config in force, the
+last reloads), for the admin key only; and the dashboard page at /admin, whose static files need no key
+(they hold no data: the page asks for the admin key and sends it on every /admin/api call)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import orjson
@@ -19,7 +23,12 @@ _SECRET_FIELDS = frozenset({"key", "keys", "key_sha256", "admin_key", "user_jwt_
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/api/usage", _guarded(usage))
     app.router.add_get("/admin/api/requests", _guarded(requests))
+    app.router.add_get("/admin/api/requests/{id}", _guarded(one_request))
+    app.router.add_get("/admin/api/reloads", _guarded(reloads))
     app.router.add_get("/admin/api/config", _guarded(config))
+    app.router.add_get("/admin", page)
+    app.router.add_get("/admin/", page)
+    app.router.add_get("/admin/static/{name}", static)
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -87,20 +96,45 @@ async def usage(request: web.Request) -> web.Response:
     if by not in report.KEYS:
         raise ValueError(f"by: expected one of {', '.join(report.KEYS)}, got {by!r}")
     since = since_of(request.query.get("since"))
+    split = request.query.get("split")
+    if split:  # per day and per model, client, user or backend: the dashboard's charts
+        if by != "day" or split not in report.SPLITS:
+            raise ValueError(f"split: expected by=day and split={'|'.join(report.SPLITS)}, got by={by!r}, split={split!r}")
+        return _json({"by": by, "split": split, "since": int(since), "groups": await _query(request, report.usage_split, split, since)})
     return _json({"by": by, "since": int(since), "groups": await _query(request, report.usage, by, since)})
+
+
+def _limit(q: Any, default: int, most: int) -> int:
+    try:
+        return min(max(int(q.get("limit", default)), 1), most)
+    except ValueError:
+        raise ValueError(f"limit: expected a number, got {q.get('limit')!r}") from None
 
 
 async def requests(request: web.Request) -> web.Response:
     q = request.query
-    try:
-        limit = min(max(int(q.get("limit", 50)), 1), 1000)
-    except ValueError:
-        raise ValueError(f"limit: expected a number, got {q.get('limit')!r}") from None
+    limit = _limit(q, 50, 1000)
     status = q.get("status") or None
     if status and status != "error" and not status.isdigit():
         raise ValueError(f"status: expected a status code or 'error', got {status!r}")
     rows = await _query(request, report.recent, limit, status=status, model=q.get("model") or None, client=q.get("client") or None)
     return _json({"requests": rows})
+
+
+async def one_request(request: web.Request) -> web.Response:
+    """One row and its attempt story; ``bodies`` stays null until bodies are kept in a table of their own."""
+    row = await _query(request, report.request, request.match_info["id"])
+    if row is None:
+        return _json({"error": {"message": f"no request {request.match_info['id']!r} in the log", "type": "not_found_error"}}, 404)
+    try:
+        attempts = orjson.loads(row["attempt_log"]) if row["attempt_log"] else []
+    except orjson.JSONDecodeError:
+        attempts = []
+    return _json({"request": row, "attempts": attempts, "bodies": None})
+
+
+async def reloads(request: web.Request) -> web.Response:
+    return _json({"reloads": await _query(request, report.reloads, _limit(request.query, 20, 1000))})
 
 
 async def config(request: web.Request) -> web.Response:
@@ -124,3 +158,40 @@ def _hidden(node: Any, secrets: tuple[str, ...], name: str | None = None) -> Any
 
 def _stars(value: Any) -> Any:
     return "***" if value is not None else None
+
+
+# The dashboard: files straight inside the package's dashboard/ folder, asked for by a plain name (no folder, no dot first,
+# one of the suffixes below): nothing else on the disk can be reached through /admin/static.
+DASHBOARD = Path(__file__).parent / "dashboard"
+_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",  # kept, but asked again each time (an ETag makes that a 304): a reload picks up a new version
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+}
+
+
+def _dashboard_file(request: web.Request, name: str) -> web.Response:
+    path = DASHBOARD / name
+    if path.suffix not in _TYPES or path.parent != DASHBOARD or not path.is_file():
+        raise web.HTTPNotFound(text="no such dashboard file", content_type="text/plain")
+    data = path.read_bytes()
+    etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+    headers = {**_PAGE_HEADERS, "ETag": etag}
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=data, content_type=_TYPES[path.suffix], charset="utf-8", headers=headers)
+
+
+async def page(request: web.Request) -> web.Response:
+    """``/admin``: the page holds no data, so it loads without a key; every /admin/api call it makes carries one."""
+    return _dashboard_file(request, "index.html")
+
+
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise web.HTTPNotFound(text="no such dashboard file", content_type="text/plain")
+    return _dashboard_file(request, name)

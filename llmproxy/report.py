@@ -72,3 +72,31 @@ def recent(con: sqlite3.Connection, limit: int, *, status: str | None = None, mo
         args.append(client)
     sql = f"SELECT {', '.join(COLUMNS)} FROM requests {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY ts DESC LIMIT ?"
     return [dict(zip(COLUMNS, r)) for r in con.execute(sql, (*args, limit))]
+
+
+# split → column, for usage per day and split value (the dashboard's charts)
+SPLITS: dict[str, str] = {"model": "model", "client": "client", "user": "user_id", "backend": "backend"}
+
+
+def usage_split(con: sqlite3.Connection, split: str, since: float) -> list[dict[str, Any]]:
+    """One dict per (UTC day, value of ``split``): counts, tokens and cost; days in order, most requests first within a day."""
+    col = SPLITS[split]
+    return [{"key": day, "split": value, "requests": n, "errors": errors, "prompt_tokens": prompt, "completion_tokens": completion,
+             "cached_tokens": cached, "cost_usd": round(cost, 10) if cost is not None else None}
+            for day, value, n, errors, prompt, completion, cached, cost in con.execute(
+                f"""SELECT date(ts, 'unixepoch') AS d, {col} AS s, count(*), coalesce(sum(status >= 400 OR status IS NULL), 0),
+                           coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), coalesce(sum(cached_tokens), 0), sum(cost_usd)
+                    FROM requests WHERE ts >= ? GROUP BY d, s ORDER BY d, count(*) DESC, s""", (since,))]
+
+
+def request(con: sqlite3.Connection, request_id: str) -> dict[str, Any] | None:
+    """One row by id, or None."""
+    row = con.execute(f"SELECT {', '.join(COLUMNS)} FROM requests WHERE id = ?", (request_id,)).fetchone()
+    return dict(zip(COLUMNS, row)) if row else None
+
+
+def reloads(con: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    """The latest config loads (start and each reload attempt), newest first."""
+    return [{"ts": ts, "trigger": trigger, "sha256": sha, "ok": bool(ok), "error": error}
+            for ts, trigger, sha, ok, error in con.execute(
+                "SELECT ts, trigger, sha256, ok, error FROM reloads ORDER BY ts DESC, rowid DESC LIMIT ?", (limit,))]
