@@ -156,7 +156,7 @@ Step = Union[str, Callable[[aiosqlite.Connection], Awaitable[None]]]
 async def build_rollup(db: aiosqlite.Connection, chunk: int = 50_000) -> None:
     """The hourly usage rollup (``rollup.py``) from the rows already in the log, as the writer would have kept it."""
     await db.execute("DELETE FROM usage_hourly")
-    cur = await db.execute(f"SELECT {', '.join(rollup.FIELDS)} FROM requests")
+    cur = await db.execute(f"SELECT {', '.join(rollup.FIELDS)} FROM requests ORDER BY ts")  # (an hour is done once passed: few UPSERTs meet a row)
     acc: rollup.Tally = {}
     while rows := await cur.fetchmany(chunk):
         rollup.tally(acc, rows)
