@@ -460,6 +460,26 @@ def usage_queries(n: int, work: Path) -> dict:
     return out
 
 
+def sections_alone(o: argparse.Namespace, only: set[str], work: Path, res: dict) -> None:
+    """``--only log,usage``: the log writer and/or the usage API's queries alone (no upstream, no load), their targets printed."""
+    if "log" in only:
+        print(f"log writer, {o.log_rows:,} rows", file=sys.stderr, flush=True)
+        res["log_writer"] = log_writer(o.log_rows, 20_000, work)
+    if "usage" in only and o.usage_rows:
+        print(f"usage API queries on a log of {o.usage_rows:,} rows", file=sys.stderr, flush=True)
+        res["usage_queries"] = usage_queries(o.usage_rows, work)
+    res["targets"] = [{"target": n, "met": ok, "measured": m} for n, ok, m in targets(res) if m != "not measured"]
+    out = Path(o.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dest = out / f"{time.strftime('%Y%m%d-%H%M%S')}-{res['commit']}-{'-'.join(sorted(only))}.json"
+    dest.write_text(json.dumps(res, indent=1))
+    print(f"llmproxy bench ({', '.join(sorted(only))} only) — commit {res['commit']}, {res['when']}, python {res['python']}\nTargets")
+    for t in res["targets"]:
+        print(f"  {'—' if t['met'] is None else '✓' if t['met'] else '✗'} {t['target']:<54} {t['measured']}")
+    print(f"\nwritten {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def soak(o: argparse.Namespace, work: Path, up: int) -> dict:
     p, _ = start_llmproxy(o, work, up, "llmproxy-soak")
     url = f"http://127.0.0.1:{p.port}"
@@ -677,7 +697,8 @@ def main() -> None:
     ap.add_argument("--log-rows", type=int, default=100_000, help="rows for the log writer test")
     ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop of the floor and llmproxy (uvloop: pip install uvloop first; not a dependency)")
     ap.add_argument("--no-wrk", dest="wrk", action="store_false", help="use the asyncio load generator even when wrk is installed")
-    ap.add_argument("--only", help="comma list of: openai,anthropic,translated (default all)")
+    ap.add_argument("--only", help="comma list of: openai,anthropic,translated (default all); or of log,usage: "
+                                   "only the log writer and/or the usage API's queries, no load tests")
     ap.add_argument("--out", default=str(ROOT / "bench-results"))
     o = ap.parse_args()
     o.wrk = o.wrk and bool(shutil.which("wrk"))
@@ -700,6 +721,8 @@ def main() -> None:
     except ImportError:
         pass
     only = set((o.only or "openai,anthropic,translated").split(","))
+    if only <= {"log", "usage"}:
+        return sections_alone(o, only, work, res)
     ends = {"openai": "[DONE]", "anthropic": "message_stop"}
     paths = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
     up_port = free_port()
