@@ -122,7 +122,7 @@ async def requests(request: web.Request) -> web.Response:
 
 
 async def one_request(request: web.Request) -> web.Response:
-    """One row and its attempt story; ``bodies`` stays null until bodies are kept in a table of their own."""
+    """One row, its attempt story and, with ``log.bodies`` on, its kept bodies (else null)."""
     row = await _query(request, report.request, request.match_info["id"])
     if row is None:
         return _json({"error": {"message": f"no request {request.match_info['id']!r} in the log", "type": "not_found_error"}}, 404)
@@ -130,7 +130,7 @@ async def one_request(request: web.Request) -> web.Response:
         attempts = orjson.loads(row["attempt_log"]) if row["attempt_log"] else []
     except orjson.JSONDecodeError:
         attempts = []
-    return _json({"request": row, "attempts": attempts, "bodies": None})
+    return _json({"request": row, "attempts": attempts, "bodies": await _query(request, report.bodies, row["id"])})
 
 
 async def reloads(request: web.Request) -> web.Response:

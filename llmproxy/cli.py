@@ -350,7 +350,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--timeout", type=float, default=10.0, help="seconds per backend for --probe (default: %(default)s)")
     c.set_defaults(func=cmd_check)
 
-    st = sub.add_parser("stats", help="usage, latency and cost from the request log")
+    st = sub.add_parser("stats", help="usage, latency and cost from the request log",
+                        description="Requests, errors, tokens and cost (exact) and median first-byte and total latency "
+                                    "(from hourly histograms: within 9 %) from the request log, as /admin/api/usage has them.")
     st.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="router.yaml whose log.path to read (default: %(default)s)")
     st.add_argument("--db", help="read this SQLite file instead")
     st.add_argument("--since", default="7d", help="how far back: 30m, 24h, 7d, 4w (default: %(default)s)")

@@ -177,12 +177,14 @@ async def stream_out(call: Call, up: UpstreamCall, source: AsyncIterator[Any], c
         batch.append(call.front.module.stream_error(e))
         return e
 
+    keep = call.bodies  # log.bodies: what goes to the client is kept too (checked once a stream, not per write)
+    write = resp.write if keep is None else keep.tee(resp.write)
     try:
         await resp.prepare(call.request)
         call.sent = True
         up.uncut()  # failover.max_time bounds the attempts; the stream's own timeouts govern from here
         if head:
-            await resp.write(head)
+            await write(head)
             call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)
             size = 0
             async for item in source:
@@ -192,7 +194,7 @@ async def stream_out(call: Call, up: UpstreamCall, source: AsyncIterator[Any], c
                 batch.append(piece)
                 size += len(piece)
                 if size >= BATCH_BYTES or not up.ready():
-                    await resp.write(batch[0] if len(batch) == 1 else b"".join(batch))
+                    await write(batch[0] if len(batch) == 1 else b"".join(batch))
                     batch.clear()
                     size = 0
     except (ValueError, KeyError, TypeError) as e:  # a translator choked on what the backend sent
@@ -216,8 +218,11 @@ async def stream_out(call: Call, up: UpstreamCall, source: AsyncIterator[Any], c
         finish_upstream(call, up, err)
     if call.row.status is None:
         call.row.status = 200
+    tail = b"".join(batch)
+    if keep is not None:
+        keep.add(tail)
     try:
-        await resp.write_eof(b"".join(batch))
+        await resp.write_eof(tail)
     except ConnectionError:
         pass
     return resp

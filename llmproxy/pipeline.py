@@ -22,6 +22,7 @@ from aiohttp import web
 
 from . import access
 from .balance import Plan, sticky_hash
+from .bodies import Bodies
 from .quota import Ticket
 from .errors import ProxyError, bad_request, too_deep
 from .requestlog import LogRow, attempt_json, new_row
@@ -61,6 +62,7 @@ class Call:
     sent: bool = False  # the response was prepared: bytes may have reached the client, no more failover
     cutoff: float | None = None  # monotonic end of failover.max_time: attempts are cut then, until ``sent``
     ticket: Ticket | None = None  # the tokens this request counted in tpm windows, corrected at the end
+    bodies: Bodies | None = None  # log.bodies: what this request's bodies were (None: off, nothing collected)
 
     @property
     def meta(self) -> Meta:
@@ -81,8 +83,8 @@ def new_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter):012x}"
 
 
-async def read_json(request: web.Request, limit: int) -> dict:
-    """The request body as a JSON object; 413 over ``limit`` bytes, 400 when not a JSON object."""
+async def read_json(request: web.Request, limit: int, keep: Bodies | None = None) -> dict:
+    """The request body as a JSON object; 413 over ``limit`` bytes, 400 when not a JSON object (``keep``: log.bodies)."""
     if request.content_length is not None and request.content_length > limit:
         raise ProxyError(413, f"request body is {request.content_length:,} bytes; the limit is {limit:,} (limits.max_body_mb)", code="request_too_large")
     content = request.content
@@ -100,6 +102,8 @@ async def read_json(request: web.Request, limit: int) -> dict:
         raw = b"".join(parts)
     if size > limit:
         raise ProxyError(413, f"request body is over the limit of {limit:,} bytes (limits.max_body_mb)", code="request_too_large")
+    if keep is not None:
+        keep.request = raw
     if not raw.strip():
         raise bad_request("request body is empty; send a JSON object")
     try:
@@ -132,6 +136,8 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
     row = new_row(new_id(), front.name, endpoint)
     row.client_addr = request.remote
     call = Call(request, state, snap, front, row, {})
+    if snap.config.log_bodies:
+        call.bodies = Bodies(snap.config.log_bodies_max, snap.secrets, request.headers)
     task = asyncio.current_task()
     state.running.add(task)
     try:
@@ -139,7 +145,7 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
         if client is not None:
             row.client, row.tags, row.client_group = client.name, ",".join(client.tags) or None, client.group
         access.end_user(client, request, row)
-        body = await read_json(request, snap.config.max_body)
+        body = await read_json(request, snap.config.max_body, call.bodies)
         call.body = (parse or front.module.request_from_client)(body)
         requested = call.body["model"]
         row.requested_model = requested
@@ -153,9 +159,13 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
         resp = await attempt(call, resolved, handler)
         if row.status is None:
             row.status = resp.status
+        if call.bodies is not None and isinstance(resp, web.Response) and isinstance(resp.body, bytes):
+            call.bodies.response = resp.body  # (a stream's bytes were kept by stream_out as they went)
         return resp
     except ProxyError as e:
         row.fail(e.status, e.type, e.message)
+        if call.bodies is not None and not call.sent:
+            call.bodies.response = front.module.error_body(e)
         raise
     except asyncio.CancelledError:
         if not state.shutting_down:
@@ -174,6 +184,8 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
     finally:
         state.running.discard(task)
         _finish_row(call)
+        if call.bodies is not None:
+            row.bodies = call.bodies.finish()
         state.metrics.observe(row)
         state.log.put(row)
 

@@ -256,19 +256,20 @@ class Quota:
                     s[1] += usd
 
     def rebuild(self, db: Path) -> None:
-        """The spend of the current periods, from the log (at start; one grouped query over the ts index)."""
+        """The spend of the current periods, per UTC day from the log's hourly rollup (at start, after the
+        log's migrations).  The rollup outlives the rows ``log.keep_days`` deletes, so pruning never
+        lowers a running period's spend."""
         if not db.exists():
             return
         now = self.clock()
-        since = min(period_start(per, now) for per in PERIODS)
+        since = min(period_start(per, now) for per in PERIODS)  # (a UTC midnight: whole hours of the rollup)
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
-            cols = {r[1] for r in con.execute("PRAGMA table_info(requests)")}
-            if "client_group" not in cols:
+            if con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_hourly'").fetchone() is None:
                 return
             rows = con.execute(
-                """SELECT client, client_group, user_id, CAST(ts / 86400 AS INTEGER) * 86400 AS day, sum(cost_usd)
-                   FROM requests WHERE ts >= ? AND cost_usd > 0 AND client IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY day""",
+                """SELECT client, client_group, user_id, hour / 86400 * 86400 AS day, sum(cost_usd)
+                   FROM usage_hourly WHERE hour >= ? AND cost_usd > 0 AND client IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY day""",
                 (since,)).fetchall()
         finally:
             con.close()

@@ -70,7 +70,7 @@ async def test_usage_sums_equal_the_rows(upstream, proxy):
             fb = sorted(r["first_byte_ms"] for r in mine if r["first_byte_ms"] is not None)
             if fb:
                 mid = (fb[(len(fb) - 1) // 2] + fb[len(fb) // 2]) / 2
-                assert g["first_byte_ms_p50"] == pytest.approx(mid, abs=0.06)
+                assert abs(g["first_byte_ms_p50"] - mid) <= 0.091 * mid + 0.06  # from histograms: within a bucket (9 %), rounded to 0.1
     _, body = await get(p, "/admin/api/usage?by=client")
     assert {g["key"]: (g["requests"], g["errors"]) for g in body["groups"]} == {"webui": (4, 1), "cron": (1, 0)}
     assert next(g for g in body["groups"] if g["key"] == "webui")["cost_usd"] == pytest.approx(3 * 0.152)

@@ -141,7 +141,7 @@ def test_pending_fields_are_reported_by_check(tmp_path):
     out = subprocess.run([sys.executable, "-m", "llmproxy", "check", "-c", str(p)], capture_output=True, text=True)
     assert out.returncode == 0
     assert "m " in out.stdout and "→ oa (openai) m" in out.stdout
-    assert "not yet active: log.bodies" in out.stdout
+    assert "not yet active" not in out.stdout  # (log.bodies is stored now)
     assert "+ whatever oa lists (discover: true, every 600 s" in out.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("backends: {}\nmodels: {}\n")
@@ -177,13 +177,15 @@ def test_first_fault_reported_is_the_same_section_by_section(tmp_path):
     assert load(tmp_path, cfg).models
 
 
-def test_limits_are_active_only_log_bodies_is_pending(tmp_path):
+def test_limits_and_log_bodies_are_active(tmp_path):
     cfg = {
         **BASE,
         "log": {"bodies": True},
         "access": {"admin_key": "admin-key-1", "clients": [{"name": "a", "key": "12345678", "rpm": 5, "budget": {"usd": 1}}, {"name": "b", "key": "87654321", "tpm": 9}]},
     }
-    assert load(tmp_path, cfg).pending == ("log.bodies: storing bodies arrives with a later release; not stored yet",)
+    got = load(tmp_path, cfg)
+    assert got.pending == () and got.log_bodies and got.log_bodies_max == 65536
+    assert load(tmp_path, {**cfg, "log": {"bodies": True, "bodies_max_bytes": 4096}}).log_bodies_max == 4096
 
 
 GROQ_SECRET = "gsk_live_0123456789abcdef"

@@ -257,3 +257,18 @@ async def test_a_networks_client_needs_no_key(upstream, proxy):
     far = await proxy(config(up.url, [{"name": "lan", "networks": ["10.0.0.0/8"]}]))
     with pytest.raises(openai.AuthenticationError):
         await far.openai(api_key="no-key-this-device-has").chat.completions.create(model="gpt", messages=MSGS)
+
+
+async def test_budget_spend_outlives_the_rows_log_keep_days_deletes(upstream, proxy):
+    """Budgets are rebuilt from the hourly rollup, which pruning leaves alone: deleting a period's rows never lowers its spend."""
+    clients = [{"name": "cron", "key": KEY_A, "budget": {"usd": 1, "per": "month"}}]
+    p, _ = await started(upstream, proxy, clients)
+    c = p.openai(api_key=KEY_A)
+    for _ in range(2):
+        await c.chat.completions.create(model="gpt", messages=MSGS)
+    await p.state.log.flush()
+    assert await p.state.log.prune(time.time() + 1) == 2  # every row deleted, as log.keep_days does with old ones
+    assert await p.rows() == []
+    p2 = await proxy(config(p.url, clients))  # a restart
+    for per in ("day", "week", "month"):
+        assert p2.state.quota.spent(("client", "cron"), per, time.time())[0] == pytest.approx(2 * COST)
