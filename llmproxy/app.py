@@ -12,7 +12,7 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from . import __version__, access, admin, designate, service  # noqa: F401 - designate: strategy: designator (pipeline.CHOOSERS)
+from . import __version__, access, admin, console, designate, service  # noqa: F401 - designate: strategy: designator (pipeline.CHOOSERS)
 from .config import Backend, Config, ConfigError, load_config
 from .handlers import anthropic as anthropic_handlers
 from .handlers import ollama as ollama_handlers
@@ -222,6 +222,7 @@ async def reload(app: web.Application, trigger: str = "reload") -> bool:
         try:
             return await _reload(app, trigger)
         finally:
+            console.flush()  # what the reload said is written before systemd hears READY=1 (and logs "Reloaded")
             notifier.send("READY=1", "STATUS=" + status_line(app))
 
 

@@ -24,7 +24,9 @@ from yarl import URL
 
 from .netopts import DEFAULT_MAX_CONNECTIONS, DIRECT, Net, basic, parse_proxy, tls_context, without_userinfo
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / "router.schema.json"
+_HERE = Path(__file__).resolve().parent
+# Installed: the copy the build put in the package (setup.py); in a checkout (editable install): schema/.
+SCHEMA_PATH = next((p for p in (_HERE / "router.schema.json", _HERE.parent / "schema" / "router.schema.json") if p.is_file()), _HERE / "router.schema.json")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 TIMEOUT_DEFAULTS = {"connect": 10.0, "first_byte": 120.0, "idle": 60.0, "total": 600.0}
 WEIGHT_DEFAULTS = {"errors": 4.0, "latency": 2.0, "load": 1.0, "cost": 1.0}  # strategy: auto

@@ -8,11 +8,17 @@ caller lookup, filters: more than the line itself) but lands in the same ordered
 What comes from outside (a model name, a backend's error text, a request path) cannot break a line
 or send terminal codes: ``line()`` and every argument of a ``logging`` call show control characters
 as escapes (``\\n``, ``\\x1b``), so no one can forge a console line.
+
+Under systemd (stderr is the journal: ``$JOURNAL_STREAM`` names it) each line starts with its syslog
+priority instead of the time, ``<3>`` for an error, ``<4>`` a warning, ``<6>`` the rest: journald
+stamps the time itself, ``journalctl -p warning -u llmproxy`` finds the warnings and errors, and it
+shows them in colour.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from typing import TextIO
@@ -20,6 +26,23 @@ from typing import TextIO
 
 # C0 and C1 control characters, DEL and the Unicode line/paragraph separators → their repr escapes.
 _ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)}
+
+
+def _priority(level: int) -> str:
+    """logging's level → the syslog priority journald reads at the start of a line."""
+    return "<2>" if level >= logging.CRITICAL else "<3>" if level >= logging.ERROR else "<4>" if level >= logging.WARNING else "<6>" if level >= logging.INFO else "<7>"
+
+
+def to_journal(stream: TextIO, env: dict[str, str] | os._Environ = os.environ) -> bool:
+    """Whether ``stream`` is journald's: ``$JOURNAL_STREAM`` (``device:inode``, set by systemd) is this file.
+
+    (Not its mere presence: a shell started from a unit inherits it with a terminal for stderr.)"""
+    dev, _, ino = env.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        st = os.fstat(stream.fileno())
+        return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+    except (OSError, ValueError, AttributeError, TypeError):  # no file (a StringIO), or no such variable
+        return False
 
 
 def escape(text: str) -> str:
@@ -32,15 +55,19 @@ class ConsoleHandler(logging.Handler):
 
     FLUSH_EVERY = 0.05
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, journal: bool | None = None) -> None:
         super().__init__()
         self.stream = stream or sys.stderr
+        self.journal = to_journal(self.stream) if journal is None else journal  # priority prefixes, no time
         self._pending: list[str] = []
         self._scheduled = False
         self._second = -1
         self._stamp = ""
 
-    def _stamped(self, created: float, msg: str) -> str:
+    def _stamped(self, created: float, msg: str, level: int = logging.INFO) -> str:
+        if self.journal:  # every line of the message carries the priority (journald reads line by line)
+            prio = _priority(level)
+            return prio + msg.replace("\n", "\n" + prio) if "\n" in msg else prio + msg
         sec = int(created)
         if sec != self._second:  # the time prefix changes once a second
             self._second, self._stamp = sec, time.strftime("%H:%M:%S", time.localtime(sec))
@@ -54,7 +81,7 @@ class ConsoleHandler(logging.Handler):
             msg = record.getMessage()
         if record.exc_info:
             msg += "\n" + logging.Formatter().formatException(record.exc_info)
-        return self._stamped(record.created, msg)
+        return self._stamped(record.created, msg, record.levelno)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -98,7 +125,13 @@ def line(level: int, msg: str) -> None:
     if _console is None:
         log.log(level, "%s", msg)
     elif level >= _level:
-        _console.add(_console._stamped(time.time(), msg))
+        _console.add(_console._stamped(time.time(), msg, level))
+
+
+def flush() -> None:
+    """Write the pending lines now (before telling systemd a reload is done, so the journal reads in order)."""
+    if _console is not None:
+        _console.flush()
 
 
 def setup(level: str = "info") -> None:

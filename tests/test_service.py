@@ -153,3 +153,53 @@ def test_watch_reloads_on_a_change_on_disk(tmp_path, launch):
     reloaded_and_stopped(fake, proc)
     out = proc.stdout.read().decode()
     assert "router.yaml changed on disk: reloading (--watch)" in out and "reloaded router.yaml" in out
+
+
+def test_under_journald_lines_carry_their_priority_and_a_reload_error_is_written_before_ready(tmp_path):
+    """stderr is the journal ($JOURNAL_STREAM names it): `<6>`/`<4>`/`<3>` in place of the time, one per
+    line of a message; a failed reload's error reaches the journal before READY=1 (systemd's "Reloaded")."""
+    fake = FakeSystemd("@llmproxy-test-" + secrets.token_hex(6))
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(openai_config("http://127.0.0.1:9")))
+    journal = (tmp_path / "journal").open("w+b")
+    st = os.fstat(journal.fileno())
+    env = {**os.environ, "NOTIFY_SOCKET": fake.addr, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+    proc = subprocess.Popen([sys.executable, "-m", "llmproxy", "serve", "-c", str(path), "--listen", f"127.0.0.1:{free_port()}"],
+                            stdout=journal, stderr=journal, env=env)
+    try:
+        fake.wait_for("READY")
+        path.write_text("backends: {}\n")
+        proc.send_signal(signal.SIGHUP)
+        fake.wait_for("RELOADING")
+        assert "reload FAILED" in fake.wait_for("READY")["STATUS"]
+        at_ready = (tmp_path / "journal").read_text().splitlines()  # what journald had when systemd said "Reloaded"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        journal.close()
+        fake.close()
+    assert at_ready[0].startswith("<6>llmproxy ") and " on http://127.0.0.1:" in at_ready[0]  # no HH:MM:SS: journald stamps
+    failed = at_ready.index(f"<3>reload of {path} failed, keeping the running config:")
+    assert at_ready[failed + 1].startswith("<3>") and len(at_ready) > failed + 1  # the error's own lines: <3> too
+    assert (tmp_path / "journal").read_text().splitlines()[-1] == "<6>llmproxy stopped"
+
+
+def test_journal_stream_is_only_the_file_it_names(tmp_path):
+    from llmproxy import console
+
+    with (tmp_path / "a").open("w") as a, (tmp_path / "b").open("w") as b:
+        st = os.fstat(a.fileno())
+        env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        assert console.to_journal(a, env) and not console.to_journal(b, env)  # (a unit's shell on a terminal: not the journal)
+        assert not console.to_journal(a, {}) and not console.to_journal(a, {"JOURNAL_STREAM": "x"})
+    import io
+
+    assert not console.to_journal(io.StringIO(), env)
+    handler = console.ConsoleHandler(io.StringIO(), journal=True)
+    import logging
+
+    assert handler._stamped(0, "one\ntwo", logging.WARNING) == "<4>one\n<4>two"
+    assert handler._stamped(0, "x", logging.DEBUG) == "<7>x" and handler._stamped(0, "x", logging.CRITICAL) == "<2>x"
