@@ -53,13 +53,7 @@ def usage(con: sqlite3.Connection, by: str, since: float, *, local_days: bool = 
             g = groups.get(key)
             if g is None:
                 g = groups[key] = [0, 0, 0, 0, 0, None, {}, {}]
-            g[0] += n
-            g[1] += errors
-            g[2] += prompt
-            g[3] += completion
-            g[4] += cached
-            if cost is not None:
-                g[5] = cost if g[5] is None else g[5] + cost
+            _add(g, n, errors, prompt, completion, cached, cost)
             rollup.merge(g[6], fb)
             rollup.merge(g[7], total)
     out = [{"key": k, "requests": g[0], "errors": g[1], "prompt_tokens": g[2], "completion_tokens": g[3], "cached_tokens": g[4],
@@ -67,6 +61,17 @@ def usage(con: sqlite3.Connection, by: str, since: float, *, local_days: bool = 
             "first_byte_ms_p50": rollup.p50(g[6]), "total_ms_p50": rollup.p50(g[7])} for k, g in groups.items()]
     out.sort(key=lambda g: (-g["requests"], g["key"] is not None, g["key"] or ""))
     return out
+
+
+def _add(g: list, n: int, errors: int, prompt: int, completion: int, cached: int, cost: float | None) -> None:
+    """One rollup row's sums into a group's [requests, errors, prompt, completion, cached, cost | None, …]."""
+    g[0] += n
+    g[1] += errors
+    g[2] += prompt
+    g[3] += completion
+    g[4] += cached
+    if cost is not None:
+        g[5] = cost if g[5] is None else g[5] + cost
 
 
 def _rolled(con: sqlite3.Connection, since: float, col: str | None) -> Iterable[tuple]:
@@ -172,13 +177,7 @@ def usage_split(con: sqlite3.Connection, split: str, since: float) -> list[dict[
             g = acc.get((day, value))
             if g is None:
                 g = acc[(day, value)] = [0, 0, 0, 0, 0, None]
-            g[0] += n
-            g[1] += errors
-            g[2] += prompt
-            g[3] += completion
-            g[4] += cached
-            if cost is not None:
-                g[5] = cost if g[5] is None else g[5] + cost
+            _add(g, n, errors, prompt, completion, cached, cost)
         rows = [(d, v, *g) for (d, v), g in acc.items()]
     rows.sort(key=lambda r: (r[0], -r[2], r[1] is not None, r[1] or ""))
     return [{"key": day, "split": value, "requests": n, "errors": errors, "prompt_tokens": prompt, "completion_tokens": completion,

@@ -195,6 +195,14 @@ def plain_sse(raw: bytes) -> bool:
     return (raw[:7] == b"event: " or raw[:7] == b"data: {") and raw[-3] == 0x7D and (raw.isascii() or is_utf8(raw))
 
 
+def sse_garbage(frame: Any) -> Tap | None:
+    """The garbage check of an SSE relay_tap whose events carry JSON data: a Tap saying why, or None."""
+    if plain_sse(frame.raw):
+        return None
+    why = garbage(frame)
+    return None if why is None else Tap(garbage=why)
+
+
 def garbage(frame: Any, literal: bytes | None = None) -> str | None:
     """Why an event a relay_tap's byte checks are in doubt about cannot go to the client (any SDK
     would choke on it): bytes that are not UTF-8, or data that is not JSON (``literal``, such as

@@ -37,14 +37,13 @@ from ..common import (
     dump_args,
     event_json,
     frame_json,
-    garbage,
     hub_chunk,
     hub_completion,
     hub_usage_chunk,
     json_or_none,
-    plain_sse,
     parse_tool_args,
     split_data_url,
+    sse_garbage,
     text_error,
 )
 from ..meta import Meta
@@ -367,11 +366,10 @@ def usage_of_answer(body: Any) -> dict | None:
 def relay_tap(frame: Any, seen: dict) -> Tap | None:
     """Usage from ``message_start`` and ``message_delta`` (cumulative counts, kept in ``seen``), ``event: error``,
     and garbage: an event that is not ``event: …}\\n\\n`` (or ``data: {…}\\n\\n``) in UTF-8 (byte checks) is parsed, and one whose data is not JSON ends the relay."""
+    bad = sse_garbage(frame)
+    if bad is not None:
+        return bad
     raw = frame.raw
-    if not plain_sse(raw):
-        why = garbage(frame)
-        if why is not None:
-            return Tap(garbage=why)
     if b"message_start" in raw or b"message_delta" in raw:
         data = frame_json(frame)
         if not isinstance(data, dict):

@@ -10,7 +10,7 @@ from typing import Any
 
 from ...errors import ProxyError
 from ...usage import hub_usage
-from ..common import Tap, frame_json, garbage, plain_sse
+from ..common import Tap, frame_json, sse_garbage
 from ..openai import error_from_upstream  # the Responses API answers errors in OpenAI's shape
 
 __all__ = ["STREAM_DECODER", "error_from_upstream", "relay_tap", "status_of_code", "usage_of_answer", "usage_to_hub"]
@@ -49,11 +49,10 @@ def relay_tap(frame: Any, seen: dict) -> Tap | None:
     ``type`` decides (a text delta that merely mentions "response.completed" is passed over).
     An event that is not UTF-8, or whose data is not JSON, is garbage: the relay ends there.
     """
+    bad = sse_garbage(frame)
+    if bad is not None:
+        return bad
     raw = frame.raw
-    if not plain_sse(raw):
-        why = garbage(frame)
-        if why is not None:
-            return Tap(garbage=why)
     if b"response.completed" in raw or b"response.incomplete" in raw:
         event = frame_json(frame)
         if isinstance(event, dict) and event.get("type") in ("response.completed", "response.incomplete"):
