@@ -77,12 +77,17 @@ def end_user(client: Client | None, request: web.Request, row: LogRow) -> None:
             return
         import jwt  # (PyJWT: loaded only by a client that verifies its users)
 
-        try:
+        try:  # (no iat check: Open-WebUI stamps it with its own clock, and one a second ahead would refuse every token; exp bounds the age)
             claims = jwt.decode(token, client.user_jwt_secret, algorithms=["HS256"], issuer="open-webui",
-                                options={"require": ["exp", "sub", "iss"]})
+                                options={"require": ["exp", "sub", "iss"], "verify_iat": False})
         except jwt.PyJWTError as e:
-            raise ProxyError(401, f"X-OpenWebUI-User-Jwt is not valid for client '{client.name}': {e}; check that Open-WebUI's "
-                                  "FORWARD_USER_INFO_HEADER_JWT_SECRET equals this client's user_jwt_secret", code="invalid_user_token") from None
+            if isinstance(e, jwt.ExpiredSignatureError):
+                hint = "Open-WebUI sends a fresh one with each request, so check that its host's clock and llmproxy's agree"
+            elif isinstance(e, jwt.InvalidSignatureError):
+                hint = "check that Open-WebUI's FORWARD_USER_INFO_HEADER_JWT_SECRET equals this client's user_jwt_secret"
+            else:
+                hint = "it must be the HS256 token Open-WebUI sends (iss 'open-webui', with sub and exp)"
+            raise ProxyError(401, f"X-OpenWebUI-User-Jwt is not valid for client '{client.name}': {e}; {hint}", code="invalid_user_token") from None
         row.user_id, row.user_name, row.user_email = str(claims["sub"]), _str(claims.get("name")), _str(claims.get("email"))
         return
     uid = h.get("X-OpenWebUI-User-Id")

@@ -257,3 +257,26 @@ async def test_a_networks_client_needs_no_key(upstream, proxy):
     far = await proxy(config(up.url, [{"name": "lan", "networks": ["10.0.0.0/8"]}]))
     with pytest.raises(openai.AuthenticationError):
         await far.openai(api_key="no-key-this-device-has").chat.completions.create(model="gpt", messages=MSGS)
+
+
+async def test_signed_user_jwt_from_a_clock_a_little_ahead(upstream, proxy):
+    """Open-WebUI stamps ``iat`` with its own clock: a host a few seconds ahead of llmproxy's must not be a 401
+    on every request; an expired token still is, and its message points at the clocks, not at the secret."""
+    import jwt
+
+    secret = "owui-jwt-secret-0123456789abcdefghij"
+    p, clock = await started(upstream, proxy, [{"name": "open-webui", "key": KEY_A, "user_jwt_secret": secret}])
+    now = int(time.time())
+
+    def token(iat: int, exp: int) -> str:  # what Open-WebUI 0.12's _mint_forward_user_jwt sends
+        claims = {"sub": "u-ann", "email": "ann@home.lan", "name": "Ann", "role": "user", "iss": "open-webui", "iat": iat, "exp": exp}
+        return jwt.encode(claims, secret, algorithm="HS256")
+
+    ahead = p.openai(api_key=KEY_A, default_headers={"X-OpenWebUI-User-Jwt": token(now + 5, now + 305)})
+    await ahead.chat.completions.create(model="gpt", messages=MSGS)
+    with pytest.raises(openai.AuthenticationError) as e:
+        await p.openai(api_key=KEY_A, default_headers={"X-OpenWebUI-User-Jwt": token(now - 310, now - 10)}).chat.completions.create(
+            model="gpt", messages=MSGS)
+    assert "expired" in e.value.message and "clock" in e.value.message and "FORWARD_USER_INFO_HEADER_JWT_SECRET" not in e.value.message
+    rows = await p.rows()
+    assert [(r["status"], r["user_id"]) for r in rows] == [(200, "u-ann"), (401, None)]
