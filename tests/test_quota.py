@@ -164,12 +164,12 @@ async def test_per_user_limits_behind_open_webui_headers(upstream, proxy):
     await ann.chat.completions.create(model="gpt", messages=MSGS)
     with pytest.raises(openai.RateLimitError) as e:
         await ann.chat.completions.create(model="gpt", messages=MSGS)
-    assert "user 'u-ann' of client 'open-webui'" in e.value.message
+    assert "user 'Jörg Ann' (u-ann) of client 'open-webui'" in e.value.message
     await bob.chat.completions.create(model="gpt", messages=MSGS)  # another user: his own limits
     clock.offset += 120
     with pytest.raises(openai.RateLimitError) as e:  # ann's rpm recovered, but her day's budget (0.1) is spent (0.152)
         await ann.chat.completions.create(model="gpt", messages=MSGS)
-    assert e.value.code == "insufficient_quota" and "user 'u-ann'" in e.value.message
+    assert e.value.code == "insufficient_quota" and "user 'Jörg Ann' (u-ann)" in e.value.message
     rows = await p.rows()
     assert (rows[0]["user_id"], rows[0]["user_name"], rows[0]["user_email"], rows[0]["chat_id"]) == ("u-ann", "Jörg Ann", "u-ann@home.lan", "chat-1")
     assert [r["user_id"] for r in rows] == ["u-ann", "u-ann", "u-bob", "u-ann"]
@@ -228,7 +228,7 @@ async def test_signed_open_webui_user_jwt(upstream, proxy):
     await ann.chat.completions.create(model="gpt", messages=MSGS)
     with pytest.raises(openai.RateLimitError) as e:  # per_user keyed on the token's sub, not the plain header
         await ann.chat.completions.create(model="gpt", messages=MSGS)
-    assert "user 'u-ann'" in e.value.message
+    assert "user 'Ann Example' (u-ann)" in e.value.message
     await p.openai(api_key=KEY_A, default_headers=forged).chat.completions.create(model="gpt", messages=MSGS)  # plain headers: no user
     for bad in (token("u-ann", exp=-10), token("u-ann", key="another-secret-0123456789abcdefghijk"), token("u-ann", iss="elsewhere"), "not.a.jwt"):
         with pytest.raises(openai.AuthenticationError) as e:
@@ -280,3 +280,25 @@ async def test_signed_user_jwt_from_a_clock_a_little_ahead(upstream, proxy):
     assert "expired" in e.value.message and "clock" in e.value.message and "FORWARD_USER_INFO_HEADER_JWT_SECRET" not in e.value.message
     rows = await p.rows()
     assert [(r["status"], r["user_id"]) for r in rows] == [(200, "u-ann"), (401, None)]
+
+
+async def test_a_user_over_a_limit_is_told_by_name(upstream, proxy):
+    """Open-WebUI shows the 429's message to the person in the chat: it names them, not only their UUID."""
+    p, clock = await started(upstream, proxy, [{"name": "open-webui", "key": KEY_A, "per_user": {"rpm": 1, "budget": {"usd": 0.2, "per": "day"}}}])
+    uid = "c37bcb8b-06a6-4ee6-95db-5d98634bf722"
+    bob = p.openai(api_key=KEY_A, default_headers={"X-OpenWebUI-User-Id": uid, "X-OpenWebUI-User-Name": "Bob M%C3%BCller"})
+    await bob.chat.completions.create(model="gpt", messages=MSGS)
+    with pytest.raises(openai.RateLimitError) as e:
+        await bob.chat.completions.create(model="gpt", messages=MSGS)
+    assert f"rate limit of user 'Bob Müller' ({uid}) of client 'open-webui' reached (rpm 1)" in e.value.message
+    clock.offset += 61
+    await bob.chat.completions.create(model="gpt", messages=MSGS)  # $0.304 of $0.20 now
+    clock.offset += 61
+    with pytest.raises(openai.RateLimitError) as e:
+        await bob.chat.completions.create(model="gpt", messages=MSGS)
+    assert e.value.code == "insufficient_quota" and f"the budget of user 'Bob Müller' ({uid}) of client 'open-webui' ($0.20 per day)" in e.value.message
+    nameless = p.openai(api_key=KEY_A, default_headers={"X-OpenWebUI-User-Id": "u-ann"})
+    await nameless.chat.completions.create(model="gpt", messages=MSGS)
+    with pytest.raises(openai.RateLimitError) as e:
+        await nameless.chat.completions.create(model="gpt", messages=MSGS)
+    assert "rate limit of user 'u-ann' of client 'open-webui'" in e.value.message
