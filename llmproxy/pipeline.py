@@ -138,7 +138,7 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
         client = access.authenticate(snap.config, request)
         if client is not None:
             row.client, row.tags, row.client_group = client.name, ",".join(client.tags) or None, client.group
-        access.end_user(client, request, row)
+        access.end_user(client, request, row, state.told)
         body = await read_json(request, snap.config.max_body)
         call.body = (parse or front.module.request_from_client)(body)
         requested = call.body["model"]

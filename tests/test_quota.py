@@ -302,3 +302,47 @@ async def test_a_user_over_a_limit_is_told_by_name(upstream, proxy):
     with pytest.raises(openai.RateLimitError) as e:
         await nameless.chat.completions.create(model="gpt", messages=MSGS)
     assert "rate limit of user 'u-ann' of client 'open-webui'" in e.value.message
+
+
+async def test_one_side_of_the_signed_mode_forgotten_is_said_once(upstream, proxy, caplog):
+    """Open-WebUI with FORWARD_USER_INFO_HEADER_JWT_SECRET sends only X-OpenWebUI-User-Jwt, no plain headers: a client
+    without user_jwt_secret takes its user from the token unverified (as it trusts plain headers) rather than losing every
+    user and their per_user limits, and says once to set the secret. The other way round (plain headers at a client that
+    verifies) stays unattributed, and is said once too."""
+    import logging
+
+    import jwt
+
+    caplog.set_level(logging.WARNING, logger="llmproxy")
+    p, clock = await started(upstream, proxy, [{"name": "open-webui", "key": KEY_A, "per_user": {"rpm": 1}},
+                                               {"name": "signed", "key": KEY_B, "user_jwt_secret": "owui-jwt-secret-0123456789abcdefghij"}])
+    now = int(time.time())
+    claims = {"sub": "u-ann", "email": "ann@home.lan", "name": "Ann Müller", "role": "user", "iss": "open-webui", "iat": now, "exp": now + 300}
+    ann = p.openai(api_key=KEY_A, default_headers={"X-OpenWebUI-User-Jwt": jwt.encode(claims, "some-other-secret-0123456789abcdef", algorithm="HS256")})
+    await ann.chat.completions.create(model="gpt", messages=MSGS)
+    with pytest.raises(openai.RateLimitError) as e:  # her per_user limit applies
+        await ann.chat.completions.create(model="gpt", messages=MSGS)
+    assert "user 'Ann Müller' (u-ann)" in e.value.message
+    garbled = p.openai(api_key=KEY_A, default_headers={"X-OpenWebUI-User-Jwt": "not.a.jwt"})
+    await garbled.chat.completions.create(model="gpt", messages=MSGS)  # unreadable: no user, as without headers
+    plain = p.openai(api_key=KEY_B, default_headers={"X-OpenWebUI-User-Id": "u-bob", "X-OpenWebUI-User-Name": "Bob"})
+    for _ in range(2):
+        await plain.chat.completions.create(model="gpt", messages=MSGS)
+    rows = await p.rows()
+    assert [(r["client"], r["status"], r["user_id"], r["user_name"], r["user_email"]) for r in rows] == [
+        ("open-webui", 200, "u-ann", "Ann Müller", "ann@home.lan"), ("open-webui", 429, "u-ann", "Ann Müller", "ann@home.lan"),
+        ("open-webui", 200, None, None, None), ("signed", 200, None, None, None), ("signed", 200, None, None, None)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "client 'open-webui'" in warnings[0] and "user_jwt_secret" in warnings[0] and "unverified" in warnings[0]
+    assert "client 'signed'" in warnings[1] and "FORWARD_USER_INFO_HEADER_JWT_SECRET" in warnings[1]
+
+
+async def test_signed_user_read_without_access_section(upstream, proxy):
+    import jwt
+
+    up = await upstream({"/v1/chat/completions": Reply(fixture_bytes("openai/nonstream-text.json"))})
+    p = await proxy(openai_config(up.url, models={"gpt": {"backend": "up"}}))
+    token = jwt.encode({"sub": "u-ann", "name": "Ann", "email": "ann@home.lan", "iss": "open-webui", "exp": int(time.time()) + 300}, "s" * 32)
+    await p.openai(default_headers={"X-OpenWebUI-User-Jwt": token}).chat.completions.create(model="gpt", messages=MSGS)
+    assert [(r["client"], r["user_id"], r["user_name"]) for r in await p.rows()] == [(None, "u-ann", "Ann")]
