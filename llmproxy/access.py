@@ -5,6 +5,7 @@ import fnmatch
 import hashlib
 import hmac
 import ipaddress
+import logging
 import re
 from functools import lru_cache
 from urllib.parse import unquote
@@ -15,6 +16,8 @@ from aiohttp import web
 from .config import Client, Config
 from .errors import ProxyError
 from .requestlog import LogRow
+
+log = logging.getLogger("llmproxy")
 
 
 def presented_key(request: web.Request) -> str | None:
@@ -63,32 +66,71 @@ def _by_network(cfg: Config, remote: str | None) -> Client | None:
     return None
 
 
-def end_user(client: Client | None, request: web.Request, row: LogRow) -> None:
+def end_user(client: Client | None, request: web.Request, row: LogRow, told: set[tuple[str, str]] | None = None) -> None:
     """The end user and chat Open-WebUI forwards (``ENABLE_FORWARD_USER_INFO_HEADERS``), onto the row.
 
     A client with ``user_jwt_secret`` takes its user only from a valid ``X-OpenWebUI-User-Jwt``
     (HS256, ``iss: open-webui``, unexpired): plain user headers are ignored, a bad token is a 401.
+    Half of the signed mode set up (the secret on one side only) is warned about once per client, in ``told``.
     """
+    told = set() if told is None else told
     h = request.headers
     row.chat_id = h.get("X-OpenWebUI-Chat-Id")
     if client is not None and client.user_jwt_secret:
         token = h.get("X-OpenWebUI-User-Jwt")
         if token is None:
+            if "X-OpenWebUI-User-Id" in h:
+                _tell_once(told, client.name, "plain", f"client '{client.name}' has user_jwt_secret but its requests carry plain "
+                           "X-OpenWebUI-User-* headers and no X-OpenWebUI-User-Jwt, so they are ignored: no user is recorded and per_user "
+                           "limits do not apply; set Open-WebUI's FORWARD_USER_INFO_HEADER_JWT_SECRET to this client's user_jwt_secret")
             return
         import jwt  # (PyJWT: loaded only by a client that verifies its users)
 
-        try:
+        try:  # (no iat check: Open-WebUI stamps it with its own clock, and one a second ahead would refuse every token; exp bounds the age)
             claims = jwt.decode(token, client.user_jwt_secret, algorithms=["HS256"], issuer="open-webui",
-                                options={"require": ["exp", "sub", "iss"]})
+                                options={"require": ["exp", "sub", "iss"], "verify_iat": False})
         except jwt.PyJWTError as e:
-            raise ProxyError(401, f"X-OpenWebUI-User-Jwt is not valid for client '{client.name}': {e}; check that Open-WebUI's "
-                                  "FORWARD_USER_INFO_HEADER_JWT_SECRET equals this client's user_jwt_secret", code="invalid_user_token") from None
+            if isinstance(e, jwt.ExpiredSignatureError):
+                hint = "Open-WebUI sends a fresh one with each request, so check that its host's clock and llmproxy's agree"
+            elif isinstance(e, jwt.InvalidSignatureError):
+                hint = "check that Open-WebUI's FORWARD_USER_INFO_HEADER_JWT_SECRET equals this client's user_jwt_secret"
+            else:
+                hint = "it must be the HS256 token Open-WebUI sends (iss 'open-webui', with sub and exp)"
+            raise ProxyError(401, f"X-OpenWebUI-User-Jwt is not valid for client '{client.name}': {e}; {hint}", code="invalid_user_token") from None
         row.user_id, row.user_name, row.user_email = str(claims["sub"]), _str(claims.get("name")), _str(claims.get("email"))
         return
     uid = h.get("X-OpenWebUI-User-Id")
     if uid:
         name = h.get("X-OpenWebUI-User-Name")
         row.user_id, row.user_name, row.user_email = uid, unquote(name) if name else None, h.get("X-OpenWebUI-User-Email")
+    elif "X-OpenWebUI-User-Jwt" in h:
+        _unverified_user(client, h["X-OpenWebUI-User-Jwt"], row, told)
+
+
+def _unverified_user(client: Client | None, token: str, row: LogRow, told: set[tuple[str, str]]) -> None:
+    """The user of an Open-WebUI that signs (its FORWARD_USER_INFO_HEADER_JWT_SECRET set: then it sends no plain headers)
+    at a client without ``user_jwt_secret``: read from the token unchecked, trusted as far as plain headers are."""
+    import jwt
+
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        return
+    row.user_id, row.user_name, row.user_email = sub, _str(claims.get("name")), _str(claims.get("email"))
+    if client is None:  # (no access: section: nothing to verify with, nothing to set)
+        return
+    _tell_once(told, client.name, "unverified", f"client '{client.name}' gets Open-WebUI's signed X-OpenWebUI-User-Jwt but has no "
+               "user_jwt_secret: its users are read from the token unverified, as plain headers would be; set user_jwt_secret to "
+               "Open-WebUI's FORWARD_USER_INFO_HEADER_JWT_SECRET to verify them")
+
+
+def _tell_once(told: set[tuple[str, str]], client: str, what: str, message: str) -> None:
+    if (client, what) not in told:
+        told.add((client, what))
+        log.warning("warning: %s", message)
 
 
 def _str(v: object) -> str | None:

@@ -251,14 +251,21 @@ def cmd_stats(args: argparse.Namespace) -> int:
          f"{g['prompt_tokens']:,}", f"{g['cached_tokens']:,}", f"{g['completion_tokens']:,}", f"{g['cost_usd']:.4f}" if g["cost_usd"] is not None else "-")
         for g in groups
     ]
-    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    if args.by == "user":  # who each id is (last column: a name may hold spaces)
+        table = [table[0] + ("name",)] + [r + (_who(g),) for r, g in zip(table[1:], groups)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for j, r in enumerate(table):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        print("  ".join(c.ljust(w) if i == 0 or i == len(head) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
         if j == 0:
             print("  ".join("-" * w for w in widths))
     if len(table) == 1:
         print(f"(no requests since {args.since} ago)")
     return 0
+
+
+def _who(g: dict) -> str:
+    """A user's name and email as `stats --by user` shows them: ``Ann <ann@home.lan>``."""
+    return " ".join(x for x in (g.get("name"), f"<{g['email']}>" if g.get("email") else None) if x) or "-"
 
 
 def _ms(v: float | None) -> str:

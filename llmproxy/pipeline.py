@@ -144,7 +144,7 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
         client = access.authenticate(snap.config, request)
         if client is not None:
             row.client, row.tags, row.client_group = client.name, ",".join(client.tags) or None, client.group
-        access.end_user(client, request, row)
+        access.end_user(client, request, row, state.told)
         body = await read_json(request, snap.config.max_body, call.bodies)
         call.body = (parse or front.module.request_from_client)(body)
         requested = call.body["model"]
@@ -153,7 +153,7 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
         resolved = snap.resolver.resolve(requested)
         access.authorize(client, requested, resolved.name, resolved.default)
         if client is not None:
-            call.ticket = state.quota.admit(snap.config, client, row.user_id, lambda: state.quota.estimate(call.body))
+            call.ticket = state.quota.admit(snap.config, client, row.user_id, lambda: state.quota.estimate(call.body), row.user_name)
         if narrow is not None:
             resolved = await narrow(call, resolved)
         resp = await attempt(call, resolved, handler)

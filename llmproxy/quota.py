@@ -106,11 +106,12 @@ def _utc(ts: float) -> str:
 Scope = tuple[str, object]  # ("client", name) | ("group", name) | ("user", (client, user id))
 
 
-def _label(scope: Scope) -> str:
+def _label(scope: Scope, user_name: str | None = None) -> str:
     kind, name = scope
     if kind == "user":
         client, user = name  # type: ignore[misc]
-        return f"user '{user}' of client '{client}'"
+        who = f"'{user_name}' ({user})" if user_name else f"'{user}'"  # (the person reading it in Open-WebUI knows their name, not their id)
+        return f"user {who} of client '{client}'"
     return f"{kind} '{name}'"
 
 
@@ -152,15 +153,15 @@ class Quota:
         if user is not None and client.per_user:
             yield ("user", (client.name, user)), client.per_user
 
-    def admit(self, cfg: Config, client: Client, user: str | None, estimate: Callable[[], int]) -> Ticket | None:
-        """Count one request in, or raise the 429 of the tightest limit it is over (budgets first)."""
+    def admit(self, cfg: Config, client: Client, user: str | None, estimate: Callable[[], int], user_name: str | None = None) -> Ticket | None:
+        """Count one request in, or raise the 429 of the tightest limit it is over (budgets first); ``user_name`` is for its message."""
         scopes = list(self.scopes(cfg, client, user))
         if not scopes:
             return None
         now = self.clock()
         for scope, lim in scopes:
             if lim.budget is not None:
-                self._check_budget(scope, lim.budget, now)
+                self._check_budget(scope, lim.budget, now, user_name)
         tokens = estimate() if any(lim.tpm for _, lim in scopes) else 0
         worst: tuple[float, Scope, Limits] | None = None
         for scope, lim in scopes:
@@ -170,7 +171,7 @@ class Quota:
                     if w > 0 and (worst is None or w > worst[0]):
                         worst = (w, scope, lim)
         if worst is not None:
-            raise self._limited(*worst, now, tokens)
+            raise self._limited(*worst, now, tokens, user_name)
         counted: list[Window] = []
         for scope, lim in scopes:
             if lim.rpm:
@@ -207,7 +208,7 @@ class Quota:
             w = self.windows[(scope, kind)] = Window(now)
         return w
 
-    def _limited(self, wait: float, scope: Scope, lim: Limits, now: float, tokens: int) -> ProxyError:
+    def _limited(self, wait: float, scope: Scope, lim: Limits, now: float, tokens: int, user_name: str | None = None) -> ProxyError:
         headers: dict[str, str] = {}
         parts = []
         if lim.rpm:
@@ -218,7 +219,7 @@ class Quota:
             left = max(0, math.floor(lim.tpm - self._window(scope, "tpm", now).level(now)))
             headers["x-ratelimit-limit-tokens"], headers["x-ratelimit-remaining-tokens"] = str(lim.tpm), str(left)
             parts.append(f"tpm {lim.tpm} (this request: ~{tokens:,} tokens)")
-        return ProxyError(429, f"rate limit of {_label(scope)} reached ({', '.join(parts)}); retry in {math.ceil(wait)} s",
+        return ProxyError(429, f"rate limit of {_label(scope, user_name)} reached ({', '.join(parts)}); retry in {math.ceil(wait)} s",
                           code="rate_limit_exceeded", retry_after=wait, headers=headers)
 
     # ------------------------------------------------------------------ budgets
@@ -229,11 +230,11 @@ class Quota:
         s = self.spend.get((scope, per))
         return (s[1] if s is not None and s[0] == start else 0.0), start
 
-    def _check_budget(self, scope: Scope, budget: Budget, now: float) -> None:
+    def _check_budget(self, scope: Scope, budget: Budget, now: float, user_name: str | None = None) -> None:
         spent, start = self.spent(scope, budget.per, now)
         if spent >= budget.usd:
             end = self.period(budget.per, now)[1]
-            raise ProxyError(429, f"insufficient_quota: the budget of {_label(scope)} (${budget.usd:.2f} per {budget.per}) is used up: "
+            raise ProxyError(429, f"insufficient_quota: the budget of {_label(scope, user_name)} (${budget.usd:.2f} per {budget.per}) is used up: "
                                   f"${spent:.4f} spent since {_utc(start)}; it resets at {_utc(end)}",
                              type="insufficient_quota", code="insufficient_quota", retry_after=end - now)
 

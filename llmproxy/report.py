@@ -134,6 +134,14 @@ def usage_from_rows(con: sqlite3.Connection, by: str, since: float, *, local_day
                     WHERE i IN ((n + 1) / 2, (n + 2) / 2) GROUP BY k""", (since,)):
             if k in groups:
                 groups[k][col + "_p50"] = round(p50, 1)
+    if by == "user":  # ids are Open-WebUI's UUIDs: each user's latest name and email too (bare columns of the max(ts) row)
+        for g in groups.values():
+            g["name"] = g["email"] = None
+        for k, name, email, _ in con.execute(
+                f"""SELECT user_id, user_name, user_email, max(ts) {rows} AND user_id IS NOT NULL
+                    AND (user_name IS NOT NULL OR user_email IS NOT NULL) GROUP BY user_id""", (since,)):
+            if k in groups:
+                groups[k]["name"], groups[k]["email"] = name, email
     return list(groups.values())
 
 

@@ -56,6 +56,7 @@ class State:
     metrics: Metrics = field(default_factory=Metrics)  # counters /metrics shows, kept across reloads
     responses: ResponseStore | None = None  # what /v1/responses leaves behind (set up by make_app, on the log's file)
     checks: HealthChecks = field(default_factory=HealthChecks)
+    told: set[tuple[str, str]] = field(default_factory=set)  # (client, what): a half-set-up signed user mode already warned about
 
     @property
     def in_flight(self) -> int:

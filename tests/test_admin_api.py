@@ -211,3 +211,28 @@ async def test_dashboard_files_without_a_key_and_nothing_else(upstream, proxy):
                 body = await r.read()
                 assert r.status == 404, path
                 assert b"import" not in body and b"root:" not in body and b"[metadata]" not in body
+
+
+async def test_usage_by_user_names_each_user(upstream, proxy):
+    """Open-WebUI's user ids are UUIDs: usage by user also gives each one's latest name and email (from the rows), so
+    the owner can tell who spent what without looking the ids up in Open-WebUI."""
+    up = await upstream({"/v1/chat/completions": Reply(fixture_bytes("openai/nonstream-text.json"))})
+    cfg = openai_config(up.url, models={"gpt": {"backend": "up", "price": {"input": 1000, "output": 2000}}})
+    cfg["access"] = {"admin_key": ADMIN, "clients": [{"name": "webui", "key": KEY_A}, {"name": "cron", "key": KEY_B}]}
+    p = await proxy(cfg)
+    ann = "181aa85e-bbb4-44de-8bce-670817b001ac"
+    for uid, name, email in ((ann, "Ann", "ann@old.lan"), (ann, "Ann M%C3%BCller %26 Co", "ann@home.lan"), ("u-bob", None, None)):
+        headers = {"X-OpenWebUI-User-Id": uid, **({"X-OpenWebUI-User-Name": name, "X-OpenWebUI-User-Email": email} if name else {})}
+        await p.openai(api_key=KEY_A, default_headers=headers).chat.completions.create(model="gpt", messages=MSGS)
+    await p.openai(api_key=KEY_B).chat.completions.create(model="gpt", messages=MSGS)
+    await p.rows()
+    _, body = await get(p, "/admin/api/usage?by=user")
+    assert {g["key"]: (g["requests"], g["name"], g["email"]) for g in body["groups"]} == {
+        ann: (2, "Ann Müller & Co", "ann@home.lan"), "u-bob": (1, None, None), None: (1, None, None)}
+    _, body = await get(p, "/admin/api/usage?by=client")
+    assert "name" not in body["groups"][0]
+    out = subprocess.run([sys.executable, "-m", "llmproxy", "stats", "--db", str(p.state.snap.config.log_path), "--by", "user"],
+                         capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert lines[0].split()[0] == "user" and lines[0].rstrip().endswith("name")
+    assert lines[2].startswith(ann) and lines[2].rstrip().endswith("Ann Müller & Co <ann@home.lan>")

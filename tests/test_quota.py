@@ -164,12 +164,12 @@ async def test_per_user_limits_behind_open_webui_headers(upstream, proxy):
     await ann.chat.completions.create(model="gpt", messages=MSGS)
     with pytest.raises(openai.RateLimitError) as e:
         await ann.chat.completions.create(model="gpt", messages=MSGS)
-    assert "user 'u-ann' of client 'open-webui'" in e.value.message
+    assert "user 'Jörg Ann' (u-ann) of client 'open-webui'" in e.value.message
     await bob.chat.completions.create(model="gpt", messages=MSGS)  # another user: his own limits
     clock.offset += 120
     with pytest.raises(openai.RateLimitError) as e:  # ann's rpm recovered, but her day's budget (0.1) is spent (0.152)
         await ann.chat.completions.create(model="gpt", messages=MSGS)
-    assert e.value.code == "insufficient_quota" and "user 'u-ann'" in e.value.message
+    assert e.value.code == "insufficient_quota" and "user 'Jörg Ann' (u-ann)" in e.value.message
     rows = await p.rows()
     assert (rows[0]["user_id"], rows[0]["user_name"], rows[0]["user_email"], rows[0]["chat_id"]) == ("u-ann", "Jörg Ann", "u-ann@home.lan", "chat-1")
     assert [r["user_id"] for r in rows] == ["u-ann", "u-ann", "u-bob", "u-ann"]
@@ -228,7 +228,7 @@ async def test_signed_open_webui_user_jwt(upstream, proxy):
     await ann.chat.completions.create(model="gpt", messages=MSGS)
     with pytest.raises(openai.RateLimitError) as e:  # per_user keyed on the token's sub, not the plain header
         await ann.chat.completions.create(model="gpt", messages=MSGS)
-    assert "user 'u-ann'" in e.value.message
+    assert "user 'Ann Example' (u-ann)" in e.value.message
     await p.openai(api_key=KEY_A, default_headers=forged).chat.completions.create(model="gpt", messages=MSGS)  # plain headers: no user
     for bad in (token("u-ann", exp=-10), token("u-ann", key="another-secret-0123456789abcdefghijk"), token("u-ann", iss="elsewhere"), "not.a.jwt"):
         with pytest.raises(openai.AuthenticationError) as e:
@@ -272,3 +272,92 @@ async def test_budget_spend_outlives_the_rows_log_keep_days_deletes(upstream, pr
     p2 = await proxy(config(p.url, clients))  # a restart
     for per in ("day", "week", "month"):
         assert p2.state.quota.spent(("client", "cron"), per, time.time())[0] == pytest.approx(2 * COST)
+
+
+async def test_signed_user_jwt_from_a_clock_a_little_ahead(upstream, proxy):
+    """Open-WebUI stamps ``iat`` with its own clock: a host a few seconds ahead of llmproxy's must not be a 401
+    on every request; an expired token still is, and its message points at the clocks, not at the secret."""
+    import jwt
+
+    secret = "owui-jwt-secret-0123456789abcdefghij"
+    p, clock = await started(upstream, proxy, [{"name": "open-webui", "key": KEY_A, "user_jwt_secret": secret}])
+    now = int(time.time())
+
+    def token(iat: int, exp: int) -> str:  # what Open-WebUI 0.12's _mint_forward_user_jwt sends
+        claims = {"sub": "u-ann", "email": "ann@home.lan", "name": "Ann", "role": "user", "iss": "open-webui", "iat": iat, "exp": exp}
+        return jwt.encode(claims, secret, algorithm="HS256")
+
+    ahead = p.openai(api_key=KEY_A, default_headers={"X-OpenWebUI-User-Jwt": token(now + 5, now + 305)})
+    await ahead.chat.completions.create(model="gpt", messages=MSGS)
+    with pytest.raises(openai.AuthenticationError) as e:
+        await p.openai(api_key=KEY_A, default_headers={"X-OpenWebUI-User-Jwt": token(now - 310, now - 10)}).chat.completions.create(
+            model="gpt", messages=MSGS)
+    assert "expired" in e.value.message and "clock" in e.value.message and "FORWARD_USER_INFO_HEADER_JWT_SECRET" not in e.value.message
+    rows = await p.rows()
+    assert [(r["status"], r["user_id"]) for r in rows] == [(200, "u-ann"), (401, None)]
+
+
+async def test_a_user_over_a_limit_is_told_by_name(upstream, proxy):
+    """Open-WebUI shows the 429's message to the person in the chat: it names them, not only their UUID."""
+    p, clock = await started(upstream, proxy, [{"name": "open-webui", "key": KEY_A, "per_user": {"rpm": 1, "budget": {"usd": 0.2, "per": "day"}}}])
+    uid = "c37bcb8b-06a6-4ee6-95db-5d98634bf722"
+    bob = p.openai(api_key=KEY_A, default_headers={"X-OpenWebUI-User-Id": uid, "X-OpenWebUI-User-Name": "Bob M%C3%BCller"})
+    await bob.chat.completions.create(model="gpt", messages=MSGS)
+    with pytest.raises(openai.RateLimitError) as e:
+        await bob.chat.completions.create(model="gpt", messages=MSGS)
+    assert f"rate limit of user 'Bob Müller' ({uid}) of client 'open-webui' reached (rpm 1)" in e.value.message
+    clock.offset += 61
+    await bob.chat.completions.create(model="gpt", messages=MSGS)  # $0.304 of $0.20 now
+    clock.offset += 61
+    with pytest.raises(openai.RateLimitError) as e:
+        await bob.chat.completions.create(model="gpt", messages=MSGS)
+    assert e.value.code == "insufficient_quota" and f"the budget of user 'Bob Müller' ({uid}) of client 'open-webui' ($0.20 per day)" in e.value.message
+    nameless = p.openai(api_key=KEY_A, default_headers={"X-OpenWebUI-User-Id": "u-ann"})
+    await nameless.chat.completions.create(model="gpt", messages=MSGS)
+    with pytest.raises(openai.RateLimitError) as e:
+        await nameless.chat.completions.create(model="gpt", messages=MSGS)
+    assert "rate limit of user 'u-ann' of client 'open-webui'" in e.value.message
+
+
+async def test_one_side_of_the_signed_mode_forgotten_is_said_once(upstream, proxy, caplog):
+    """Open-WebUI with FORWARD_USER_INFO_HEADER_JWT_SECRET sends only X-OpenWebUI-User-Jwt, no plain headers: a client
+    without user_jwt_secret takes its user from the token unverified (as it trusts plain headers) rather than losing every
+    user and their per_user limits, and says once to set the secret. The other way round (plain headers at a client that
+    verifies) stays unattributed, and is said once too."""
+    import logging
+
+    import jwt
+
+    caplog.set_level(logging.WARNING, logger="llmproxy")
+    p, clock = await started(upstream, proxy, [{"name": "open-webui", "key": KEY_A, "per_user": {"rpm": 1}},
+                                               {"name": "signed", "key": KEY_B, "user_jwt_secret": "owui-jwt-secret-0123456789abcdefghij"}])
+    now = int(time.time())
+    claims = {"sub": "u-ann", "email": "ann@home.lan", "name": "Ann Müller", "role": "user", "iss": "open-webui", "iat": now, "exp": now + 300}
+    ann = p.openai(api_key=KEY_A, default_headers={"X-OpenWebUI-User-Jwt": jwt.encode(claims, "some-other-secret-0123456789abcdef", algorithm="HS256")})
+    await ann.chat.completions.create(model="gpt", messages=MSGS)
+    with pytest.raises(openai.RateLimitError) as e:  # her per_user limit applies
+        await ann.chat.completions.create(model="gpt", messages=MSGS)
+    assert "user 'Ann Müller' (u-ann)" in e.value.message
+    garbled = p.openai(api_key=KEY_A, default_headers={"X-OpenWebUI-User-Jwt": "not.a.jwt"})
+    await garbled.chat.completions.create(model="gpt", messages=MSGS)  # unreadable: no user, as without headers
+    plain = p.openai(api_key=KEY_B, default_headers={"X-OpenWebUI-User-Id": "u-bob", "X-OpenWebUI-User-Name": "Bob"})
+    for _ in range(2):
+        await plain.chat.completions.create(model="gpt", messages=MSGS)
+    rows = await p.rows()
+    assert [(r["client"], r["status"], r["user_id"], r["user_name"], r["user_email"]) for r in rows] == [
+        ("open-webui", 200, "u-ann", "Ann Müller", "ann@home.lan"), ("open-webui", 429, "u-ann", "Ann Müller", "ann@home.lan"),
+        ("open-webui", 200, None, None, None), ("signed", 200, None, None, None), ("signed", 200, None, None, None)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "client 'open-webui'" in warnings[0] and "user_jwt_secret" in warnings[0] and "unverified" in warnings[0]
+    assert "client 'signed'" in warnings[1] and "FORWARD_USER_INFO_HEADER_JWT_SECRET" in warnings[1]
+
+
+async def test_signed_user_read_without_access_section(upstream, proxy):
+    import jwt
+
+    up = await upstream({"/v1/chat/completions": Reply(fixture_bytes("openai/nonstream-text.json"))})
+    p = await proxy(openai_config(up.url, models={"gpt": {"backend": "up"}}))
+    token = jwt.encode({"sub": "u-ann", "name": "Ann", "email": "ann@home.lan", "iss": "open-webui", "exp": int(time.time()) + 300}, "s" * 32)
+    await p.openai(default_headers={"X-OpenWebUI-User-Jwt": token}).chat.completions.create(model="gpt", messages=MSGS)
+    assert [(r["client"], r["user_id"], r["user_name"]) for r in await p.rows()] == [(None, "u-ann", "Ann")]
