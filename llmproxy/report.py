@@ -60,7 +60,19 @@ def usage(con: sqlite3.Connection, by: str, since: float, *, local_days: bool = 
             "cost_usd": round(g[5], 10) if g[5] is not None else None,
             "first_byte_ms_p50": rollup.p50(g[6]), "total_ms_p50": rollup.p50(g[7])} for k, g in groups.items()]
     out.sort(key=lambda g: (-g["requests"], g["key"] is not None, g["key"] or ""))
+    if by == "user":
+        _names(con, out)
     return out
+
+
+def _names(con: sqlite3.Connection, groups: Iterable[dict[str, Any]]) -> None:
+    """``by=user``: each id's latest name and email (ids are Open-WebUI's UUIDs), from the ``users`` table."""
+    try:
+        known = {uid: (name, email) for uid, name, email in con.execute("SELECT user_id, name, email FROM users")}
+    except sqlite3.OperationalError:  # a file from before migration 10
+        known = {}
+    for g in groups:
+        g["name"], g["email"] = known.get(g["key"], (None, None))
 
 
 def _add(g: list, n: int, errors: int, prompt: int, completion: int, cached: int, cost: float | None) -> None:
@@ -134,14 +146,8 @@ def usage_from_rows(con: sqlite3.Connection, by: str, since: float, *, local_day
                     WHERE i IN ((n + 1) / 2, (n + 2) / 2) GROUP BY k""", (since,)):
             if k in groups:
                 groups[k][col + "_p50"] = round(p50, 1)
-    if by == "user":  # ids are Open-WebUI's UUIDs: each user's latest name and email too (bare columns of the max(ts) row)
-        for g in groups.values():
-            g["name"] = g["email"] = None
-        for k, name, email, _ in con.execute(
-                f"""SELECT user_id, user_name, user_email, max(ts) {rows} AND user_id IS NOT NULL
-                    AND (user_name IS NOT NULL OR user_email IS NOT NULL) GROUP BY user_id""", (since,)):
-            if k in groups:
-                groups[k]["name"], groups[k]["email"] = name, email
+    if by == "user":
+        _names(con, groups.values())
     return list(groups.values())
 
 

@@ -184,8 +184,30 @@ def _m9(db_sql: list[Step]) -> None:
         db_sql.append(f"DROP INDEX IF EXISTS {name}")
 
 
+USERS_UPSERT = ("INSERT INTO users (user_id, name, email, seen) VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET "
+                "name = excluded.name, email = excluded.email, seen = excluded.seen WHERE excluded.seen >= users.seen")
+
+
+def _users(rows: list[LogRow]) -> list[tuple]:
+    """The end users a batch names, for ``USERS_UPSERT``: id, name, email and when (Open-WebUI's rows only)."""
+    return [(r.user_id, r.user_name, r.user_email, r.ts) for r in rows if r.user_id is not None and (r.user_name or r.user_email)]
+
+
+async def _build_users(db: aiosqlite.Connection) -> None:
+    await db.execute("""INSERT OR REPLACE INTO users (user_id, name, email, seen)
+                        SELECT user_id, user_name, user_email, max(ts) FROM requests
+                        WHERE user_id IS NOT NULL AND (user_name IS NOT NULL OR user_email IS NOT NULL) GROUP BY user_id""")
+
+
+def _m10(db_sql: list[Step]) -> None:
+    """Who each forwarded user id is (the latest name and email seen): ``stats --by user`` and the usage API name
+    them from this small table, kept by the writer, instead of a scan of every row."""
+    db_sql.append("CREATE TABLE users (user_id TEXT PRIMARY KEY, name TEXT, email TEXT, seen REAL NOT NULL)")
+    db_sql.append(_build_users)
+
+
 # Ordered migrations: index i brings the schema to user_version i+1. Append, never edit.
-MIGRATIONS: list[Callable[[list[Any]], None]] = [_m1, _m2, _m3, _m4, _m5, _m6, _m7, _m8, _m9]
+MIGRATIONS: list[Callable[[list[Any]], None]] = [_m1, _m2, _m3, _m4, _m5, _m6, _m7, _m8, _m9, _m10]
 
 
 class NewerDatabase(Exception):
@@ -311,6 +333,9 @@ class RequestLog:
                 for sql, params in _parts(rows):
                     await self._db.execute(sql, params)
                 await self._db.executemany(rollup.UPSERT, rollup.params(rollup.tally({}, map(rollup.of_row, rows))))
+                users = _users(rows)
+                if users:
+                    await self._db.executemany(USERS_UPSERT, users)
                 kept = [(r.id, *r.bodies) for r in rows if r.bodies is not None]
                 if kept:
                     await self._db.executemany("INSERT INTO bodies (id, request, response, truncated) VALUES (?, ?, ?, ?)", kept)
