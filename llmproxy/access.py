@@ -70,7 +70,8 @@ def end_user(client: Client | None, request: web.Request, row: LogRow, told: set
     """The end user and chat Open-WebUI forwards (``ENABLE_FORWARD_USER_INFO_HEADERS``), onto the row.
 
     A client with ``user_jwt_secret`` takes its user only from a valid ``X-OpenWebUI-User-Jwt``
-    (HS256, ``iss: open-webui``, unexpired): plain user headers are ignored, a bad token is a 401.
+    (HS256, ``iss: open-webui``, unexpired): plain user headers are ignored, a bad token is a 401, and so
+    is none at all when the client also has ``per_user`` limits (else leaving it out would escape them).
     Half of the signed mode set up (the secret on one side only) is warned about once per client, in ``told``.
     """
     told = set() if told is None else told
@@ -79,6 +80,10 @@ def end_user(client: Client | None, request: web.Request, row: LogRow, told: set
     if client is not None and client.user_jwt_secret:
         token = h.get("X-OpenWebUI-User-Jwt")
         if token is None:
+            if client.per_user:  # every person has limits of their own: a request that names nobody would escape them
+                raise ProxyError(401, f"client '{client.name}' has per_user limits and user_jwt_secret: each request must carry "
+                                      "Open-WebUI's signed X-OpenWebUI-User-Jwt (set ENABLE_FORWARD_USER_INFO_HEADERS=true and "
+                                      "FORWARD_USER_INFO_HEADER_JWT_SECRET to this client's user_jwt_secret)", code="missing_user_token")
             if "X-OpenWebUI-User-Id" in h:
                 _tell_once(told, client.name, "plain", f"client '{client.name}' has user_jwt_secret but its requests carry plain "
                            "X-OpenWebUI-User-* headers and no X-OpenWebUI-User-Jwt, so they are ignored: no user is recorded and per_user "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 import anthropic
+import aiohttp
 import openai
 import pytest
 import yaml
@@ -229,7 +230,9 @@ async def test_signed_open_webui_user_jwt(upstream, proxy):
     with pytest.raises(openai.RateLimitError) as e:  # per_user keyed on the token's sub, not the plain header
         await ann.chat.completions.create(model="gpt", messages=MSGS)
     assert "user 'Ann Example' (u-ann)" in e.value.message
-    await p.openai(api_key=KEY_A, default_headers=forged).chat.completions.create(model="gpt", messages=MSGS)  # plain headers: no user
+    with pytest.raises(openai.AuthenticationError) as e:  # plain headers, no token: with per_user limits, it would escape them
+        await p.openai(api_key=KEY_A, default_headers=forged).chat.completions.create(model="gpt", messages=MSGS)
+    assert "must carry Open-WebUI's signed X-OpenWebUI-User-Jwt" in e.value.message and e.value.code == "missing_user_token"
     for bad in (token("u-ann", exp=-10), token("u-ann", key="another-secret-0123456789abcdefghijk"), token("u-ann", iss="elsewhere"), "not.a.jwt"):
         with pytest.raises(openai.AuthenticationError) as e:
             await p.openai(api_key=KEY_A, default_headers={"X-OpenWebUI-User-Jwt": bad}).chat.completions.create(model="gpt", messages=MSGS)
@@ -237,7 +240,10 @@ async def test_signed_open_webui_user_jwt(upstream, proxy):
     rows = await p.rows()
     assert [(r["user_id"], r["user_name"], r["user_email"]) for r in rows[:3]] == [
         ("u-ann", "Ann Example", "u-ann@home.lan"), ("u-ann", "Ann Example", "u-ann@home.lan"), (None, None, None)]
-    assert [r["status"] for r in rows] == [200, 429, 200, 401, 401, 401, 401]
+    assert [r["status"] for r in rows] == [200, 429, 401, 401, 401, 401, 401]
+    async with aiohttp.ClientSession() as s:  # the model list needs no user (Open-WebUI's connection check sends none)
+        async with s.get(p.url + "/v1/models", headers={"Authorization": f"Bearer {KEY_A}"}) as r:
+            assert r.status == 200
     assert secret not in p.path.parent.joinpath("llmproxy.db").read_bytes().decode("latin-1")
 
 
