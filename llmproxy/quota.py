@@ -163,22 +163,20 @@ class Quota:
             if lim.budget is not None:
                 self._check_budget(scope, lim.budget, now, user_name)
         tokens = estimate() if any(lim.tpm for _, lim in scopes) else 0
+        # (window, its kind, what this request adds, the limit, its scope): each window looked up once, checked, then counted
+        checks = [(self._window(scope, kind, now), kind, n, limit, scope, lim)
+                  for scope, lim in scopes for kind, limit, n in (("rpm", lim.rpm, 1), ("tpm", lim.tpm, tokens)) if limit]
         worst: tuple[float, Scope, Limits] | None = None
-        for scope, lim in scopes:
-            for kind, limit, n in (("rpm", lim.rpm, 1), ("tpm", lim.tpm, tokens)):
-                if limit:
-                    w = self._window(scope, kind, now).wait(now, n, limit)
-                    if w > 0 and (worst is None or w > worst[0]):
-                        worst = (w, scope, lim)
+        for w, _, n, limit, scope, lim in checks:
+            wait = w.wait(now, n, limit)
+            if wait > 0 and (worst is None or wait > worst[0]):
+                worst = (wait, scope, lim)
         if worst is not None:
             raise self._limited(*worst, now, tokens, user_name)
         counted: list[Window] = []
-        for scope, lim in scopes:
-            if lim.rpm:
-                self._window(scope, "rpm", now).add(now, 1)
-            if lim.tpm:
-                w = self._window(scope, "tpm", now)
-                w.add(now, tokens)
+        for w, kind, n, *_ in checks:
+            w.add(now, n)
+            if kind == "tpm":
                 counted.append(w)
         return Ticket(counted, tokens) if counted else None
 
