@@ -48,7 +48,7 @@ PY = sys.executable
 sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 GAP_CHUNKS, GAP_MS = 20, 10  # the paced stream: 20 chunks 10 ms apart
-LIMIT_ROUNDS = 3  # alternating rounds of the limits-on / limits-off comparison
+LIMIT_ROUNDS = 5  # alternating rounds of the limits-on / limits-off comparison
 PACED_RUNS = 3  # rounds of the paced-stream tests; each side's median run (by first byte p50) is reported
 WAVES = 10  # the paced streams sent together: 64 at the same moment, this many times a run
 SLOW_CHUNKS, SLOW_MS = 60, 50  # the slow streams: 20 events/s each for 3 s, all open together
@@ -362,8 +362,14 @@ def limits_cost(o: argparse.Namespace, work: Path, up: int) -> dict:
         for p in sides.values():
             p.stop()
     med = lambda xs: sorted(xs)[len(xs) // 2] if xs and None not in xs else None  # noqa: E731
-    return {k: {"rps": med(g["rps"]), "cpu_ms_per_stream": med(g["cpu"]), "rps_runs": g["rps"], "cpu_runs": g["cpu"],
-                "others_pct": max(g["others"]), "errors": sum(g["errors"])} for k, g in got.items()}
+    out = {k: {"rps": med(g["rps"]), "cpu_ms_per_stream": med(g["cpu"]), "rps_runs": g["rps"], "cpu_runs": g["cpu"],
+               "others_pct": max(g["others"]), "errors": sum(g["errors"])} for k, g in got.items()}
+    # Each round's with/without ratio (the two ran a few seconds apart): their median is what the target reads,
+    # steadier than a ratio of the two sides' medians when the machine's speed drifts between rounds.
+    w, wo = got["with"], got["without"]
+    out["ratio"] = {"rps": med([a / b for a, b in zip(w["rps"], wo["rps"]) if a and b]),
+                    "cpu": med([a / b for a, b in zip(w["cpu"], wo["cpu"]) if a and b])}
+    return out
 
 
 def slow_streams(o: argparse.Namespace, work: Path, up: int) -> dict:
@@ -668,7 +674,7 @@ def skewed(res: dict) -> list[str]:
     for side in ("direct", "floor", "llmproxy"):
         for path, r in res[side].items():
             out += [f"{side} {path} {k} ({r[k]['others_pct']:.0f}%)" for k in TESTS if k in r and r[k]["others_pct"] > OTHERS_MAX]
-    out += [f"limits {k} ({v['others_pct']:.0f}%)" for k, v in (res.get("limits") or {}).items() if v["others_pct"] > OTHERS_MAX]
+    out += [f"limits {k} ({v['others_pct']:.0f}%)" for k, v in (res.get("limits") or {}).items() if k != "ratio" and v["others_pct"] > OTHERS_MAX]
     slow = res.get("slow") or {}
     out += [f"slow streams {side} ({slow[side]['others_pct']:.0f}%)" for side in ("direct", "floor", "llmproxy")
             if side in slow and slow[side]["others_pct"] > OTHERS_MAX]
@@ -702,13 +708,11 @@ def targets(res: dict) -> list[tuple[str, bool | None, str]]:
         t.append(("translated proxy CPU per stream vs floor's relay", None, "shown, not gated: " + cpu_ratio(tr, f["openai"])[1]))
     lc = res.get("limits")
     if lc:
-        w, wo = lc["with"], lc["without"]
-        r = w["rps"] / wo["rps"] if w["rps"] and wo["rps"] else None
-        c = w["cpu_ms_per_stream"] / wo["cpu_ms_per_stream"] if w["cpu_ms_per_stream"] and wo["cpu_ms_per_stream"] else None
+        w, wo, r, c = lc["with"], lc["without"], lc["ratio"]["rps"], lc["ratio"]["cpu"]
         ok = None if r is None or c is None else r >= 0.95 and c <= 1.05 and w["errors"] == 0
         t.append(("openai relay with rpm, tpm, budgets on: within 5% of off", ok,
-                  f"req/s @64 {fmt(r)}× ({w['rps']:,.0f} vs {wo['rps']:,.0f}); CPU per stream {fmt(c)}× "
-                  f"({fmt(w['cpu_ms_per_stream'], 3)} vs {fmt(wo['cpu_ms_per_stream'], 3)} ms·core); {w['errors']} errors"))
+                  f"median of {LIMIT_ROUNDS} paired rounds: req/s @64 {fmt(r)}×, CPU per stream {fmt(c)}× "
+                  f"(medians {w['rps']:,.0f} vs {wo['rps']:,.0f} req/s, {fmt(w['cpu_ms_per_stream'], 3)} vs {fmt(wo['cpu_ms_per_stream'], 3)} ms·core); {w['errors']} errors"))
     s = res.get("slow")
     if s and "llmproxy" in s:
         lp = s["llmproxy"]
