@@ -124,6 +124,16 @@ class Ticket:
         self.windows, self.counted = windows, counted
 
 
+class Plan:
+    """What applies to one client (and user) under one config: its budgets, and its rpm / tpm windows to check."""
+
+    __slots__ = ("budgets", "checks", "tpm")
+
+    def __init__(self, budgets: list[tuple[Scope, Budget]], checks: list[tuple[Window, str, int, Scope, Limits]]) -> None:
+        self.budgets, self.checks = budgets, checks
+        self.tpm = any(kind == "tpm" for _, kind, *_ in checks)
+
+
 class Quota:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -131,6 +141,9 @@ class Quota:
         self.windows: dict[tuple[Scope, str], Window] = {}  # (scope, "rpm" | "tpm") → window
         self.spend: dict[tuple[Scope, str], list[float]] = {}  # (scope, period) → [period start, USD]
         self._periods: dict[str, tuple[float, float]] = {}  # period → (start, end) of the current one
+        # (id of a Client, user) → (that Client, the Config it came in, its Plan): what admit works out once per client
+        # and user of one config (the windows it holds are never replaced, so they stay the ones in ``windows``)
+        self._plans: dict[tuple[int, str | None], tuple[Client, Config, Plan]] = {}
 
     def period(self, per: str, now: float) -> tuple[float, float]:
         """(start, end) of the ``per`` period ``now`` is in; worked out once per period, not per request."""
@@ -153,31 +166,43 @@ class Quota:
         if user is not None and client.per_user:
             yield ("user", (client.name, user)), client.per_user
 
+    def _plan(self, cfg: Config, client: Client, user: str | None, now: float) -> Plan:
+        key = (id(client), user)
+        cached = self._plans.get(key)
+        if cached is not None and cached[0] is client and cached[1] is cfg:
+            return cached[2]
+        scopes = list(self.scopes(cfg, client, user))
+        plan = Plan([(scope, lim.budget) for scope, lim in scopes if lim.budget is not None],
+                    [(self._window(scope, kind, now), kind, limit, scope, lim)
+                     for scope, lim in scopes for kind, limit in (("rpm", lim.rpm), ("tpm", lim.tpm)) if limit])
+        if len(self._plans) >= 10_000:  # (reloads and many users: start afresh rather than grow)
+            self._plans.clear()
+        self._plans[key] = (client, cfg, plan)
+        return plan
+
     def admit(self, cfg: Config, client: Client, user: str | None, estimate: Callable[[], int], user_name: str | None = None) -> Ticket | None:
         """Count one request in, or raise the 429 of the tightest limit it is over (budgets first); ``user_name`` is for its message."""
-        scopes = list(self.scopes(cfg, client, user))
-        if not scopes:
-            return None
         now = self.clock()
-        for scope, lim in scopes:
-            if lim.budget is not None:
-                self._check_budget(scope, lim.budget, now, user_name)
-        tokens = estimate() if any(lim.tpm for _, lim in scopes) else 0
-        # (window, its kind, what this request adds, the limit, its scope): each window looked up once, checked, then counted
-        checks = [(self._window(scope, kind, now), kind, n, limit, scope, lim)
-                  for scope, lim in scopes for kind, limit, n in (("rpm", lim.rpm, 1), ("tpm", lim.tpm, tokens)) if limit]
+        plan = self._plan(cfg, client, user, now)
+        for scope, budget in plan.budgets:
+            self._check_budget(scope, budget, now, user_name)
+        if not plan.checks:
+            return None
+        tokens = estimate() if plan.tpm else 0
         worst: tuple[float, Scope, Limits] | None = None
-        for w, _, n, limit, scope, lim in checks:
-            wait = w.wait(now, n, limit)
+        for w, kind, limit, scope, lim in plan.checks:
+            wait = w.wait(now, tokens if kind == "tpm" else 1, limit)
             if wait > 0 and (worst is None or wait > worst[0]):
                 worst = (wait, scope, lim)
         if worst is not None:
             raise self._limited(*worst, now, tokens, user_name)
         counted: list[Window] = []
-        for w, kind, n, *_ in checks:
-            w.add(now, n)
+        for w, kind, *_ in plan.checks:
             if kind == "tpm":
+                w.add(now, tokens)
                 counted.append(w)
+            else:
+                w.add(now, 1)
         return Ticket(counted, tokens) if counted else None
 
     def estimate(self, body: dict) -> int:
