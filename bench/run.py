@@ -48,7 +48,7 @@ PY = sys.executable
 sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 GAP_CHUNKS, GAP_MS = 20, 10  # the paced stream: 20 chunks 10 ms apart
-LIMIT_ROUNDS = 5  # alternating rounds of the limits-on / limits-off comparison
+LIMIT_ROUNDS, LIMIT_SECONDS = 9, 3  # rounds of the limits-on / limits-off comparison, and seconds per test
 PACED_RUNS = 3  # rounds of the paced-stream tests; each side's median run (by first byte p50) is reported
 WAVES = 10  # the paced streams sent together: 64 at the same moment, this many times a run
 SLOW_CHUNKS, SLOW_MS = 60, 50  # the slow streams: 20 events/s each for 3 s, all open together
@@ -340,24 +340,28 @@ def start_floor(o: argparse.Namespace, work: Path, up: int, name: str) -> Proc:
 def limits_cost(o: argparse.Namespace, work: Path, up: int) -> dict:
     """The OpenAI relay with and without rpm, tpm and budgets (client and group), in alternating rounds.
 
-    Two llmproxy processes, the same but for the limits, take turns (``LIMIT_ROUNDS`` rounds of
-    req/s at 64 connections, then streams/s at 64 with the proxy's CPU per stream), so a change in
-    the machine's load lands on both; each side keeps its median.
+    Two llmproxy processes, the same but for the limits, take turns: ``LIMIT_ROUNDS`` rounds, each of
+    req/s at 64 connections on both, then streams/s at 64 with the proxy's CPU per stream on both,
+    ``LIMIT_SECONDS`` each, the side that goes first swapped every round; so a change in the machine's
+    speed lands on both sides of a pair.  Each side keeps its median, and each round's ratio is kept.
     """
     sides = {"without": start_llmproxy(o, work, up, "llmproxy-nolimits")[0], "with": start_llmproxy(o, work, up, "llmproxy-limits", limits=True)[0]}
     got: dict[str, dict[str, list]] = {k: {"rps": [], "cpu": [], "others": [], "errors": []} for k in sides}
     path, end = "/v1/chat/completions", "[DONE]"
     try:
-        for _ in range(LIMIT_ROUNDS):
-            for name, p in sides.items():
-                url = f"http://127.0.0.1:{p.port}"
-                c64 = plain(o, url, path, bodies("openai", "oa/plain"), 64, work)
-                rate = loadgen(url=url, path=path, body=bodies("openai", "oa/fast", True), conns=64, seconds=o.seconds, end=end, watch_pid=p.server_pid())
-                g = got[name]
-                g["rps"].append(c64["rps"])
-                g["cpu"].append(rate["watched_cpu_s"] * 1000 / rate["requests"] if rate["requests"] else None)
-                g["others"].append(max(c64["others_pct"], rate["others_pct"]))
-                g["errors"].append(c64["errors"] + rate["errors"])
+        for i in range(LIMIT_ROUNDS):
+            order = list(sides.items()) if i % 2 == 0 else list(sides.items())[::-1]
+            for name, p in order:
+                c64 = plain(argparse.Namespace(**{**vars(o), "seconds": LIMIT_SECONDS}), f"http://127.0.0.1:{p.port}", path, bodies("openai", "oa/plain"), 64, work)
+                got[name]["rps"].append(c64["rps"])
+                got[name]["others"].append(c64["others_pct"])
+                got[name]["errors"].append(c64["errors"])
+            for name, p in order:
+                rate = loadgen(url=f"http://127.0.0.1:{p.port}", path=path, body=bodies("openai", "oa/fast", True), conns=64, seconds=LIMIT_SECONDS,
+                               end=end, watch_pid=p.server_pid())
+                got[name]["cpu"].append(rate["watched_cpu_s"] * 1000 / rate["requests"] if rate["requests"] else None)
+                got[name]["others"].append(rate["others_pct"])
+                got[name]["errors"].append(rate["errors"])
     finally:
         for p in sides.values():
             p.stop()
@@ -611,11 +615,11 @@ def table(res: dict) -> str:
                        ("translated", "OpenAI client → Anthropic backend (translated; floor and direct: OpenAI relay)")):
         lp = res["llmproxy"].get(key)
         base = "openai" if key == "translated" else key
-        direct, floor = res["direct"][base], res["floor"][base]
         out.append(f"\n{title}")
         if lp is None or "skipped" in lp:
             out.append(f"  not measured: {lp['skipped'] if lp else 'no result'}")
             continue
+        direct, floor = res["direct"][base], res["floor"][base]
         out.append(f"  {'':<48}{'direct':>10}{'floor':>10}{'llmproxy':>10}{'×floor':>9}{'×direct':>9}")
         for label, get, d in ROWS:
             vals = [get(x) for x in (direct, floor, lp)]
@@ -788,6 +792,8 @@ def main() -> None:
     say = lambda m: print(f"[{time.perf_counter() - t_start:6.1f} s] {m}", file=sys.stderr, flush=True)  # noqa: E731
     try:
         for fmt_ in ("openai", "anthropic"):
+            if not only & ({"openai", "translated"} if fmt_ == "openai" else {"anthropic"}):
+                continue  # (nothing of this format asked for: no direct or floor runs either)
             say(f"direct {fmt_}")
             direct_path = paths[fmt_].removeprefix("/v1") if fmt_ == "openai" else paths[fmt_]
             res["direct"][fmt_] = suite(o, upstream_urls[fmt_], direct_path, fmt_, "", ends[fmt_], work)

@@ -51,8 +51,9 @@ class Window:
 
     def wait(self, now: float, n: int, limit: int) -> float:
         """Seconds until ``n`` more fit under ``limit`` (0: now). More than the whole limit waits for an empty window."""
-        self._roll(now)
-        need = self.total + min(n, limit) - limit
+        if int(now) > self.sec:
+            self._roll(now)
+        need = self.total + (n if n < limit else limit) - limit
         if need <= 0:
             return 0.0
         freed = 0
@@ -61,6 +62,11 @@ class Window:
             if freed >= need:
                 return max(self.sec + 1 + k - now, 0.001)  # the second that slot was counted in, SPAN later
         return float(SPAN)
+
+    def count(self, n: int) -> None:
+        """Count ``n`` ≥ 0 in the current second, right after ``wait`` rolled the window to it."""
+        self.slots[self.sec % SPAN] += n
+        self.total += n
 
     def add(self, now: float, n: int) -> None:
         """Count ``n`` now; a negative ``n`` (an estimate corrected down) is taken back from the newest slots."""
@@ -197,12 +203,12 @@ class Quota:
         if worst is not None:
             raise self._limited(*worst, now, tokens, user_name)
         counted: list[Window] = []
-        for w, kind, *_ in plan.checks:
+        for w, kind, *_ in plan.checks:  # (each rolled to ``now`` by its wait just above)
             if kind == "tpm":
-                w.add(now, tokens)
+                w.count(tokens)
                 counted.append(w)
             else:
-                w.add(now, 1)
+                w.count(1)
         return Ticket(counted, tokens) if counted else None
 
     def estimate(self, body: dict) -> int:
