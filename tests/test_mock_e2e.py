@@ -179,3 +179,24 @@ async def test_mock_speaks_to_the_native_sdks(mock):
         assert "".join(parts) == ECHO + "yo"
     finally:
         await oc._client.aclose()
+
+
+async def test_mock_never_calls_an_agent_tool(proxy, mock):
+    """Claude Code offers Agent first, and each agent it starts offers Agent again: a mock calling it started agents
+    without end. It calls the first other tool, and answers in text when only agent tools are offered."""
+    url, _ = await _proxy_url(proxy, mock)
+    agent = {"type": "function", "function": {"name": "Agent", "parameters": {"type": "object", "properties": {"prompt": {"type": "string"}}}}}
+    bash = {"type": "function", "function": {"name": "Bash", "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}}
+    async with aiohttp.ClientSession() as s:
+        for tools, want in (([agent, bash], "Bash"), ([agent], None)):
+            async with s.post(url + "/v1/chat/completions", json={"model": "claude", "tools": tools,
+                                                                  "messages": [{"role": "user", "content": "Say hello"}]}) as r:
+                msg = (await r.json())["choices"][0]["message"]
+            assert [c["function"]["name"] for c in msg.get("tool_calls") or []] == ([want] if want else [])
+            assert want or msg["content"].startswith(ECHO)
+
+
+async def _proxy_url(proxy, mock):  # noqa: ANN001, ANN202
+    url, seen = mock
+    p = await _proxy(proxy, url)
+    return p.url, seen

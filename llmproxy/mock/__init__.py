@@ -2,7 +2,7 @@
 
 It answers every chat with an echo of the last user message, split into ``chunks`` pieces sent
 ``delay`` seconds apart when streaming, with plausible usage; it calls the first offered tool
-unless the last message is a tool result, and thinks aloud briefly when asked for reasoning
+(never one that starts another agent: ``AGENT_TOOLS``) unless the last message is a tool result, and thinks aloud briefly when asked for reasoning
 (``reasoning_effort``, Anthropic ``thinking``, Gemini ``thinkingConfig``, Ollama ``think``).
 Besides chat: embeddings (OpenAI, Gemini ``:batchEmbedContents``, Ollama ``/api/embed``) and model
 lists (OpenAI and Anthropic ``/v1/models``, Gemini ``/v1beta/models``, Ollama ``/api/tags``).  Requests are parsed and answers
@@ -74,10 +74,15 @@ def _usage(hub: dict, text: str, thought: str = "") -> dict:
 _MOCK_VALUES = {"string": "mock", "boolean": False, "integer": 1, "number": 1, "array": [], "object": {}}
 
 
+# Tools that start another agent (Claude Code's): an agent's first tool is one of them again, so a mock that
+# called them would start agents without end (Claude Code with its default tools: 3,741 requests in 100 s).
+AGENT_TOOLS = frozenset({"Agent", "Task"})
+
+
 def _tool_call(hub: dict) -> dict | None:
-    """Call the first tool when tools are offered and the last message is not a tool result: its required
-    parameters (all, when it names none), each a value of its type."""
-    tools = hub.get("tools") or []
+    """Call the first tool (not one of ``AGENT_TOOLS``) when tools are offered and the last message is not a
+    tool result: its required parameters (all, when it names none), each a value of its type."""
+    tools = [t for t in hub.get("tools") or [] if (t.get("function") or {}).get("name") not in AGENT_TOOLS]
     msgs = hub.get("messages") or []
     if not tools or hub.get("tool_choice") == "none" or (msgs and msgs[-1].get("role") == "tool"):
         return None
