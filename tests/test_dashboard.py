@@ -53,6 +53,7 @@ async def test_dashboard_in_chromium(upstream, proxy):
     cfg = openai_config(up.url, models={"gpt": {"backend": "up", "model": "gpt-4o-mini", "price": {"input": 1000, "output": 2000}},
                                         "llama": {"backend": "up", "model": "llama3.2"}})
     cfg["access"] = {"admin_key": ADMIN, "clients": [{"name": "webui", "key": KEY_UI}, {"name": "cron", "key": KEY_CRON}]}
+    cfg.setdefault("log", {})["bodies"] = True  # the detail panel shows them
     p = await proxy(cfg)
     msgs = [{"role": "user", "content": "hi"}]
     for _ in range(3):
@@ -101,6 +102,7 @@ async def test_dashboard_in_chromium(upstream, proxy):
             await page.wait_for_selector("#detail:not([hidden]) .attempts li", timeout=5000)
             detail = await page.inner_text("#detail")
             assert "llama3.2" in detail and "cron" in detail
+            assert "Bodies" in detail and '"content": "hi"' in detail and "chat.completion" in detail  # the request's and the answer's
             await page.screenshot(path=str(ARTIFACTS / "dashboard-detail.png"))
             await page.click("#detail-close")
 
