@@ -70,7 +70,8 @@ class Window:
 
     def add(self, now: float, n: int) -> None:
         """Count ``n`` now; a negative ``n`` (an estimate corrected down) is taken back from the newest slots."""
-        self._roll(now)
+        if int(now) > self.sec:
+            self._roll(now)
         if n >= 0:
             self.slots[self.sec % SPAN] += n
             self.total += n
@@ -190,7 +191,13 @@ class Quota:
         """Count one request in, or raise the 429 of the tightest limit it is over (budgets first); ``user_name`` is for its message."""
         now = self.clock()
         plan = self._plan(cfg, client, user, now)
-        for scope, budget in plan.budgets:
+        spend, periods = self.spend, self._periods
+        for scope, budget in plan.budgets:  # (spent() inlined for the common case: within the known period, under the budget)
+            p = periods.get(budget.per)
+            if p is not None and p[0] <= now < p[1]:
+                s = spend.get((scope, budget.per))
+                if (s[1] if s is not None and s[0] == p[0] else 0.0) < budget.usd:
+                    continue
             self._check_budget(scope, budget, now, user_name)
         if not plan.checks:
             return None

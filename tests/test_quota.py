@@ -367,3 +367,35 @@ async def test_signed_user_read_without_access_section(upstream, proxy):
     token = jwt.encode({"sub": "u-ann", "name": "Ann", "email": "ann@home.lan", "iss": "open-webui", "exp": int(time.time()) + 300}, "s" * 32)
     await p.openai(default_headers={"X-OpenWebUI-User-Jwt": token}).chat.completions.create(model="gpt", messages=MSGS)
     assert [(r["client"], r["user_id"], r["user_name"]) for r in await p.rows()] == [(None, "u-ann", "Ann")]
+
+
+def test_budget_checked_on_every_admission_even_from_the_quick_path():
+    """admit answers from the period it knows when spend is under the budget: a zero budget still refuses the first
+    request, a budget crossed refuses the next, and a new period (the clock past its end) starts afresh."""
+    from llmproxy.config import load_config
+    from llmproxy.errors import ProxyError
+    from llmproxy.quota import Quota
+
+    import tempfile
+    from pathlib import Path
+
+    d = Path(tempfile.mkdtemp())
+    (d / "router.yaml").write_text("backends: {up: {api: openai, url: 'http://127.0.0.1:9/v1'}}\nmodels: {gpt: {backend: up}}\n"
+                                   "access: {clients: [{name: free, key: k-free-0123456789, budget: {usd: 0}},"
+                                   " {name: cron, key: k-cron-0123456789, budget: {usd: 1, per: day}}]}\n")
+    cfg = load_config(d / "router.yaml")
+    now = [1_796_300_000.0]
+    q = Quota(clock=lambda: now[0])
+    free, cron = cfg.clients
+    for _ in range(2):
+        with pytest.raises(ProxyError) as e:
+            q.admit(cfg, free, None, lambda: 1)
+        assert e.value.code == "insufficient_quota"
+    q.admit(cfg, cron, None, lambda: 1)  # (the period is known from here on)
+    q.add_cost("cron", None, None, 0.6, now[0])
+    q.admit(cfg, cron, None, lambda: 1)
+    q.add_cost("cron", None, None, 0.6, now[0])
+    with pytest.raises(ProxyError):
+        q.admit(cfg, cron, None, lambda: 1)
+    now[0] += 86_400  # the next day
+    q.admit(cfg, cron, None, lambda: 1)
