@@ -49,6 +49,22 @@ async def _post(url: str, body: dict) -> tuple[int, bytes]:
         return r.status, await r.read()
 
 
+async def _after(url: str, body: dict, before: bytes) -> bytes:
+    """What a 200 stream sent after ``before`` (every event before the garbage, those in its own read too)."""
+    status, raw = await _post(url, body)
+    assert status == 200 and raw.startswith(before)
+    return raw[len(before):]
+
+
+async def _rows_are_garbage(p) -> list[dict]:  # noqa: ANN001
+    """The two requests a test sent (SDK and raw), each logged as a 502 upstream_garbage."""
+    rows = await p.rows()
+    assert len(rows) == 2
+    for row in rows:
+        _row_is_garbage(row)
+    return rows
+
+
 def _row_is_garbage(row: dict, status: int = 502) -> None:
     assert (row["status"], row["error_type"]) == (status, "upstream_garbage")
     assert row["error"].startswith("backend 'up' sent a stream event that is not")
@@ -60,11 +76,8 @@ async def test_openai_relay_ends_with_an_error_event_not_garbage(upstream, proxy
     reply, before = _stream(events, GARBAGE[kind], 4, "text/event-stream")
     up = await upstream({"/v1/chat/completions": reply})
     p = await proxy(openai_config(up.url))
-    status, raw = await _post(p.url + "/v1/chat/completions", {"model": "gpt", "stream": True, "messages": MSGS})
-    assert status == 200
-    # every event before the garbage (those in the garbage's own read too), then one error event, then the end
-    assert raw.startswith(before)
-    [last] = _events(raw[len(before):])
+    # every event before the garbage, then one error event, then the end
+    [last] = _events(await _after(p.url + "/v1/chat/completions", {"model": "gpt", "stream": True, "messages": MSGS}, before))
     err = orjson.loads(last[6:])["error"]
     assert (err["type"], err["code"]) == ("upstream_garbage", "upstream_garbage") and "not " in err["message"]
     # the SDK raises its own APIError (it crashed with UnicodeDecodeError / JSONDecodeError), after the text so far
@@ -74,10 +87,7 @@ async def test_openai_relay_ends_with_an_error_event_not_garbage(upstream, proxy
             text += [ch.delta.content or "" for ch in chunk.choices]
     assert "sent a stream event that is not" in e.value.message
     assert "".join(text) == _text(events[:4])
-    rows = await p.rows()
-    assert len(rows) == 2
-    for row in rows:
-        _row_is_garbage(row)
+    for row in await _rows_are_garbage(p):
         assert row["first_byte_ms"] is not None
 
 
@@ -129,14 +139,9 @@ async def test_anthropic_relay_ends_with_an_error_event_not_garbage(upstream, pr
         async with client.messages.stream(model="sonnet", max_tokens=10, messages=MSGS) as s:
             await s.get_final_message()
     assert "sent a stream event that is not" in str(e.value)
-    status, raw = await _post(p.url + "/v1/messages", {"model": "sonnet", "max_tokens": 10, "stream": True, "messages": MSGS})
-    assert status == 200 and raw.startswith(before)
-    [last] = _events(raw[len(before):])
+    [last] = _events(await _after(p.url + "/v1/messages", {"model": "sonnet", "max_tokens": 10, "stream": True, "messages": MSGS}, before))
     assert last.startswith(b"event: error\n") and orjson.loads(last.split(b"data: ", 1)[1])["error"]["type"] == "api_error"
-    rows = await p.rows()
-    assert len(rows) == 2
-    for row in rows:
-        _row_is_garbage(row)
+    await _rows_are_garbage(p)
 
 
 @pytest.mark.parametrize("garbage", [b'{"model":"x","message":{"role":"assistant","content":"\xff"},"done":false}\n', b"<html>502</html>\n"],
@@ -152,13 +157,8 @@ async def test_ollama_relay_ends_with_an_error_line_not_garbage(upstream, proxy,
         async for _ in await client.chat(model="chat", messages=MSGS, stream=True):
             pass
     assert "sent a stream event that is not" in str(e.value)
-    status, raw = await _post(p.url + "/api/chat", {"model": "chat", "messages": MSGS})
-    assert status == 200 and raw.startswith(before)
-    assert "sent a stream event that is not" in orjson.loads(raw[len(before):])["error"]
-    rows = await p.rows()
-    assert len(rows) == 2
-    for row in rows:
-        _row_is_garbage(row)
+    assert "sent a stream event that is not" in orjson.loads(await _after(p.url + "/api/chat", {"model": "chat", "messages": MSGS}, before))["error"]
+    await _rows_are_garbage(p)
 
 
 @pytest.mark.parametrize("garbage", [
@@ -175,11 +175,6 @@ async def test_responses_relay_ends_with_an_error_event_not_garbage(upstream, pr
         async for _ in await p.openai().responses.create(model="gpt", input="hi", stream=True):
             pass
     assert "sent a stream event that is not" in str(e.value)
-    status, raw = await _post(p.url + "/v1/responses", {"model": "gpt", "input": "hi", "stream": True})
-    assert status == 200 and raw.startswith(before)
-    [last] = _events(raw[len(before):])
+    [last] = _events(await _after(p.url + "/v1/responses", {"model": "gpt", "input": "hi", "stream": True}, before))
     assert b'"upstream_garbage"' in last
-    rows = await p.rows()
-    assert len(rows) == 2
-    for row in rows:
-        _row_is_garbage(row)
+    await _rows_are_garbage(p)

@@ -105,21 +105,6 @@ def test_ndjson_lines_keep_their_bytes() -> None:
         assert [f.data for f in frames if f.data] == [b'{"a":1}', b'{"b":2}', b'{"c":3}']
 
 
-def _reference(raw: bytes) -> tuple[str | None, bytes | None]:
-    """The SSE rules, line by line, as the spec writes them (what SSEFrame's quick path must agree with)."""
-    name, data = None, []
-    for line in raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"):
-        if not line or line[:1] == b":":
-            continue
-        field, sep, value = line.partition(b":")
-        value = value[1:] if sep and value[:1] == b" " else value
-        if field == b"data":
-            data.append(value)
-        elif field == b"event":
-            name = value.decode("utf-8", "replace")
-    return name, b"\n".join(data) if data else None
-
-
 @pytest.mark.parametrize("raw", [
     b'data: {"a":1}\n\n', b"event: message_start\ndata: {}\n\n", b"data: \n\n", b"event: \ndata: x\n\n", b"data:x\n\n",
     b"event:e\ndata: y\n\n", b"data: a\ndata: b\n\n", b": keep-alive\n\n", b": c\ndata: x\n\n", b"event: e\n\n",
@@ -127,5 +112,9 @@ def _reference(raw: bytes) -> tuple[str | None, bytes | None]:
     b"data: [DONE]\n\n", b"event: caf\xc3\xa9\ndata: \xff\n\n", b"data:  two spaces\n\n",
 ])
 def test_frame_fields_agree_with_the_rules(raw):
+    """One frame's fields, as ``reference`` reads the same bytes: an event it dispatches has that name and data; one it
+    does not (no data line) has no data."""
     f = SSEFrame(raw)
-    assert (f.name, f.data) == _reference(raw)
+    events = reference(raw)
+    assert len(events) <= 1
+    assert (f.name, f.data) == (events[0].name, events[0].data) if events else f.data is None
