@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 
 import orjson
 
+from . import rollup
 from .config import Budget, Client, Config, Limits
 from .errors import ProxyError
 
@@ -51,9 +52,8 @@ class Window:
 
     def wait(self, now: float, n: int, limit: int) -> float:
         """Seconds until ``n`` more fit under ``limit`` (0: now). More than the whole limit waits for an empty window."""
-        if int(now) > self.sec:
-            self._roll(now)
-        need = self.total + (n if n < limit else limit) - limit
+        self._roll(now)
+        need = self.total + min(n, limit) - limit
         if need <= 0:
             return 0.0
         freed = 0
@@ -70,8 +70,7 @@ class Window:
 
     def add(self, now: float, n: int) -> None:
         """Count ``n`` now; a negative ``n`` (an estimate corrected down) is taken back from the newest slots."""
-        if int(now) > self.sec:
-            self._roll(now)
+        self._roll(now)
         if n >= 0:
             self.slots[self.sec % SPAN] += n
             self.total += n
@@ -191,13 +190,7 @@ class Quota:
         """Count one request in, or raise the 429 of the tightest limit it is over (budgets first); ``user_name`` is for its message."""
         now = self.clock()
         plan = self._plan(cfg, client, user, now)
-        spend, periods = self.spend, self._periods
-        for scope, budget in plan.budgets:  # (spent() inlined for the common case: within the known period, under the budget)
-            p = periods.get(budget.per)
-            if p is not None and p[0] <= now < p[1]:
-                s = spend.get((scope, budget.per))
-                if (s[1] if s is not None and s[0] == p[0] else 0.0) < budget.usd:
-                    continue
+        for scope, budget in plan.budgets:
             self._check_budget(scope, budget, now, user_name)
         if not plan.checks:
             return None
@@ -302,7 +295,7 @@ class Quota:
         since = min(period_start(per, now) for per in PERIODS)  # (a UTC midnight: whole hours of the rollup)
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
-            if con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_hourly'").fetchone() is None:
+            if not rollup.present(con):
                 return
             rows = con.execute(
                 """SELECT client, client_group, user_id, hour / 86400 * 86400 AS day, sum(cost_usd)

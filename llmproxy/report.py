@@ -43,7 +43,7 @@ def usage(con: sqlite3.Connection, by: str, since: float, *, local_days: bool = 
     and a file without the rollup (read before a newer llmproxy migrated it), are read from raw rows
     alone (``usage_from_rows``: exact medians, slower).
     """
-    if not _has_rollup(con) or (by == "day" and local_days and not _whole_hours(since, time.time())):
+    if not rollup.present(con) or (by == "day" and local_days and not _whole_hours(since, time.time())):
         return usage_from_rows(con, by, since, local_days=local_days)
     groups: dict[Any, list] = {}  # key → [requests, errors, prompt, completion, cached, cost | None, {bucket: n}, {bucket: n}]
     keys = _keys(by, local_days)
@@ -115,10 +115,6 @@ def _keys(by: str, local_days: bool) -> Callable[[int, Any], Iterable[Any]]:
     return lambda hour, value: (value,)
 
 
-def _has_rollup(con: sqlite3.Connection) -> bool:
-    return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_hourly'").fetchone() is not None
-
-
 def _whole_hours(since: float, now: float) -> bool:
     """The local zone's offset from UTC is whole hours over the range (so a UTC hour lies in one local day)."""
     return all(time.localtime(t).tm_gmtoff % 3600 == 0 for t in (since, now, (since + now) / 2))
@@ -177,22 +173,17 @@ SPLITS: dict[str, str] = {"model": "model", "client": "client", "user": "user_id
 
 def usage_split(con: sqlite3.Connection, split: str, since: float) -> list[dict[str, Any]]:
     """One dict per (UTC day, value of ``split``): counts, tokens and cost; days in order, most requests first within a day.
-    From the rollup as ``usage`` is (exact sums), or from raw rows in a file without it."""
+    From the rollup as ``usage`` is (exact sums): the admin API reads the file of the llmproxy serving it, which migrated it."""
     col = SPLITS[split]
-    if not _has_rollup(con):
-        rows = con.execute(f"""SELECT date(ts, 'unixepoch') AS d, {col} AS s, count(*), coalesce(sum(status >= 400 OR status IS NULL), 0),
-                                      coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), coalesce(sum(cached_tokens), 0), sum(cost_usd)
-                               FROM requests WHERE ts >= ? GROUP BY d, s""", (since,)).fetchall()
-    else:
-        acc: dict[tuple, list] = {}
-        days: dict[int, str] = {}
-        for hour, value, n, errors, prompt, completion, cached, cost, _, _ in _rolled(con, since, col):
-            day = days.get(hour) or days.setdefault(hour, time.strftime("%Y-%m-%d", time.gmtime(hour)))
-            g = acc.get((day, value))
-            if g is None:
-                g = acc[(day, value)] = [0, 0, 0, 0, 0, None]
-            _add(g, n, errors, prompt, completion, cached, cost)
-        rows = [(d, v, *g) for (d, v), g in acc.items()]
+    acc: dict[tuple, list] = {}
+    day_of = _keys("day", False)  # hour → (its UTC day,)
+    for hour, value, n, errors, prompt, completion, cached, cost, _, _ in _rolled(con, since, col):
+        (day,) = day_of(hour, None)
+        g = acc.get((day, value))
+        if g is None:
+            g = acc[(day, value)] = [0, 0, 0, 0, 0, None]
+        _add(g, n, errors, prompt, completion, cached, cost)
+    rows = [(d, v, *g) for (d, v), g in acc.items()]
     rows.sort(key=lambda r: (r[0], -r[2], r[1] is not None, r[1] or ""))
     return [{"key": day, "split": value, "requests": n, "errors": errors, "prompt_tokens": prompt, "completion_tokens": completion,
              "cached_tokens": cached, "cost_usd": round(cost, 10) if cost is not None else None}

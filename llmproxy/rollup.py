@@ -42,6 +42,11 @@ UPSERT = (f"INSERT INTO usage_hourly ({', '.join(_COLS)}) VALUES ({', '.join('?'
           + ", cost_usd = coalesce(cost_usd + excluded.cost_usd, cost_usd, excluded.cost_usd)"
           + ", first_byte_ms = llmproxy_hist_add(first_byte_ms, excluded.first_byte_ms), total_ms = llmproxy_hist_add(total_ms, excluded.total_ms)")
 
+def present(con: Any) -> bool:
+    """Whether a (sqlite3) connection's file has the rollup yet: one written before migration 7 has not."""
+    return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_hourly'").fetchone() is not None
+
+
 Tally = dict  # (hour, *KEY) → [requests, errors, prompt, completion, cached, cache_write, reasoning, cost | None, {bucket: n}, {bucket: n}]
 
 

@@ -369,9 +369,9 @@ async def test_signed_user_read_without_access_section(upstream, proxy):
     assert [(r["client"], r["user_id"], r["user_name"]) for r in await p.rows()] == [(None, "u-ann", "Ann")]
 
 
-def test_budget_checked_on_every_admission_even_from_the_quick_path():
-    """admit answers from the period it knows when spend is under the budget: a zero budget still refuses the first
-    request, a budget crossed refuses the next, and a new period (the clock past its end) starts afresh."""
+def test_budget_checked_on_every_admission():
+    """With the client's plan kept between requests, a zero budget still refuses the first request, a budget crossed
+    refuses the next, and a new period (the clock past its end) starts afresh."""
     from llmproxy.config import load_config
     from llmproxy.errors import ProxyError
     from llmproxy.quota import Quota
