@@ -348,11 +348,12 @@ def limits_cost(o: argparse.Namespace, work: Path, up: int) -> dict:
     sides = {"without": start_llmproxy(o, work, up, "llmproxy-nolimits")[0], "with": start_llmproxy(o, work, up, "llmproxy-limits", limits=True)[0]}
     got: dict[str, dict[str, list]] = {k: {"rps": [], "cpu": [], "others": [], "errors": []} for k in sides}
     path, end = "/v1/chat/completions", "[DONE]"
+    short = argparse.Namespace(**{**vars(o), "seconds": LIMIT_SECONDS})
     try:
         for i in range(LIMIT_ROUNDS):
             order = list(sides.items()) if i % 2 == 0 else list(sides.items())[::-1]
             for name, p in order:
-                c64 = plain(argparse.Namespace(**{**vars(o), "seconds": LIMIT_SECONDS}), f"http://127.0.0.1:{p.port}", path, bodies("openai", "oa/plain"), 64, work)
+                c64 = plain(short, f"http://127.0.0.1:{p.port}", path, bodies("openai", "oa/plain"), 64, work)
                 got[name]["rps"].append(c64["rps"])
                 got[name]["others"].append(c64["others_pct"])
                 got[name]["errors"].append(c64["errors"])
