@@ -10,6 +10,7 @@ linear time, not a rescan per read; past ``max_event`` bytes it is ``EventTooLar
 """
 from __future__ import annotations
 
+import re
 from typing import NamedTuple, Protocol, Union
 
 
@@ -22,6 +23,13 @@ class Event(NamedTuple):
 
     name: str | None
     data: bytes | None
+
+
+# One event of an optional ``event:`` line and one ``data:`` line, nothing else (in bytes without "\r"),
+# fields as the general reading finds them (one space after the colon dropped)
+_SIMPLE = re.compile(rb"(?:event: ?(.*)\n)?data: ?(.*)\n\n").fullmatch
+_NAMES = {n.encode(): n for n in ("message_start", "content_block_start", "content_block_delta", "content_block_stop",
+                                  "message_delta", "message_stop", "ping", "error")}  # (Anthropic's, decoded once)
 
 
 class SSEFrame:
@@ -50,6 +58,11 @@ class SSEFrame:
     def _parse(self) -> None:
         self._parsed = True
         raw = self.raw
+        simple = _SIMPLE(raw) if raw.find(b"\r") < 0 else None  # the shape every provider sends: two C calls
+        if simple is not None:
+            name, self._data = simple.groups()
+            self._name = None if name is None else _NAMES.get(name) or name.decode("utf-8", "replace")
+            return
         if b"\r" in raw:
             raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         name: str | None = None

@@ -79,6 +79,19 @@ def test_all_streams_joined_cut_at_random() -> None:
         assert decode(pieces) == want
 
 
+def test_random_streams_of_awkward_pieces_read_as_the_rules_say() -> None:
+    """Streams made at random of the pieces a field line is built from (so the quick reading of the common
+    ``event: …\\ndata: …\\n\\n`` shape meets its near misses: no space, two spaces, ``\\r``, a second line, a comment)."""
+    tokens = [b"event", b"data", b"id", b":", b": ", b"  ", b"x", b"{}", "é".encode(), b"\r", b"\n", b"\r\n", b"\n\n"]
+    rnd = random.Random(11)
+    for _ in range(500):
+        raw = b"".join(rnd.choice(tokens) for _ in range(rnd.randint(1, 24))) + b"\n\n"
+        want = reference(raw)
+        assert decode([raw]) == want, raw
+        cut = rnd.randint(0, len(raw))
+        assert decode([raw[:cut], raw[cut:]]) == want, (raw, cut)
+
+
 def test_the_two_readings_of_a_blank_line_after_lf_agree() -> None:
     """``\n`` then ``\r\n`` is a line end and a blank line: two events, as the rules say."""
     assert decode([b"data: a\n\r\ndata: b\n\n"]) == [Event(None, b"a"), Event(None, b"b")]
