@@ -57,8 +57,8 @@ def check_routing(body: dict) -> dict:
 
 def hub_chunk(meta: Meta, delta: dict | None, finish: str | None = None, usage: dict | None = None) -> dict:
     """One hub ``chat.completion.chunk`` with a single choice; ``delta=None`` makes the ``choices: []`` usage chunk."""
-    c: dict[str, Any] = {"id": meta.id, "object": "chat.completion.chunk", "created": meta.created, "model": meta.model}
-    c["choices"] = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    c = {"id": meta.id, "object": "chat.completion.chunk", "created": meta.created, "model": meta.model,
+         "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]}
     if usage is not None:
         c["usage"] = usage
     return c

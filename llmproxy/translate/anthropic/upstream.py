@@ -427,9 +427,14 @@ async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> Asyn
         if not isinstance(data, dict):
             continue
         kind = event.name or data.get("type")  # the `event:` line is the dispatch key, as in Anthropic's SDK
-        if kind == "error":
+        if kind == "content_block_delta":  # (most events: looked at first)
+            delta = data.get("delta")
+            delta = _block_delta(blocks.get(data.get("index", 0)), delta) if isinstance(delta, dict) else None
+            if delta:
+                yield hub_chunk(meta, delta)
+        elif kind == "error":
             raise _error(200, data)
-        if kind == "message_start":
+        elif kind == "message_start":
             counts.update(usage_counts((data.get("message") or {}).get("usage")))
             yield hub_chunk(meta, {"role": "assistant", "content": ""})
         elif kind == "content_block_start":
@@ -443,11 +448,6 @@ async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> Asyn
                         "function": {"name": block.get("name") or "", "arguments": ""}}
                 yield hub_chunk(meta, {"tool_calls": [call]})
             for delta in _start_text(state, block):
-                yield hub_chunk(meta, delta)
-        elif kind == "content_block_delta":
-            delta = data.get("delta")
-            delta = _block_delta(blocks.get(data.get("index", 0)), delta) if isinstance(delta, dict) else None
-            if delta:
                 yield hub_chunk(meta, delta)
         elif kind == "content_block_stop":
             delta = _block_stop(blocks.pop(data.get("index", 0), None))
