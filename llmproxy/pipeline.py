@@ -39,7 +39,7 @@ class Front:
     """What the pipeline needs to know about a front door's format."""
 
     name: str  # openai | anthropic | ollama | responses
-    module: ModuleType  # request_from_client, response_to_client, stream_to_client, error_body, stream_error
+    module: ModuleType  # request_from_client, response_to_client, ToClient, error_body, stream_error
     stream_type: str  # content type of a stream to this client
     id_prefix: str
     wants_usage: Callable[[dict], bool] = lambda body: True

@@ -12,7 +12,7 @@ from aiohttp import web
 from .errors import ProxyError
 from .exchange import frames, open_upstream, request_bytes, stream_out, upstream_body, whole_answer
 from .pipeline import Call
-from .sse import FRAMERS, Frame
+from .sse import FRAMERS
 from .translate import BACKENDS
 from .upstream import UpstreamCall
 from .usage import Usage
@@ -54,36 +54,45 @@ async def chat(call: Call, to_hub: Callable[[dict], dict] | None = None) -> web.
         out = call.front.module.response_to_client(hub_resp, meta)
         return web.Response(body=orjson.dumps(out), content_type="application/json")
 
+    return await stream_out(call, up, _pieces(call, up, module.FromUpstream(meta), call.front.module.ToClient(meta),
+                                               FRAMERS[module.STREAM_DECODER](up.limit)), call.front.stream_type)
+
+
+async def _pieces(call: Call, up: UpstreamCall, decoder, encoder, framer) -> AsyncIterator[bytes]:  # noqa: ANN001 - FromUpstream, ToClient, Framer
+    """The client's bytes of each upstream read: its events through the backend's ``decoder`` to hub chunks, and
+    those through the front door's ``encoder``; the hub's usage noted on the way (a usage-only chunk the client
+    did not ask for is not passed on).  Reading stops at the backend's own end; then the last pieces."""
     wants_usage = call.front.wants_usage(call.body)
+    event, chunk = decoder.event, encoder.chunk
 
-    async def hub_chunks() -> AsyncIterator[dict]:
-        events = _events(up, FRAMERS[module.STREAM_DECODER](up.limit))
-        try:
-            async for chunk in module.stream_from_upstream(events, meta):
-                u = chunk.get("usage")
-                if u:
-                    call.usage = Usage.from_hub(u)
-                    if not chunk.get("choices") and not wants_usage:
-                        continue
-                yield chunk
-        finally:
-            await events.aclose()  # the translator may stop before the upstream's last bytes
+    def encode(chunks: list[dict]) -> list[bytes]:
+        out = []
+        for c in chunks:
+            u = c.get("usage")
+            if u:
+                call.usage = Usage.from_hub(u)
+                if not c.get("choices") and not wants_usage:
+                    continue
+            out.append(chunk(c))
+        return out
 
-    return await stream_out(call, up, call.front.module.stream_to_client(hub_chunks(), meta), call.front.stream_type)
-
-
-async def _events(up: UpstreamCall, framer) -> AsyncIterator[Frame]:  # noqa: ANN001 - a Framer
-    """The frames with data, one at a time, for a translator; ``up.pending`` counts those read and still to come."""
     batches = frames(up, framer)
     try:
         async for batch in batches:
-            left = len(batch)
-            for f in batch:
-                left -= 1
-                if f.data is None:
-                    continue
-                up.pending = left
-                yield f
+            out: list[bytes] = []
+            try:
+                for f in batch:
+                    if f.data is not None:
+                        out += encode(event(f))
+                        if decoder.done:
+                            break
+            except Exception:
+                if out:
+                    yield b"".join(out)  # what the events before the bad one made still goes out, then the error
+                raise
+            yield b"".join(out)
+            if decoder.done:
+                break
     finally:
-        up.pending = 0
-        await batches.aclose()
+        await batches.aclose()  # the backend's end may come before its last bytes
+    yield b"".join(encode(decoder.end())) + encoder.end()

@@ -35,7 +35,7 @@ class UpstreamCall:
     ``timeout.idle`` of the last, all within ``timeout.total``.
     """
 
-    __slots__ = ("backend", "resp", "status", "t0", "first_byte_ms", "url", "model", "stream", "pending", "watch", "limit", "cutoff", "_end")
+    __slots__ = ("backend", "resp", "status", "t0", "first_byte_ms", "url", "model", "stream", "watch", "limit", "cutoff", "_end")
 
     def __init__(self, backend: Backend, resp: Response, t0: float, url: str, model: str, stream: bool, watch: _Watch,
                  limit: int = 0, cutoff: float | None = None) -> None:
@@ -47,7 +47,6 @@ class UpstreamCall:
         self.url = url
         self.model = model
         self.stream = stream
-        self.pending = 0  # frames from bytes already read, not yet taken by the consumer (set by the reader)
         self.limit = limit  # bytes: the whole body (non-stream) or one event (stream); 0: no cap
         t = backend.timeout
         self._end = t0 + t.total  # loop.time() is time.monotonic()
@@ -58,8 +57,8 @@ class UpstreamCall:
         watch.deadline = min(self._end, t0 + t.first_byte)
 
     def ready(self) -> bool:
-        """More of the body can be had without waiting: frames pending, bytes buffered, or its end already in."""
-        return self.pending > 0 or self.resp.buffered or self.resp.complete
+        """More of the body can be had without waiting: bytes buffered, or its end already in."""
+        return self.resp.buffered or self.resp.complete
 
     def take(self) -> bytes:
         """The body bytes already in (b"" when none); raises ProxyError 502 if the body broke off."""

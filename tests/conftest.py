@@ -51,10 +51,28 @@ def check_golden(folder: str, name: str, data: bytes) -> None:
     assert data == path.read_bytes(), f"golden mismatch: {path}"
 
 
-async def async_items(items):  # noqa: ANN001, ANN201
-    """An async iterator over ``items``: what a translator reads its events or chunks from."""
-    for item in items:
-        yield item
+def from_upstream(module, events, meta):  # noqa: ANN001, ANN201
+    """A backend module's stream reader driven as the translated path drives it: each event with data
+    until the backend's own end, then ``end()``; the hub chunks one at a time (a test may stop at an error)."""
+    reader = module.FromUpstream(meta)
+    for ev in events:
+        if ev.data is None:
+            continue
+        yield from reader.event(ev)
+        if reader.done:
+            break
+    yield from reader.end()
+
+
+def to_client(writer, chunks):  # noqa: ANN001, ANN201
+    """A front door's stream writer over hub ``chunks``: each non-empty piece, then the closing bytes."""
+    for chunk in chunks:
+        piece = writer.chunk(chunk)
+        if piece:
+            yield piece
+    tail = writer.end()
+    if tail:
+        yield tail
 
 
 def splits(data: bytes, mode: str | int | list[int] | None, seed: int = 0) -> list[bytes]:

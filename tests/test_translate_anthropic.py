@@ -13,7 +13,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from conftest import async_items, check_golden
+from conftest import check_golden, from_upstream, to_client
 from llmproxy.errors import ProxyError
 from llmproxy.sse import Event, SSEFramer, events
 from llmproxy.translate import Meta
@@ -56,19 +56,19 @@ def decode(pieces: list[bytes]) -> list[Event]:
     return events(SSEFramer(), pieces)
 
 
-async def hub_stream(events: list[Event]) -> list[dict]:
+def hub_stream(events: list[Event]) -> list[dict]:
     """Hub chunks from upstream events; a raised ProxyError becomes a final ``{"raised": …}`` line."""
     out: list[dict] = []
     try:
-        async for chunk in A.stream_from_upstream(async_items(events), META):
+        for chunk in from_upstream(A, events, META):
             out.append(chunk)
     except ProxyError as err:
         out.append({"raised": {"status": err.status, "message": err.message}})
     return out
 
 
-async def client_stream(chunks: list[dict]) -> bytes:
-    return b"".join([b async for b in A.stream_to_client(async_items(chunks), META)])
+def client_stream(chunks: list[dict]) -> bytes:
+    return b"".join(to_client(A.ToClient(META), chunks))
 
 
 def jsonl(items: list[dict]) -> bytes:
@@ -81,12 +81,12 @@ def jsonl(items: list[dict]) -> bytes:
 @pytest.mark.parametrize("name", STREAMS)
 async def test_stream_golden(name: str) -> None:
     raw = sse_bytes(name)
-    chunks = await hub_stream(decode([raw]))
+    chunks = hub_stream(decode([raw]))
     golden(f"{name}.jsonl", jsonl(chunks))
     # 1 byte at a time through the decoder: identical hub output
-    assert await hub_stream(decode([raw[i : i + 1] for i in range(len(raw))])) == chunks
+    assert hub_stream(decode([raw[i : i + 1] for i in range(len(raw))])) == chunks
     if "raised" not in chunks[-1]:
-        golden(f"{name}.client.sse", await client_stream(chunks))
+        golden(f"{name}.client.sse", client_stream(chunks))
 
 
 def _event_spans(raw: bytes) -> list[int]:
@@ -124,12 +124,12 @@ def test_stream_split_at_every_byte(name: str) -> None:
 async def test_stream_truncated_before_message_stop_raises() -> None:
     raw = sse_bytes("stream-text.sse")
     cut = raw.index(b"event: message_stop")
-    chunks = await hub_stream(decode([raw[:cut]]))
+    chunks = hub_stream(decode([raw[:cut]]))
     assert chunks[-1] == {"raised": {"status": 502, "message": "Anthropic stream ended before message_stop"}}
 
 
 async def test_stream_only_empty_partial_json_becomes_empty_object() -> None:
-    chunks = await hub_stream(decode([sse_bytes("stream-parallel-tool-use-empty-args.sse")]))
+    chunks = hub_stream(decode([sse_bytes("stream-parallel-tool-use-empty-args.sse")]))
     args = [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks if c["choices"] and "tool_calls" in c["choices"][0]["delta"]]
     assert [a["function"]["arguments"] for a in args] == ["", "{}", "", "{}"]
     assert [a["index"] for a in args] == [0, 0, 1, 1]
@@ -137,7 +137,7 @@ async def test_stream_only_empty_partial_json_becomes_empty_object() -> None:
 
 
 async def test_stream_usage_counts_cache_and_iterations() -> None:
-    chunks = await hub_stream(decode([sse_bytes("stream-cache-read-unknown-block.sse")]))
+    chunks = hub_stream(decode([sse_bytes("stream-cache-read-unknown-block.sse")]))
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
     assert text == "Hello! 👋"  # the compaction block is ignored
     usage = chunks[-1]["usage"]
@@ -148,7 +148,7 @@ async def test_stream_usage_counts_cache_and_iterations() -> None:
 
 
 async def test_stream_error_event_is_overloaded_529() -> None:
-    chunks = await hub_stream(decode([sse_bytes("stream-error-event-docs.sse")]))
+    chunks = hub_stream(decode([sse_bytes("stream-error-event-docs.sse")]))
     assert chunks == [{"raised": {"status": 529, "message": "Overloaded"}}]
 
 
@@ -476,7 +476,7 @@ def parse_client_stream(data: bytes) -> list[tuple[str, dict]]:
 
 
 async def test_stream_to_client_grammar() -> None:
-    events = parse_client_stream(await client_stream(SCRIPTED))
+    events = parse_client_stream(client_stream(SCRIPTED))
     names = [n for n, _ in events]
     assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"]
     open_index = None
@@ -502,10 +502,10 @@ async def test_stream_to_client_grammar() -> None:
 
 
 async def test_stream_to_client_message_delta_waits_for_usage_and_empty_stream() -> None:
-    events = parse_client_stream(await client_stream([chunk({"content": "x"}), chunk({}, "length"), chunk(usage=HUB_USAGE)]))
+    events = parse_client_stream(client_stream([chunk({"content": "x"}), chunk({}, "length"), chunk(usage=HUB_USAGE)]))
     assert events[-2][1]["delta"]["stop_reason"] == "max_tokens"
     assert events[-2][1]["usage"]["output_tokens"] == 12
-    events = parse_client_stream(await client_stream([]))
+    events = parse_client_stream(client_stream([]))
     assert [n for n, _ in events] == ["message_start", "message_delta", "message_stop"]
 
 
@@ -514,7 +514,7 @@ async def test_stream_to_client_refuses_interleaved_tool_fragments() -> None:
               chunk({"tool_calls": [{"index": 1, "id": "b", "function": {"name": "g", "arguments": "{}"}}]}),
               chunk({"tool_calls": [{"index": 0, "function": {"arguments": "}"}}]})]
     with pytest.raises(ProxyError):
-        await client_stream(chunks)
+        client_stream(chunks)
 
 
 def test_error_body_and_stream_error() -> None:
@@ -544,7 +544,7 @@ async def sdk_server():
                                 content_type="application/json")
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         await resp.prepare(request)
-        async for event in A.stream_to_client(async_items(served["chunks"]), META):
+        for event in to_client(A.ToClient(META), served["chunks"]):
             await resp.write(event)
         await resp.write_eof()
         return resp
@@ -581,7 +581,7 @@ async def test_sdk_parses_scripted_stream(sdk_server) -> None:
 async def test_sdk_parses_round_tripped_fixture(sdk_server, name: str) -> None:
     """Anthropic fixture -> hub -> our Anthropic stream -> SDK: the same content comes out."""
     client, served = sdk_server
-    served["chunks"] = await hub_stream(decode([sse_bytes(name)]))
+    served["chunks"] = hub_stream(decode([sse_bytes(name)]))
     async with client.messages.stream(model="claude-x", max_tokens=100, messages=[{"role": "user", "content": "hi"}]) as s:
         message = await s.get_final_message()
     original = [e for e in parse_client_stream(sse_bytes(name)) if e[0] == "content_block_start"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import async_items, check_golden
+from conftest import check_golden, from_upstream, to_client
 from llmproxy.errors import ProxyError
 from llmproxy.mock import gemini as mock_gemini
 from llmproxy.sse import Event, JSONArrayFramer, SSEFramer, events
@@ -46,11 +46,11 @@ def decode(pieces: list[bytes], framer: type) -> list[Event]:
     return events(framer(), pieces)
 
 
-async def translate(events: list[Event]) -> bytes:
+def translate(events: list[Event]) -> bytes:
     """Hub chunks as JSONL bytes; a raised ProxyError becomes a last ``{"error": …}`` line."""
     lines = []
     try:
-        async for chunk in g.stream_from_upstream(async_items(events), META):
+        for chunk in from_upstream(g, events, META):
             lines.append(orjson.dumps(chunk))
     except ProxyError as exc:
         lines.append(orjson.dumps({"error": {"status": exc.status, "message": exc.message}}))
@@ -75,24 +75,24 @@ def test_every_fixture_has_a_golden_test():
 
 
 @pytest.mark.parametrize("name", STREAMS)
-async def test_stream_golden(name):
+def test_stream_golden(name):
     raw, dec = stream_bytes(name)
     golden(name.rsplit(".", 2 if name.endswith(".chunks.jsonl") else 1)[0] + ".jsonl",
-                 await translate(decode([raw], dec)))
+                 translate(decode([raw], dec)))
 
 
 @pytest.mark.parametrize("name", STREAMS)
-async def test_stream_split_everywhere(name):
+def test_stream_split_everywhere(name):
     raw, dec = stream_bytes(name)
     whole = decode([raw], dec)
-    expected = await translate(whole)
+    expected = translate(whole)
     for cut in range(1, len(raw)):
         events = decode([raw[:cut], raw[cut:]], dec)
         assert events == whole, f"split at byte {cut}"
-    assert await translate(decode([raw[i : i + 1] for i in range(len(raw))], dec)) == expected
+    assert translate(decode([raw[i : i + 1] for i in range(len(raw))], dec)) == expected
     # Every split gives the same events; translate a spread of them end to end too.
     for cut in range(1, len(raw), max(1, len(raw) // 50)):
-        assert await translate(decode([raw[:cut], raw[cut:]], dec)) == expected
+        assert translate(decode([raw[:cut], raw[cut:]], dec)) == expected
 
 
 @pytest.mark.parametrize("name", fixture_names("nonstream-"))
@@ -161,63 +161,63 @@ def test_golden_content_by_hand():
                                 "completion_tokens_details": {"reasoning_tokens": 42}}
 
 
-async def test_stream_eof_without_finish_reason_is_502():
+def test_stream_eof_without_finish_reason_is_502():
     raw = (FIXTURES / "stream-text.sse").read_bytes()
     events = decode([raw], SSEFramer)[:2]
     out = []
     with pytest.raises(ProxyError) as exc:
-        async for chunk in g.stream_from_upstream(async_items(events), META):
+        for chunk in from_upstream(g, events, META):
             out.append(chunk)
     assert exc.value.status == 502 and "finishReason" in exc.value.message
     assert [c["choices"][0]["delta"] for c in out] == [{"role": "assistant", "content": ""}, {"content": "The"},
                                                        {"content": " capital of France"}]
 
 
-async def test_empty_stream_is_502():
+def test_empty_stream_is_502():
     with pytest.raises(ProxyError) as exc:
-        async for _ in g.stream_from_upstream(async_items([]), META):
+        for _ in from_upstream(g, [], META):
             pass
     assert exc.value.status == 502
 
 
-async def test_array_wrapped_error_inside_json_array_stream():
+def test_array_wrapped_error_inside_json_array_stream():
     events = decode([(FIXTURES / "error-400-array-wrapped.json").read_bytes()], JSONArrayFramer)
     with pytest.raises(ProxyError) as exc:
-        async for _ in g.stream_from_upstream(async_items(events), META):
+        for _ in from_upstream(g, events, META):
             pass
     assert exc.value.status == 400 and exc.value.message == "API key not valid. Please pass a valid API key."
 
 
-async def test_error_element_after_chunks_in_json_array_stream():
+def test_error_element_after_chunks_in_json_array_stream():
     raw = (b'[{"candidates":[{"content":{"parts":[{"text":"Hi"}],"role":"model"}}]}\n,\n'
            b'{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}\n]')
     out = []
     with pytest.raises(ProxyError) as exc:
-        async for chunk in g.stream_from_upstream(async_items(decode([raw], JSONArrayFramer)), META):
+        for chunk in from_upstream(g, decode([raw], JSONArrayFramer), META):
             out.append(chunk)
     assert (exc.value.status, exc.value.message) == (503, "The model is overloaded.")
     assert out[-1]["choices"][0]["delta"] == {"content": "Hi"}
 
 
-async def test_stream_prompt_blocked_and_safety():
+def test_stream_prompt_blocked_and_safety():
     blocked = [Event(None, b'{"promptFeedback":{"blockReason":"PROHIBITED_CONTENT"},"usageMetadata":{"promptTokenCount":7,"totalTokenCount":7}}')]
-    out = [c async for c in g.stream_from_upstream(async_items(blocked), META)]
+    out = list(from_upstream(g, blocked, META))
     assert out[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert out[1]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "content_filter"}
     assert out[2]["usage"]["prompt_tokens"] == 7
     for reason, want in [("SAFETY", "content_filter"), ("IMAGE_SAFETY", "content_filter"), ("SPII", "content_filter"),
                          ("MAX_TOKENS", "length"), ("MALFORMED_FUNCTION_CALL", "stop"), ("OTHER", "stop")]:
         ev = [Event(None, orjson.dumps({"candidates": [{"content": {}, "finishReason": reason}]}))]
-        out = [c async for c in g.stream_from_upstream(async_items(ev), META)]
+        out = list(from_upstream(g, ev, META))
         assert out[-1]["choices"][0]["finish_reason"] == want and len(out) == 2  # no usage reported -> no usage chunk
 
 
-async def test_stream_two_candidates_and_parallel_calls():
+def test_stream_two_candidates_and_parallel_calls():
     ev = [Event(None, orjson.dumps({"candidates": [
         {"index": 0, "content": {"parts": [{"functionCall": {"name": "a", "args": {"x": 1}}},
                                            {"functionCall": {"name": "b"}}]}, "finishReason": "STOP"},
         {"index": 1, "content": {"parts": [{"text": "two"}]}, "finishReason": "STOP"}]}))]
-    out = [c async for c in g.stream_from_upstream(async_items(ev), META)]
+    out = list(from_upstream(g, ev, META))
     deltas = [(c["choices"][0]["index"], c["choices"][0]["delta"], c["choices"][0]["finish_reason"]) for c in out]
     assert deltas[1][1]["tool_calls"][0]["id"] == "call_chatcmpl-gem1_0"
     assert deltas[2][1]["tool_calls"][0] == {"index": 1, "id": "call_chatcmpl-gem1_1", "type": "function",
@@ -226,7 +226,7 @@ async def test_stream_two_candidates_and_parallel_calls():
     assert deltas[-2:] == [(0, {}, "tool_calls"), (1, {}, "stop")]
 
 
-async def test_partial_args_nested_paths_and_eof_close():
+def test_partial_args_nested_paths_and_eof_close():
     fc = [{"functionCall": {"name": "f", "willContinue": True}},
           {"functionCall": {"partialArgs": [{"jsonPath": "$.a.b", "stringValue": "he", "willContinue": True}], "willContinue": True}},
           {"functionCall": {"partialArgs": [{"jsonPath": "$.a.b", "stringValue": "llo"},
@@ -235,7 +235,7 @@ async def test_partial_args_nested_paths_and_eof_close():
                             "willContinue": True}}]
     ev = [Event(None, orjson.dumps({"candidates": [{"content": {"parts": [p]}}]})) for p in fc]
     ev.append(Event(None, b'{"candidates":[{"content":{"parts":[]},"finishReason":"STOP"}]}'))
-    out = [c async for c in g.stream_from_upstream(async_items(ev), META)]
+    out = list(from_upstream(g, ev, META))
     calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in out if c["choices"] and "tool_calls" in c["choices"][0]["delta"]]
     assert orjson.loads(calls[1]["function"]["arguments"]) == {"a": {"b": "hello"}, "n": 3, "l": [True], "q k": None}
     assert out[-1]["choices"][0]["finish_reason"] == "tool_calls"
@@ -568,13 +568,13 @@ def test_response_to_client_round_trip():
 
 
 @pytest.mark.parametrize("name", STREAMS)
-async def test_stream_to_client_round_trip(name):
+def test_stream_to_client_round_trip(name):
     """Hub chunks -> Gemini SSE bytes -> decoded again gives the same text, reasoning, calls, finish and usage."""
     raw, dec = stream_bytes(name)
-    hub = [orjson.loads(line) for line in (await translate(decode([raw], dec))).splitlines()]
-    wire = [b async for b in mock_gemini.stream_to_client(async_items(hub), META)]
+    hub = [orjson.loads(line) for line in (translate(decode([raw], dec))).splitlines()]
+    wire = list(to_client(mock_gemini.ToClient(META), hub))
     assert all(w.startswith(b"data: {") and w.endswith(b"}\r\n\r\n") for w in wire)
-    again = [orjson.loads(line) for line in (await translate(decode([b"".join(wire)], SSEFramer))).splitlines()]
+    again = [orjson.loads(line) for line in (translate(decode([b"".join(wire)], SSEFramer))).splitlines()]
 
     def summary(chunks):
         text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])

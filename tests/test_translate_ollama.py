@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from conftest import async_items, check_golden
+from conftest import check_golden, from_upstream, to_client
 from llmproxy.errors import ProxyError
 from llmproxy.sse import FRAMERS, events
 from llmproxy.translate import Meta
@@ -34,11 +34,11 @@ def _events(data: bytes, pieces: list[bytes] | None = None) -> list:
     return events(FRAMERS[ol.STREAM_DECODER](), pieces if pieces is not None else [data])
 
 
-async def _run_stream(events) -> list[dict]:
+def _run_stream(events) -> list[dict]:
     """Hub chunks of a stream, and a final {"error": {...}} record if the translator raised."""
     out: list[dict] = []
     try:
-        async for chunk in ol.stream_from_upstream(async_items(events), META):
+        for chunk in from_upstream(ol, events, META):
             out.append(chunk)
     except ProxyError as e:
         out.append({"error": {"status": e.status, "message": e.message}})
@@ -64,8 +64,8 @@ def test_golden_nonstream(name):
 
 
 @pytest.mark.parametrize("name", _fixture_names("stream-*.ndjson"))
-async def test_golden_stream(name):
-    chunks = await _run_stream(_events((FIXTURES / name).read_bytes()))
+def test_golden_stream(name):
+    chunks = _run_stream(_events((FIXTURES / name).read_bytes()))
     golden(name.replace(".ndjson", ".jsonl"), _jsonl(chunks))
 
 
@@ -77,13 +77,13 @@ def test_golden_error(name):
 
 
 @pytest.mark.parametrize("name", _fixture_names("stream-*.ndjson"))
-async def test_stream_split_at_every_byte(name):
+def test_stream_split_at_every_byte(name):
     data = (FIXTURES / name).read_bytes()
-    want = _jsonl(await _run_stream(_events(data)))
+    want = _jsonl(_run_stream(_events(data)))
     for cut in range(1, len(data)):
-        assert _jsonl(await _run_stream(_events(data, [data[:cut], data[cut:]]))) == want, cut
+        assert _jsonl(_run_stream(_events(data, [data[:cut], data[cut:]]))) == want, cut
     one_by_one = [data[i : i + 1] for i in range(len(data))]
-    assert _jsonl(await _run_stream(_events(data, one_by_one))) == want
+    assert _jsonl(_run_stream(_events(data, one_by_one))) == want
 
 
 def test_golden_facts():
@@ -104,24 +104,24 @@ def test_golden_facts():
     assert hub["usage"]["total_tokens"] == 105
 
 
-async def test_stream_facts():
-    chunks = await _run_stream(_events((FIXTURES / "stream-text-tail.ndjson").read_bytes()))
+def test_stream_facts():
+    chunks = _run_stream(_events((FIXTURES / "stream-text-tail.ndjson").read_bytes()))
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c.get("choices")) == " these times of day."
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["prompt_tokens"] == 10
     assert chunks[-1]["usage"]["completion_tokens"] == 239
-    chunks = await _run_stream(_events((FIXTURES / "stream-tool-call-docs.ndjson").read_bytes()))
+    chunks = _run_stream(_events((FIXTURES / "stream-tool-call-docs.ndjson").read_bytes()))
     assert chunks[1]["choices"][0]["delta"]["tool_calls"] == [
         {"index": 0, "id": "call_chatcmpl-ol1_0", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Tokyo"}'}}
     ]
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
-    chunks = await _run_stream(_events((FIXTURES / "stream-error-midstream-docs.ndjson").read_bytes()))
+    chunks = _run_stream(_events((FIXTURES / "stream-error-midstream-docs.ndjson").read_bytes()))
     assert chunks[-1] == {"error": {"status": 502, "message": "an error was encountered while running the model"}}
-    chunks = await _run_stream(_events((FIXTURES / "stream-tool-call-blog-excerpt.ndjson").read_bytes()))
+    chunks = _run_stream(_events((FIXTURES / "stream-tool-call-blog-excerpt.ndjson").read_bytes()))
     assert chunks[-1]["error"]["status"] == 502  # the excerpt has no done:true line: a truncated stream
 
 
-async def test_stream_variants():
+def test_stream_variants():
     lines = [
         {"model": "m", "message": {"role": "assistant", "content": "", "thinking": "hmm"}, "done": False},
         {"model": "m", "message": {"role": "assistant", "content": "", "tool_calls": [
@@ -129,20 +129,20 @@ async def test_stream_variants():
             {"function": {"name": "b", "arguments": {"x": [1]}}}]}, "done": False},
         {"model": "m", "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "length"},
     ]
-    chunks = await _run_stream(_events(b"".join(orjson.dumps(x) + b"\n" for x in lines)))
+    chunks = _run_stream(_events(b"".join(orjson.dumps(x) + b"\n" for x in lines)))
     assert chunks[1]["choices"][0]["delta"] == {"reasoning_content": "hmm"}
     assert chunks[2]["choices"][0]["delta"]["tool_calls"][0]["id"] == "call_up"
     assert chunks[3]["choices"][0]["delta"]["tool_calls"][0] == {
         "index": 1, "id": "call_chatcmpl-ol1_1", "type": "function", "function": {"name": "b", "arguments": '{"x":[1]}'}}
     assert chunks[4]["choices"][0]["finish_reason"] == "tool_calls"
     assert chunks[5]["usage"]["prompt_tokens"] == 0 and chunks[5]["usage"]["completion_tokens"] == 0
-    chunks = await _run_stream(_events(orjson.dumps(lines[2]) + b"\n"))
+    chunks = _run_stream(_events(orjson.dumps(lines[2]) + b"\n"))
     assert chunks[1]["choices"][0]["finish_reason"] == "length"
     for reason in ("load", "unload", None):
         final = {"done": True, "done_reason": reason, "message": {"role": "assistant", "content": ""}}
-        chunks = await _run_stream(_events(orjson.dumps(final)))
+        chunks = _run_stream(_events(orjson.dumps(final)))
         assert chunks[1]["choices"][0]["finish_reason"] == "stop"
-    chunks = await _run_stream(_events(b'{"error":"boom"}\n'))
+    chunks = _run_stream(_events(b'{"error":"boom"}\n'))
     assert chunks == [{"error": {"status": 502, "message": "boom"}}]  # nothing emitted before the error
 
 
@@ -395,9 +395,12 @@ def test_nonstream_round_trip(name):
     assert (back["prompt_eval_count"], back["eval_count"]) == (orig["prompt_eval_count"], orig["eval_count"])
 
 
-async def _encode(chunks, fn=ol.stream_to_client) -> list[dict]:
-    lines = [line async for line in fn(async_items(chunks), META)]
-    assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in lines)
+def _encode(chunks, writer=ol.ToClient) -> list[dict]:
+    """The NDJSON objects a writer makes of ``chunks``: each piece whole lines, each line one object."""
+    pieces = list(to_client(writer(META), chunks))
+    assert all(piece.endswith(b"\n") for piece in pieces)
+    lines = b"".join(pieces).split(b"\n")[:-1]
+    assert all(lines)
     return [orjson.loads(line) for line in lines]
 
 
@@ -420,8 +423,8 @@ HUB_TOOL_STREAM = [
 ]
 
 
-async def test_stream_to_client():
-    lines = await _encode(HUB_TOOL_STREAM)
+def test_stream_to_client():
+    lines = _encode(HUB_TOOL_STREAM)
     assert [x["message"] for x in lines[:-1]] == [
         {"role": "assistant", "content": "", "thinking": "think"},
         {"role": "assistant", "content": "Let me check."},
@@ -435,20 +438,20 @@ async def test_stream_to_client():
                          "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop",
                          "total_duration": 0, "load_duration": 0, "prompt_eval_count": 20, "prompt_eval_duration": 0,
                          "eval_count": 7, "eval_duration": 0}
-    gen = await _encode(HUB_TOOL_STREAM, ol.stream_to_generate)
+    gen = _encode(HUB_TOOL_STREAM, ol.ToGenerate)
     assert [x.get("response") for x in gen] == ["", "Let me check.", "", ""]
     assert gen[0]["thinking"] == "think" and gen[-1]["prompt_eval_count"] == 20
     bad = [_c({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": '{"a":'}}]}), _c({}, "tool_calls")]
     with pytest.raises(ProxyError) as info:
-        await _encode(bad)
+        _encode(bad)
     assert info.value.status == 502
 
 
 @pytest.mark.parametrize("name", ["stream-text-tail.ndjson", "stream-tool-call-docs.ndjson"])
-async def test_stream_round_trip(name):
+def test_stream_round_trip(name):
     """Ollama stream -> hub -> Ollama stream: same text, tool calls, reason and counts."""
     orig = [orjson.loads(e.data) for e in _events((FIXTURES / name).read_bytes())]
-    back = await _encode(await _run_stream(_events((FIXTURES / name).read_bytes())))
+    back = _encode(_run_stream(_events((FIXTURES / name).read_bytes())))
     assert "".join(x["message"]["content"] for x in back) == "".join(x["message"]["content"] for x in orig)
     calls = lambda xs: [tc["function"]["arguments"] for x in xs for tc in x["message"].get("tool_calls", [])]  # noqa: E731
     assert calls(back) == calls(orig)
@@ -492,8 +495,8 @@ async def _serve(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
     chunks = HUB_TOOL_STREAM if wants_tools else HUB_TEXT_STREAM
-    async for line in (ol.stream_to_generate if generate else ol.stream_to_client)(async_items(chunks), META):
-        await resp.write(line)
+    for piece in to_client((ol.ToGenerate if generate else ol.ToClient)(META), chunks):
+        await resp.write(piece)
     if body.get("options", {}).get("seed") == 666:  # a mid-stream failure after the answer
         await resp.write(ol.stream_error(ProxyError(502, "backend went away")))
     await resp.write_eof()

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from conftest import async_items, check_golden, fixture_bytes, sse_wire
+from conftest import check_golden, fixture_bytes, from_upstream, sse_wire, to_client
 from llmproxy.errors import ProxyError
 from llmproxy.sse import FRAMERS, SSEFramer, events
 from llmproxy.translate import Meta
@@ -110,14 +110,15 @@ def golden_name(fixture: str, suffix: str) -> str:
     return fixture.replace("/", "-").rsplit(".", 1)[0] + suffix
 
 
-async def hub_chunks(fixture: str, pieces: list[bytes] | None = None) -> list[dict]:
+def hub_chunks(fixture: str, pieces: list[bytes] | None = None) -> list[dict]:
     mod = BACKENDS[fixture.split("/")[0]]
     framed = events(FRAMERS[mod.STREAM_DECODER](), pieces or [fixture_bytes(fixture)])
-    return [c async for c in mod.stream_from_upstream(async_items(framed), META)]
+    return list(from_upstream(mod, framed, META))
 
 
-async def responses_events(chunks: list[dict], request: dict = REQUEST) -> list[dict]:
-    return [e async for e in R.stream_events(async_items(chunks), META, request)]
+def responses_events(chunks: list[dict], request: dict = REQUEST) -> list[dict]:
+    writer = R.Events(META, request)
+    return [e for c in chunks for e in writer.chunk(c)] + writer.end()
 
 
 def sse_of(evs: list[dict]) -> bytes:
@@ -126,8 +127,10 @@ def sse_of(evs: list[dict]) -> bytes:
 
 @pytest.mark.parametrize("fixture", HUB_STREAMS)
 async def test_stream_golden(fixture: str) -> None:
-    evs = await responses_events(await hub_chunks(fixture))
+    chunks = hub_chunks(fixture)
+    evs = responses_events(chunks)
     golden(golden_name(fixture, ".events.sse"), sse_of(evs))
+    assert b"".join(to_client(R.ToClient(META, REQUEST), chunks)) == sse_of(evs)
     check_grammar(evs)
 
 
@@ -135,9 +138,9 @@ async def test_stream_golden(fixture: str) -> None:
 async def test_stream_split_at_every_byte(fixture: str) -> None:
     """The upstream bytes cut in two at every boundary: the same Responses stream comes out."""
     raw = fixture_bytes(fixture)
-    whole = await responses_events(await hub_chunks(fixture))
+    whole = responses_events(hub_chunks(fixture))
     for i in range(1, len(raw)):
-        assert await responses_events(await hub_chunks(fixture, [raw[:i], raw[i:]])) == whole, i
+        assert responses_events(hub_chunks(fixture, [raw[:i], raw[i:]])) == whole, i
 
 
 def check_grammar(evs: list[dict]) -> None:
@@ -172,7 +175,7 @@ async def test_nonstream_is_what_the_stream_ends_with() -> None:
     chunks = [hub_chunk(META, {"role": "assistant", "content": message["content"]}),
               hub_chunk(META, {"tool_calls": [{"index": 0, **message["tool_calls"][0]}]}),
               hub_chunk(META, {}, "tool_calls"), hub_chunk(META, None, usage=hub["usage"])]
-    assert (await responses_events(chunks))[-1]["response"] == R.response_to_client(hub, META, REQUEST)
+    assert responses_events(chunks)[-1]["response"] == R.response_to_client(hub, META, REQUEST)
 
 
 # ---------------------------------------------------------------- scripted hub chunks: every kind of item
@@ -198,7 +201,7 @@ SCRIPTED = [
 
 
 async def test_scripted_stream_every_item_kind() -> None:
-    evs = await responses_events(SCRIPTED)
+    evs = responses_events(SCRIPTED)
     check_grammar(evs)
     golden("scripted.events.sse", sse_of(evs))
     final = evs[-1]["response"]
@@ -220,11 +223,11 @@ async def test_scripted_stream_every_item_kind() -> None:
 
 
 async def test_stream_cut_short_is_incomplete_and_empty_stream_completes() -> None:
-    evs = await responses_events([hub_chunk(META, {"content": "x"}), hub_chunk(META, {}, "length")])
+    evs = responses_events([hub_chunk(META, {"content": "x"}), hub_chunk(META, {}, "length")])
     assert evs[-1]["type"] == "response.incomplete"
     assert evs[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
     assert evs[-1]["response"]["output"][0]["status"] == "incomplete"
-    evs = await responses_events([])
+    evs = responses_events([])
     assert [e["type"] for e in evs] == ["response.created", "response.in_progress", "response.completed"]
     assert evs[-1]["response"]["output"] == [] and evs[-1]["response"]["usage"] is None
 
@@ -234,7 +237,7 @@ async def test_stream_refuses_interleaved_tool_fragments() -> None:
               hub_chunk(META, {"tool_calls": [{"index": 1, "id": "b", "function": {"name": "g", "arguments": "{}"}}]}),
               hub_chunk(META, {"tool_calls": [{"index": 0, "function": {"arguments": "}"}}]})]
     with pytest.raises(ProxyError):
-        await responses_events(chunks)
+        responses_events(chunks)
 
 
 def test_failed_events() -> None:
@@ -407,7 +410,7 @@ async def sdk_server(aiohttp_server):
             return web.json_response(R.response_to_client(served["answer"], META, body))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        async for piece in R.stream_to_client(async_items(served["chunks"]), META, body):
+        for piece in to_client(R.ToClient(META, body), served["chunks"]):
             await resp.write(piece)
         for ev in served.get("then", ()):
             await resp.write(R.event_bytes(ev))
@@ -437,7 +440,7 @@ async def test_sdk_stream_helper_accepts_every_item_kind(sdk_server) -> None:
 @pytest.mark.parametrize("fixture", HUB_STREAMS)
 async def test_sdk_stream_helper_accepts_round_tripped_fixture(sdk_server, fixture: str) -> None:
     client, served = sdk_server
-    served["chunks"] = await hub_chunks(fixture)
+    served["chunks"] = hub_chunks(fixture)
     async with client.responses.stream(model="m", input="hi", tools=REQUEST["tools"][:1]) as stream:
         events_seen = [e async for e in stream]
     final = events_seen[-1].response
@@ -449,7 +452,7 @@ async def test_sdk_stream_helper_accepts_round_tripped_fixture(sdk_server, fixtu
 
 async def test_sdk_create_streamed_and_not(sdk_server) -> None:
     client, served = sdk_server
-    served["chunks"] = await hub_chunks("openai/stream-tool-call-usage.sse")
+    served["chunks"] = hub_chunks("openai/stream-tool-call-usage.sse")
     stream = await client.responses.create(model="m", input="hi", stream=True, tools=REQUEST["tools"][:1])
     evs = [e async for e in stream]
     assert evs[-1].type == "response.completed" and evs[-1].response.output[0].type == "function_call"

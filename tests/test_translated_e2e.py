@@ -254,8 +254,10 @@ async def _raw_stream(p, model: str) -> bytes:  # noqa: ANN001
     ("ollama", b'{"error":"an error was encountered while running the model"}\n', "an error was encountered while running the model", 502),
     ("gemini", b"", "Gemini stream ended", 502),
 ], ids=["anthropic-event-error", "ollama-error-line", "gemini-eof-without-finish"])
-async def test_midstream_error_ends_stream_cleanly(upstream, proxy, fmt, tail, message, status):
-    """Text already sent, then the upstream fails: the client gets a final ``data: {"error":…}`` and a clean end."""
+@pytest.mark.parametrize("split", ["random", None], ids=["random-reads", "one-read"])
+async def test_midstream_error_ends_stream_cleanly(upstream, proxy, fmt, tail, message, status, split):
+    """Text already sent, then the upstream fails: the client gets a final ``data: {"error":…}`` and a clean end.
+    In one read with the error too, the text the events before it made still goes out first."""
     if fmt == "anthropic":  # a real stream cut after its first text delta, then the documented error event
         events = wire(fmt, "stream-text.sse").split(b"\n\n")
         head = b"\n\n".join(e for e in events if b"message_delta" not in e and b"message_stop" not in e and b"content_block_stop" not in e) + b"\n\n"
@@ -264,7 +266,7 @@ async def test_midstream_error_ends_stream_cleanly(upstream, proxy, fmt, tail, m
     else:
         head = wire(fmt, "stream-text.sse").split(b"\r\n\r\n")[0] + b"\r\n\r\n"
         assert b"finishReason" not in head
-    up = await upstream({chat_path(fmt, True): Reply(head + tail, content_type=CTYPE[fmt], split="random")})
+    up = await upstream({chat_path(fmt, True): Reply(head + tail, content_type=CTYPE[fmt], split=split)})
     p = await proxy(config(up.url))
     raw = await _raw_stream(p, MODEL[fmt])
     events = [e for e in raw.split(b"\n\n") if e]
@@ -482,10 +484,6 @@ async def test_a_stream_event_that_is_not_json_is_a_502_naming_the_provider(fmt,
     from llmproxy.sse import Event
     from llmproxy.translate import BACKENDS, Meta
 
-    async def events():
-        yield Event("message_start" if fmt == "anthropic" else None, b"<html>oops</html>")
-
     with pytest.raises(ProxyError) as e:
-        async for _ in BACKENDS[fmt].stream_from_upstream(events(), Meta("chatcmpl-x", 0, "m")):
-            pass
+        BACKENDS[fmt].FromUpstream(Meta("chatcmpl-x", 0, "m")).event(Event("message_start" if fmt == "anthropic" else None, b"<html>oops</html>"))
     assert e.value.status == 502 and e.value.message.startswith(f"{provider} sent a stream event that is not JSON: b'<html>")

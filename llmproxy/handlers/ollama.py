@@ -25,7 +25,7 @@ OLLAMA = Front("ollama", fmt, "application/x-ndjson", "ollama-", default_stream=
 # /api/generate: the same format with the generate-shaped request and answers.
 GENERATE = Front("ollama", SimpleNamespace(  # type: ignore[arg-type]
     request_from_client=fmt.request_from_generate, response_to_client=fmt.response_to_generate,
-    stream_to_client=fmt.stream_to_generate, error_body=fmt.error_body, stream_error=fmt.stream_error,
+    ToClient=fmt.ToGenerate, error_body=fmt.error_body, stream_error=fmt.stream_error,
 ), "application/x-ndjson", "ollama-", default_stream=True)
 
 EMBED = Front("ollama", fmt, "application/json", "ollama-")  # never streamed

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -138,18 +138,9 @@ class Turn:
         self.keep(response)
         return response
 
-    async def stream_to_client(self, chunks: AsyncIterator[dict], meta: Meta) -> AsyncIterator[bytes]:
+    def ToClient(self, meta: Meta) -> Writer:  # noqa: N802 - the front-door module's name for a stream's writer
         assert self.call is not None
-        async for ev in fmt.stream_events(chunks, meta, self.call.body):
-            kind = ev["type"]
-            self.seq = ev["sequence_number"]
-            if kind == "response.created":
-                self.sent = ev["response"]
-            elif kind == "response.output_item.done":
-                self.output.append(ev["item"])
-            elif kind in ("response.completed", "response.incomplete"):
-                self.keep(ev["response"])  # before the client can read it: a follow-up at once finds it
-            yield fmt.event_bytes(ev)
+        return Writer(self, fmt.Events(meta, self.call.body))
 
     def stream_error(self, err: ProxyError) -> bytes:
         """After the first byte: ``error`` and ``response.failed`` in the stream's order (a relay's: ``error`` only)."""
@@ -165,6 +156,38 @@ class Turn:
             return
         conversation = self.history() + fmt.input_items(call.body)
         self.store.put(Stored(response["id"], time.time(), call.row.client, call.target.backend.name, input=conversation, response=response))
+
+
+class Writer:
+    """One translated stream's writer (``Turn.ToClient``): each event's bytes, noted in the ``Turn`` on the way —
+    the last sequence number, the response ``response.created`` carried, the finished items, and the
+    final response, kept before the client can read it (a follow-up at once finds it)."""
+
+    __slots__ = ("turn", "events")
+
+    def __init__(self, turn: Turn, events: fmt.Events) -> None:
+        self.turn, self.events = turn, events
+
+    def chunk(self, chunk: dict) -> bytes:
+        return self.note(self.events.chunk(chunk))
+
+    def end(self) -> bytes:
+        return self.note(self.events.end())
+
+    def note(self, evs: list[dict]) -> bytes:
+        turn = self.turn
+        out = []
+        for ev in evs:
+            kind = ev["type"]
+            turn.seq = ev["sequence_number"]
+            if kind == "response.created":
+                turn.sent = ev["response"]
+            elif kind == "response.output_item.done":
+                turn.output.append(ev["item"])
+            elif kind in ("response.completed", "response.incomplete"):
+                turn.keep(ev["response"])
+            out.append(fmt.event_bytes(ev))
+        return b"".join(out)
 
 
 class RelayTap:

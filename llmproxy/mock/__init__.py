@@ -146,9 +146,12 @@ async def _answer(request: web.Request, fmt_name: str, hub_of, stream_of) -> web
     chunks = hub_stream(hub, meta, request.app[CHUNKS], request.app[DELAY])
     if fmt_name == "openai" and not oai.wants_usage(body):
         chunks = _without_usage(chunks)
-    async for piece in mod.stream_to_client(chunks, meta):
-        await resp.write(piece)
-    await resp.write_eof()
+    out = mod.ToClient(meta)
+    async for chunk in chunks:
+        piece = out.chunk(chunk)
+        if piece:
+            await resp.write(piece)
+    await resp.write_eof(out.end())
     return resp
 
 

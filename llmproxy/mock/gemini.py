@@ -3,12 +3,12 @@
 llmproxy itself has no Gemini front door, so this half of the Gemini translator lives beside the
 emulator; ``llmproxy.translate.gemini`` holds the backend half that the proxy uses (and that
 decodes what this module encodes).  ``request_from_client`` / ``response_to_client`` /
-``stream_to_client`` / ``error_body`` / ``stream_error``, as every front-door translator.
+``ToClient`` (the stream writer) / ``error_body`` / ``stream_error``, as every front-door translator.
 """
 from __future__ import annotations
 
 import re
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 
@@ -248,18 +248,24 @@ def _sse(obj: dict) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\r\n\r\n"
 
 
-async def stream_to_client(chunks: AsyncIterator[dict], meta: Meta) -> AsyncIterator[bytes]:
+class ToClient:
     """Hub chunks -> Gemini ``data: {…}\\r\\n\\r\\n`` events with only the new parts.
 
     Tool calls are collected until their choice finishes (Gemini sends whole functionCall parts);
     the final event carries them, the finishReason and the usageMetadata.
     """
-    calls: dict[int, dict[int, dict]] = {}  # choice index -> tool index -> accumulated call
-    finish: dict[int, str] = {}
-    usage = None
-    async for chunk in chunks:
+
+    __slots__ = ("meta", "calls", "finish", "usage")
+
+    def __init__(self, meta: Meta) -> None:
+        self.meta = meta
+        self.calls: dict[int, dict[int, dict]] = {}  # choice index -> tool index -> accumulated call
+        self.finish: dict[int, str] = {}
+        self.usage: dict | None = None
+
+    def chunk(self, chunk: dict) -> bytes:
         if chunk.get("usage"):
-            usage = chunk["usage"]
+            self.usage = chunk["usage"]
         candidates = []
         for choice in chunk.get("choices") or []:
             idx, delta = choice.get("index") or 0, choice.get("delta") or {}
@@ -269,25 +275,29 @@ async def stream_to_client(chunks: AsyncIterator[dict], meta: Meta) -> AsyncIter
             if delta.get("content"):
                 parts.append({"text": delta["content"]})
             for tc in delta.get("tool_calls") or []:
-                acc = calls.setdefault(idx, {}).setdefault(tc.get("index") or 0, {"function": {"arguments": ""}})
+                acc = self.calls.setdefault(idx, {}).setdefault(tc.get("index") or 0, {"function": {"arguments": ""}})
                 fn = tc.get("function") or {}
                 acc["function"]["name"] = fn.get("name") or acc["function"].get("name")
                 acc["function"]["arguments"] += fn.get("arguments") or ""
                 if tc.get("extra_content"):
                     acc["extra_content"] = tc["extra_content"]
             if choice.get("finish_reason"):
-                finish[idx] = choice["finish_reason"]
+                self.finish[idx] = choice["finish_reason"]
             if parts:
                 candidates.append(_candidate(parts, idx))
-        if candidates:
-            yield _sse({"candidates": candidates, "modelVersion": meta.model, "responseId": meta.id})
-    final = [_candidate([_call_part(c) for _, c in sorted(calls.get(idx, {}).items())], idx, finish.get(idx, "stop"))
-             for idx in sorted(set(finish) | set(calls) or {0})]
-    out: dict[str, Any] = {"candidates": final}
-    if usage:
-        out["usageMetadata"] = _usage_metadata(usage)
-    out["modelVersion"], out["responseId"] = meta.model, meta.id
-    yield _sse(out)
+        if not candidates:
+            return b""
+        return _sse({"candidates": candidates, "modelVersion": self.meta.model, "responseId": self.meta.id})
+
+    def end(self) -> bytes:
+        calls, finish, meta = self.calls, self.finish, self.meta
+        final = [_candidate([_call_part(c) for _, c in sorted(calls.get(idx, {}).items())], idx, finish.get(idx, "stop"))
+                 for idx in sorted(set(finish) | set(calls) or {0})]
+        out: dict[str, Any] = {"candidates": final}
+        if self.usage:
+            out["usageMetadata"] = _usage_metadata(self.usage)
+        out["modelVersion"], out["responseId"] = meta.model, meta.id
+        return _sse(out)
 
 
 def error_body(err: ProxyError) -> bytes:

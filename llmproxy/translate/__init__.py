@@ -5,8 +5,22 @@ The hub format is OpenAI Chat Completions.  A backend module provides::
     STREAM_DECODER: str                                   # key of llmproxy.sse.FRAMERS
     request_to_upstream(hub, model, stream) -> (path, body)
     response_from_upstream(body, meta) -> hub response dict
-    stream_from_upstream(events, meta) -> async iterator of hub chunk dicts
+    FromUpstream(meta)                                    # one stream's reader, event by event:
+        .event(event) -> [hub chunk dicts]                #   each event with data (often one chunk, maybe none)
+        .done                                             #   the backend's own end was seen: nothing after it is read
+        .end() -> [hub chunk dicts]                       #   the stream is over: its last chunks (ProxyError if it was cut short)
     error_from_upstream(status, body_bytes) -> ProxyError
+
+and a front-door module (``client`` halves)::
+
+    request_from_client(body) -> hub request; response_to_client(hub, meta) -> its answer
+    ToClient(meta)                                        # one stream's writer:
+        .chunk(hub chunk) -> bytes                        #   what this chunk makes for the client (b"" for nothing yet)
+        .end() -> bytes                                   #   the closing events, after the last chunk
+    error_body(err) -> bytes; stream_error(err) -> bytes  # an error before / after the first byte
+
+Both are plain objects called once per event or chunk: the translated path drives them from one
+loop (``translated._pieces``) with no generator between them.
 
 No I/O, clock or random ids inside: everything variable arrives in ``meta`` (``translate/meta.py``).
 """

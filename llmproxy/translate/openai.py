@@ -5,7 +5,7 @@ relayed byte for byte by ``llmproxy.relay``.  This module serves the other pairi
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 
@@ -110,14 +110,25 @@ def response_from_upstream(body: dict, meta: Meta) -> dict:
     return body
 
 
-async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> AsyncIterator[dict]:
-    async for ev in events:
+class FromUpstream:
+    """One stream's chunks: already the hub's; ``[DONE]`` ends it, an in-band ``{"error": …}`` raises."""
+
+    __slots__ = ("meta", "done")
+
+    def __init__(self, meta: Meta) -> None:
+        self.meta, self.done = meta, False
+
+    def event(self, ev: Event) -> list[dict]:
         if ev.data == b"[DONE]":
-            return
+            self.done = True
+            return []
         chunk = orjson.loads(ev.data)
         if "error" in chunk and "choices" not in chunk:
             raise error_from_body(502, chunk)
-        yield chunk
+        return [chunk]
+
+    def end(self) -> list[dict]:
+        return []  # (a backend that closes without [DONE] has still said all it had)
 
 
 def usage_of_answer(body: Any) -> dict | None:
@@ -182,10 +193,19 @@ def response_to_client(hub: dict, meta: Meta) -> dict:
     return hub
 
 
-async def stream_to_client(chunks: AsyncIterator[dict], meta: Meta) -> AsyncIterator[bytes]:
-    async for chunk in chunks:
-        yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-    yield DONE
+class ToClient:
+    """Hub chunks as they are, one ``data:`` event each, then ``[DONE]``."""
+
+    __slots__ = ()
+
+    def __init__(self, meta: Meta) -> None:
+        pass
+
+    def chunk(self, chunk: dict) -> bytes:
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def end(self) -> bytes:
+        return DONE
 
 
 def error_dict(err: ProxyError) -> dict:

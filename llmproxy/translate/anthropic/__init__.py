@@ -6,10 +6,11 @@ front door for other backends, and ``llmproxy mock``).  ``shared``: what both ha
 """
 from __future__ import annotations
 
-from .client import check_request, error_body, request_from_client, response_to_client, stream_error, stream_to_client
+from .client import ToClient, check_request, error_body, request_from_client, response_to_client, stream_error
 from .upstream import (
     DEFAULT_MAX_TOKENS,
     JSON_OBJECT_INSTRUCTION,
+    FromUpstream,
     STREAM_DECODER,
     THINKING_BUDGET,
     counts_to_hub_usage,
@@ -17,7 +18,6 @@ from .upstream import (
     relay_tap,
     request_to_upstream,
     response_from_upstream,
-    stream_from_upstream,
     usage_counts,
     usage_of_answer,
 )
@@ -37,8 +37,8 @@ __all__ = [
     "response_from_upstream",
     "response_to_client",
     "stream_error",
-    "stream_from_upstream",
-    "stream_to_client",
+    "FromUpstream",
+    "ToClient",
     "usage_counts",
     "usage_of_answer",
 ]

@@ -15,7 +15,7 @@ input token counts are only known at the end: ``message_start`` carries zeros an
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 
@@ -323,7 +323,7 @@ def _event(name: str, data: dict) -> bytes:
 class _Blocks:
     """Content blocks of one client stream: fresh consecutive indexes, one block open at a time.
 
-    One instance per stream, created inside ``stream_to_client``; nothing is shared between streams.
+    One instance per stream, held by ``ToClient``; nothing is shared between streams.
     """
 
     __slots__ = ("index", "kind", "tool")
@@ -350,35 +350,42 @@ class _Blocks:
         return _event("content_block_delta", {"index": self.index, "delta": delta})
 
 
-async def stream_to_client(chunks: AsyncIterator[dict], meta: Meta) -> AsyncIterator[bytes]:
+class ToClient:
     """Hub chunks -> Anthropic SSE events; ``message_delta`` waits for the hub's trailing usage chunk."""
-    blocks = _Blocks()
-    started = False
-    finish = None
-    usage = None
-    tools_seen: set[int] = set()
-    async for chunk in chunks:
-        if not started:
-            started = True
-            yield _message_start(meta)
+
+    __slots__ = ("meta", "blocks", "started", "finish", "usage", "tools_seen")
+
+    def __init__(self, meta: Meta) -> None:
+        self.meta = meta
+        self.blocks = _Blocks()
+        self.started = False
+        self.finish: str | None = None
+        self.usage: dict | None = None
+        self.tools_seen: set[int] = set()
+
+    def chunk(self, chunk: dict) -> bytes:
+        out = []
+        if not self.started:
+            self.started = True
+            out.append(_message_start(self.meta))
         if chunk.get("usage"):
-            usage = chunk["usage"]
+            self.usage = chunk["usage"]
         for choice in (chunk.get("choices") or ())[:1]:
-            for event in _encode_delta(blocks, choice.get("delta") or {}, tools_seen, meta):
-                yield event
+            out += _encode_delta(self.blocks, choice.get("delta") or {}, self.tools_seen, self.meta)
             if choice.get("finish_reason"):
-                finish = choice["finish_reason"]
-                for event in blocks.close():
-                    yield event
-    if not started:
-        yield _message_start(meta)
-    for event in blocks.close():
-        yield event
-    stop_reason = "tool_use" if tools_seen else FINISH_REASONS.get(finish, "end_turn")
-    delta = {"stop_reason": stop_reason, "stop_sequence": None}
-    final = _client_usage(usage) if usage else {"output_tokens": 0}
-    yield _event("message_delta", {"delta": delta, "usage": final})
-    yield _event("message_stop", {})
+                self.finish = choice["finish_reason"]
+                out += self.blocks.close()
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def end(self) -> bytes:
+        out = [] if self.started else [_message_start(self.meta)]
+        out += self.blocks.close()
+        stop_reason = "tool_use" if self.tools_seen else FINISH_REASONS.get(self.finish, "end_turn")
+        delta = {"stop_reason": stop_reason, "stop_sequence": None}
+        final = _client_usage(self.usage) if self.usage else {"output_tokens": 0}
+        out.append(_event("message_delta", {"delta": delta, "usage": final}))
+        out.append(_event("message_stop", {}))
+        return b"".join(out)
 
 
 def _message_start(meta: Meta) -> bytes:

@@ -27,7 +27,7 @@
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Any
 
 from ...errors import ProxyError
 from ...sse import Event
@@ -416,54 +416,64 @@ def response_from_upstream(body: dict, meta: Meta) -> dict:
     return hub_completion(meta, message, finish, counts_to_hub_usage(usage_counts(body.get("usage"))))
 
 
-async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> AsyncIterator[dict]:
-    """Anthropic SSE events -> hub chunks; ``event: error`` or EOF before ``message_stop`` raise."""
-    blocks: dict[int, dict] = {}  # Anthropic block index -> what we keep of the open block
-    counts: dict[str, int] = {}
-    stop_reason = None
-    tools = 0
-    async for event in events:
+class FromUpstream:
+    """One Anthropic stream's events -> hub chunks; ``event: error`` raises, and so does an end before ``message_stop``."""
+
+    __slots__ = ("meta", "done", "blocks", "counts", "stop_reason", "tools")
+
+    def __init__(self, meta: Meta) -> None:
+        self.meta, self.done = meta, False
+        self.blocks: dict[int, dict] = {}  # Anthropic block index -> what we keep of the open block
+        self.counts: dict[str, int] = {}
+        self.stop_reason: str | None = None
+        self.tools = 0
+
+    def event(self, event: Event) -> list[dict]:
         data = event_json(event.data, "Anthropic")
         if not isinstance(data, dict):
-            continue
+            return []
+        meta = self.meta
         kind = event.name or data.get("type")  # the `event:` line is the dispatch key, as in Anthropic's SDK
         if kind == "content_block_delta":  # (most events: looked at first)
             delta = data.get("delta")
-            delta = _block_delta(blocks.get(data.get("index", 0)), delta) if isinstance(delta, dict) else None
-            if delta:
-                yield hub_chunk(meta, delta)
-        elif kind == "error":
+            delta = _block_delta(self.blocks.get(data.get("index", 0)), delta) if isinstance(delta, dict) else None
+            return [hub_chunk(meta, delta)] if delta else []
+        if kind == "error":
             raise _error(200, data)
-        elif kind == "message_start":
-            counts.update(usage_counts((data.get("message") or {}).get("usage")))
-            yield hub_chunk(meta, {"role": "assistant", "content": ""})
-        elif kind == "content_block_start":
+        if kind == "message_start":
+            self.counts.update(usage_counts((data.get("message") or {}).get("usage")))
+            return [hub_chunk(meta, {"role": "assistant", "content": ""})]
+        if kind == "content_block_start":
+            out = []
             block = data.get("content_block")
             block = block if isinstance(block, dict) else {}
             state = {"type": block.get("type"), "text": [], "signature": "", "args": False, "block": block}
-            blocks[data.get("index", 0)] = state
+            self.blocks[data.get("index", 0)] = state
             if state["type"] == "tool_use":
-                state["k"], tools = tools, tools + 1
+                state["k"], self.tools = self.tools, self.tools + 1
                 call = {"index": state["k"], "id": _tool_id(block.get("id"), meta.id, state["k"]), "type": "function",
                         "function": {"name": block.get("name") or "", "arguments": ""}}
-                yield hub_chunk(meta, {"tool_calls": [call]})
-            for delta in _start_text(state, block):
-                yield hub_chunk(meta, delta)
-        elif kind == "content_block_stop":
-            delta = _block_stop(blocks.pop(data.get("index", 0), None))
-            if delta:
-                yield hub_chunk(meta, delta)
-        elif kind == "message_delta":
-            stop_reason = (data.get("delta") or {}).get("stop_reason") or stop_reason
-            counts.update(usage_counts(data.get("usage")))
+                out.append(hub_chunk(meta, {"tool_calls": [call]}))
+            return out + [hub_chunk(meta, delta) for delta in _start_text(state, block)]
+        if kind == "content_block_stop":
+            delta = _block_stop(self.blocks.pop(data.get("index", 0), None))
+            return [hub_chunk(meta, delta)] if delta else []
+        if kind == "message_delta":
+            self.stop_reason = (data.get("delta") or {}).get("stop_reason") or self.stop_reason
+            self.counts.update(usage_counts(data.get("usage")))
         elif kind == "message_stop":
-            finish = "tool_calls" if tools else STOP_REASONS.get(stop_reason, "stop")
-            yield hub_chunk(meta, {}, finish)
-            if counts:
-                yield hub_usage_chunk(meta, counts_to_hub_usage(counts))
-            return
-        # ping and event types added later: nothing to do
-    raise ProxyError(502, "Anthropic stream ended before message_stop")
+            self.done = True
+            finish = "tool_calls" if self.tools else STOP_REASONS.get(self.stop_reason, "stop")
+            out = [hub_chunk(meta, {}, finish)]
+            if self.counts:
+                out.append(hub_usage_chunk(meta, counts_to_hub_usage(self.counts)))
+            return out
+        return []  # ping and event types added later: nothing to do
+
+    def end(self) -> list[dict]:
+        if not self.done:
+            raise ProxyError(502, "Anthropic stream ended before message_stop")
+        return []
 
 
 def _start_text(state: dict, block: dict) -> list[dict]:

@@ -10,21 +10,21 @@ from __future__ import annotations
 from .schema import clean_schema
 from .upstream import (
     STREAM_DECODER,
+    FromUpstream,
     embeddings_from_upstream,
     embeddings_to_upstream,
     error_from_upstream,
     request_to_upstream,
     response_from_upstream,
-    stream_from_upstream,
 )
 
 __all__ = [
     "STREAM_DECODER",
+    "FromUpstream",
     "clean_schema",
     "embeddings_from_upstream",
     "embeddings_to_upstream",
     "error_from_upstream",
     "request_to_upstream",
     "response_from_upstream",
-    "stream_from_upstream",
 ]

@@ -1,6 +1,6 @@
 """Google Gemini (Generative Language API) backends: hub (OpenAI Chat Completions) -> ``generateContent``, answer -> hub.
 
-``request_to_upstream`` / ``response_from_upstream`` / ``stream_from_upstream`` / ``error_from_upstream``
+``request_to_upstream`` / ``response_from_upstream`` / ``FromUpstream`` (the stream reader) / ``error_from_upstream``
 / ``embeddings_*``.  (The Gemini front door, which only ``llmproxy mock`` speaks, is ``llmproxy/mock/gemini.py``.)
 
 Decisions worth knowing (see also the docstrings below):
@@ -25,7 +25,7 @@ Decisions worth knowing (see also the docstrings below):
 from __future__ import annotations
 
 import re
-from typing import Any, AsyncIterator
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import orjson
@@ -401,51 +401,66 @@ def _chunk(meta: Meta, idx: int, delta: dict, finish: str | None = None) -> dict
     return chunk
 
 
-async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> AsyncIterator[dict]:
-    """Gemini SSE (or JSON-array) events -> hub chunks; finish chunks and usage once, at EOF.
+class FromUpstream:
+    """One Gemini SSE (or JSON-array) stream's events -> hub chunks; finish chunks and usage once, at the end.
 
     Vertex ``functionCall.partialArgs`` streams are assembled: the call's first delta (id, name,
     ``""``) is sent when it opens and the whole arguments JSON as one fragment when it closes
     (an empty ``functionCall`` part, the next named call, or the end of the candidate).
+    Gemini has no end event of its own: ``done`` stays False and the stream ends at upstream EOF.
     """
-    cands: dict[int, dict] = {}  # candidate index -> {"calls": n, "finish": str|None, "open": partial call}
-    usage: Any = None
-    blocked = False
-    async for event in events:
+
+    __slots__ = ("meta", "done", "cands", "usage", "blocked")
+
+    def __init__(self, meta: Meta) -> None:
+        self.meta, self.done = meta, False
+        self.cands: dict[int, dict] = {}  # candidate index -> {"calls": n, "finish": str|None, "open": partial call}
+        self.usage: Any = None
+        self.blocked = False
+
+    def event(self, event: Event) -> list[dict]:
         body = event_json(event.data, "Gemini")
         _raise_if_error(body)
         if not isinstance(body, dict):
-            continue
+            return []
+        meta, cands = self.meta, self.cands
+        out: list[dict] = []
         if body.get("usageMetadata"):
-            usage = body["usageMetadata"]
+            self.usage = body["usageMetadata"]
         if (body.get("promptFeedback") or {}).get("blockReason"):
-            blocked = True
-        for idx in [0] if not cands else []:
-            cands[idx] = {"calls": 0, "finish": None, "open": None}
-            yield _chunk(meta, idx, {"role": "assistant", "content": ""})
+            self.blocked = True
+        if not cands:
+            cands[0] = {"calls": 0, "finish": None, "open": None}
+            out.append(_chunk(meta, 0, {"role": "assistant", "content": ""}))
         for cand in body.get("candidates") or []:
             idx = cand.get("index") or 0
             if idx not in cands:
                 cands[idx] = {"calls": 0, "finish": None, "open": None}
-                yield _chunk(meta, idx, {"role": "assistant", "content": ""})
+                out.append(_chunk(meta, idx, {"role": "assistant", "content": ""}))
             state = cands[idx]
             for part in (cand.get("content") or {}).get("parts") or []:
                 for delta in _part_deltas(part, state, meta, idx):
-                    yield _chunk(meta, idx, delta)
+                    out.append(_chunk(meta, idx, delta))
             if cand.get("finishReason"):
                 state["finish"] = cand["finishReason"]
-    for idx in sorted(cands):
-        state = cands[idx]
-        for delta in _close_partial(state):
-            yield _chunk(meta, idx, delta)
-    if not blocked and not any(s["finish"] for s in cands.values()):
-        raise ProxyError(502, "Gemini stream ended without a finishReason (upstream connection cut?)")
-    for idx in sorted(cands):
-        state = cands[idx]
-        reason = "content_filter" if blocked and not state["finish"] else _finish(state["finish"], state["calls"] > 0)
-        yield _chunk(meta, idx, {}, reason)
-    if _has_counts(usage):
-        yield hub_usage_chunk(meta, _usage(usage))
+        return out
+
+    def end(self) -> list[dict]:
+        meta, cands = self.meta, self.cands
+        if not self.blocked and not any(s["finish"] for s in cands.values()):  # (an open partial call is not closed then)
+            raise ProxyError(502, "Gemini stream ended without a finishReason (upstream connection cut?)")
+        out: list[dict] = []
+        for idx in sorted(cands):
+            state = cands[idx]
+            for delta in _close_partial(state):
+                out.append(_chunk(meta, idx, delta))
+        for idx in sorted(cands):
+            state = cands[idx]
+            reason = "content_filter" if self.blocked and not state["finish"] else _finish(state["finish"], state["calls"] > 0)
+            out.append(_chunk(meta, idx, {}, reason))
+        if _has_counts(self.usage):
+            out.append(hub_usage_chunk(meta, _usage(self.usage)))
+        return out
 
 
 def _part_deltas(part: dict, state: dict, meta: Meta, idx: int) -> list[dict]:

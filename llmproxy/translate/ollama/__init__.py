@@ -1,14 +1,16 @@
 """Ollama native API (``/api/chat``, ``/api/generate``, ``/api/embed``) <-> hub (OpenAI Chat Completions).
 
 ``upstream``, the backend direction: ``request_to_upstream`` / ``response_from_upstream`` /
-``stream_from_upstream`` / ``error_from_upstream`` / ``embeddings_*``.  ``client``, the front-door
+``FromUpstream`` / ``error_from_upstream`` / ``embeddings_*``.  ``client``, the front-door
 direction (Ollama clients, the mock): ``request_from_client`` / ``response_to_client`` /
-``stream_to_client`` / ``error_body`` / ``stream_error`` and the ``/api/generate`` variants
-``request_from_generate`` / ``response_to_generate`` / ``stream_to_generate``.
+``ToClient`` / ``error_body`` / ``stream_error`` and the ``/api/generate`` variants
+``request_from_generate`` / ``response_to_generate`` / ``ToGenerate``.
 """
 from __future__ import annotations
 
 from .client import (
+    ToClient,
+    ToGenerate,
     check_chat,
     check_generate,
     error_body,
@@ -17,12 +19,11 @@ from .client import (
     response_to_client,
     response_to_generate,
     stream_error,
-    stream_to_client,
-    stream_to_generate,
 )
 from .upstream import (
     OPTION_PARAMS,
     STREAM_DECODER,
+    FromUpstream,
     embeddings_from_upstream,
     embeddings_to_upstream,
     error_from_upstream,
@@ -30,7 +31,6 @@ from .upstream import (
     relay_tap,
     request_to_upstream,
     response_from_upstream,
-    stream_from_upstream,
     usage_from,
     usage_of_answer,
 )
@@ -38,6 +38,9 @@ from .upstream import (
 __all__ = [
     "OPTION_PARAMS",
     "STREAM_DECODER",
+    "FromUpstream",
+    "ToClient",
+    "ToGenerate",
     "check_chat",
     "check_generate",
     "embeddings_from_upstream",
@@ -53,9 +56,6 @@ __all__ = [
     "response_to_client",
     "response_to_generate",
     "stream_error",
-    "stream_from_upstream",
-    "stream_to_client",
-    "stream_to_generate",
     "usage_from",
     "usage_of_answer",
 ]

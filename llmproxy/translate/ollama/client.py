@@ -12,7 +12,7 @@ Used by Ollama clients and by ``llmproxy mock``.  Worth knowing:
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import orjson
 
@@ -300,33 +300,53 @@ def _line(obj: dict) -> bytes:
     return orjson.dumps(obj) + b"\n"
 
 
-async def _encode_stream(
-    chunks: AsyncIterator[dict], meta: Meta, part: Callable[[str, str, list[dict]], dict]
-) -> AsyncIterator[bytes]:
-    """Hub chunks -> NDJSON lines; tool calls are buffered per index and sent whole at the finish chunk."""
-    head = {"model": meta.model, "created_at": _created_at(meta)}
-    calls: dict[int, dict] = {}  # index -> {"id", "name", "args"}
-    finish: str | None = None
-    usage: dict | None = None
-    durations: dict | None = None
-    async for chunk in chunks:
+class ToClient:
+    """Hub chunks -> Ollama ``/api/chat`` NDJSON lines; tool calls are buffered per index and sent whole at the
+    finish chunk; the done:true line comes after the hub stream ends.  ``part`` shapes each line's body."""
+
+    __slots__ = ("head", "calls", "finish", "usage", "durations")
+    part = staticmethod(_chat_part)
+
+    def __init__(self, meta: Meta) -> None:
+        self.head = {"model": meta.model, "created_at": _created_at(meta)}
+        self.calls: dict[int, dict] = {}  # index -> {"id", "name", "args"}
+        self.finish: str | None = None
+        self.usage: dict | None = None
+        self.durations: dict | None = None
+
+    def chunk(self, chunk: dict) -> bytes:
+        part, head, calls = self.part, self.head, self.calls
+        out = []
         if chunk.get("usage"):
-            usage = chunk["usage"]
-        durations = chunk.get("durations_ns") or durations
+            self.usage = chunk["usage"]
+        self.durations = chunk.get("durations_ns") or self.durations
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
             content, thinking = delta.get("content") or "", delta.get("reasoning_content") or ""
             if content or thinking:
-                yield _line({**head, **part(content, thinking, []), "done": False})
+                out.append(_line({**head, **part(content, thinking, []), "done": False}))
             for frag in delta.get("tool_calls") or []:
                 _buffer_call(calls, frag)
             if choice.get("finish_reason"):
-                finish = choice["finish_reason"]
+                self.finish = choice["finish_reason"]
                 if calls:
-                    yield _line({**head, **part("", "", _flush_calls(calls)), "done": False})
-    if calls:
-        yield _line({**head, **part("", "", _flush_calls(calls)), "done": False})
-    yield _line({**head, **part("", "", []), **_final_fields(finish, usage, durations)})
+                    out.append(_line({**head, **part("", "", _flush_calls(calls)), "done": False}))
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def end(self) -> bytes:
+        part, head = self.part, self.head
+        out = []
+        if self.calls:
+            out.append(_line({**head, **part("", "", _flush_calls(self.calls)), "done": False}))
+        out.append(_line({**head, **part("", "", []), **_final_fields(self.finish, self.usage, self.durations)}))
+        return b"".join(out)
+
+
+class ToGenerate(ToClient):
+    """Hub chunks -> Ollama ``/api/generate`` NDJSON lines (the same, each line's body a ``response``)."""
+
+    __slots__ = ()
+    part = staticmethod(_generate_part)
 
 
 def _buffer_call(calls: dict[int, dict], frag: dict) -> None:
@@ -345,18 +365,6 @@ def _flush_calls(calls: dict[int, dict]) -> list[dict]:
     out = [_client_tool_call(c["id"], k, c["name"], _args_object(c["args"])) for k, c in sorted(calls.items())]
     calls.clear()
     return out
-
-
-async def stream_to_client(chunks: AsyncIterator[dict], meta: Meta) -> AsyncIterator[bytes]:
-    """Hub chunks -> Ollama ``/api/chat`` NDJSON; the done:true line comes after the hub stream ends."""
-    async for line in _encode_stream(chunks, meta, _chat_part):
-        yield line
-
-
-async def stream_to_generate(chunks: AsyncIterator[dict], meta: Meta) -> AsyncIterator[bytes]:
-    """Hub chunks -> Ollama ``/api/generate`` NDJSON."""
-    async for line in _encode_stream(chunks, meta, _generate_part):
-        yield line
 
 
 def error_body(err: ProxyError) -> bytes:

@@ -11,7 +11,7 @@ are read as well, so either NDJSON flavour decodes.
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 
@@ -257,33 +257,46 @@ def response_from_upstream(body: dict, meta: Meta) -> dict:
     return hub_completion(meta, message, _finish_from(body, bool(calls)), usage_from(body))
 
 
-async def stream_from_upstream(events: AsyncIterator[Event], meta: Meta) -> AsyncIterator[dict]:
-    """Ollama NDJSON objects -> hub chunks; an ``{"error"}`` line or EOF before ``done:true`` raises 502."""
-    started = False
-    n_calls = 0
-    async for event in events:
+class FromUpstream:
+    """One Ollama stream's NDJSON objects -> hub chunks; an ``{"error"}`` line, or EOF before ``done:true``, raises 502."""
+
+    __slots__ = ("meta", "done", "started", "n_calls")
+
+    def __init__(self, meta: Meta) -> None:
+        self.meta, self.done = meta, False
+        self.started = False
+        self.n_calls = 0
+
+    def event(self, event: Event) -> list[dict]:
         obj = event_json(event.data, "Ollama")
         if not isinstance(obj, dict):
             raise ProxyError(502, "Ollama sent a stream line that is not a JSON object")
         if "error" in obj:
             raise ProxyError(502, _error_text(obj["error"]))
-        if not started:
-            started = True
-            yield hub_chunk(meta, {"role": "assistant", "content": ""})
+        meta = self.meta
+        out = []
+        if not self.started:
+            self.started = True
+            out.append(hub_chunk(meta, {"role": "assistant", "content": ""}))
         msg = _message_of(obj)
         if msg.get("thinking"):
-            yield hub_chunk(meta, {"reasoning_content": msg["thinking"]})
+            out.append(hub_chunk(meta, {"reasoning_content": msg["thinking"]}))
         if msg.get("content"):
-            yield hub_chunk(meta, {"content": msg["content"]})
+            out.append(hub_chunk(meta, {"content": msg["content"]}))
         for tc in msg.get("tool_calls") or []:
-            call = _hub_tool_call(tc, meta, n_calls)
-            yield hub_chunk(meta, {"tool_calls": [{"index": n_calls, **call}]})
-            n_calls += 1
+            call = _hub_tool_call(tc, meta, self.n_calls)
+            out.append(hub_chunk(meta, {"tool_calls": [{"index": self.n_calls, **call}]}))
+            self.n_calls += 1
         if obj.get("done"):
-            yield hub_chunk(meta, {}, _finish_from(obj, n_calls > 0))
-            yield hub_chunk(meta, None, usage=usage_from(obj))
-            return
-    raise ProxyError(502, "Ollama stream ended before its final done:true object")
+            out.append(hub_chunk(meta, {}, _finish_from(obj, self.n_calls > 0)))
+            out.append(hub_chunk(meta, None, usage=usage_from(obj)))
+            self.done = True
+        return out
+
+    def end(self) -> list[dict]:
+        if not self.done:
+            raise ProxyError(502, "Ollama stream ended before its final done:true object")
+        return []
 
 
 def _error_text(error: Any) -> str:

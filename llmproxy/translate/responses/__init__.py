@@ -8,14 +8,14 @@
 from __future__ import annotations
 
 from .client import (
+    Events,
+    ToClient,
     check_request,
     error_body,
     event_bytes,
     failed_events,
     response_to_client,
     stream_error,
-    stream_events,
-    stream_to_client,
     usage_of_hub,
 )
 from .request import dropped, input_items, portable, request_from_client
@@ -23,6 +23,8 @@ from .upstream import STREAM_DECODER, error_from_upstream, relay_tap, usage_of_a
 
 __all__ = [
     "STREAM_DECODER",
+    "Events",
+    "ToClient",
     "check_request",
     "dropped",
     "error_body",
@@ -35,8 +37,6 @@ __all__ = [
     "request_from_client",
     "response_to_client",
     "stream_error",
-    "stream_events",
-    "stream_to_client",
     "usage_of_answer",
     "usage_of_hub",
     "usage_to_hub",

@@ -21,7 +21,7 @@ a failure is an ``error`` event (its error nested, as OpenAI sends it) and ``res
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 
@@ -33,8 +33,8 @@ from ..meta import Meta
 from ..openai import error_body, error_dict
 from .shared import ToolName, encode_state, item_id, tool_names
 
-__all__ = ["check_request", "error_body", "event_bytes", "failed_events", "response_to_client", "stream_error",
-           "stream_events", "stream_to_client", "usage_of_hub"]
+__all__ = ["Events", "ToClient", "check_request", "error_body", "event_bytes", "failed_events", "response_to_client",
+           "stream_error", "usage_of_hub"]
 
 _TYPES: FieldTypes = {
     "stream": ((bool,), "a boolean"),
@@ -101,7 +101,7 @@ def usage_of_hub(usage: Any) -> dict | None:
 class _Output:
     """The output items of one answer, one open at a time, and the events that build them.
 
-    One instance per answer, made inside ``stream_events`` / ``response_to_client``; nothing is
+    One instance per answer, made inside ``Events`` / ``response_to_client``; nothing is
     shared between answers.
     """
 
@@ -274,35 +274,46 @@ def _custom_input(arguments: str) -> str:
     return value["input"] if isinstance(value, dict) and isinstance(value.get("input"), str) else arguments
 
 
-async def stream_events(chunks: AsyncIterator[dict], meta: Meta, request: dict) -> AsyncIterator[dict]:
-    """Hub chunks -> the Responses event stream (as dicts); ``request``: the client's body, echoed and read for tool kinds.
+class Events:
+    """Hub chunks -> the Responses event stream (as dicts), chunk by chunk; ``request``: the client's body,
+    echoed and read for tool kinds.
 
     ``response.created`` waits for the first hub chunk, so a backend that fails before it can
-    still be failed over; the last event waits for the hub's trailing usage chunk.
+    still be failed over (with no chunk at all, ``end`` starts the response and finishes it); the
+    last event waits for the hub's trailing usage chunk.
     """
-    out = _Output(meta, request)
-    started = False
-    finish = usage = None
-    async for chunk in chunks:
-        if not started:
-            started = True
-            for ev in out.start():
-                yield ev
+
+    __slots__ = ("out", "started", "finish", "usage")
+
+    def __init__(self, meta: Meta, request: dict) -> None:
+        self.out = _Output(meta, request)
+        self.started = False
+        self.finish: str | None = None
+        self.usage: Any = None
+
+    def chunk(self, chunk: dict) -> list[dict]:
+        """The events one hub chunk makes (none, or several)."""
+        out = self.out
+        evs: list[dict] = []
+        if not self.started:
+            self.started = True
+            evs += out.start()
         if chunk.get("usage"):
-            usage = chunk["usage"]
+            self.usage = chunk["usage"]
         for choice in (chunk.get("choices") or ())[:1]:
-            for ev in out.delta(choice.get("delta") or {}):
-                yield ev
+            evs += out.delta(choice.get("delta") or {})
             if choice.get("finish_reason"):
-                finish = choice["finish_reason"]
-                for ev in out.close(finish):
-                    yield ev
-    if not started:
-        for ev in out.start():
-            yield ev
-    for ev in out.close(finish):
-        yield ev
-    yield out.finish(finish, usage)
+                self.finish = choice["finish_reason"]
+                evs += out.close(self.finish)
+        return evs
+
+    def end(self) -> list[dict]:
+        """The closing events, after the last chunk: the open item's end, then ``response.completed`` (or ``.incomplete``)."""
+        out = self.out
+        evs = [] if self.started else out.start()
+        evs += out.close(self.finish)
+        evs.append(out.finish(self.finish, self.usage))
+        return evs
 
 
 def event_bytes(event: dict) -> bytes:
@@ -310,9 +321,19 @@ def event_bytes(event: dict) -> bytes:
     return sse_event(orjson.dumps(event), event["type"])
 
 
-async def stream_to_client(chunks: AsyncIterator[dict], meta: Meta, request: dict) -> AsyncIterator[bytes]:
-    async for event in stream_events(chunks, meta, request):
-        yield event_bytes(event)
+class ToClient:
+    """Hub chunks -> the Responses event stream's bytes (``Events``, each framed by ``event_bytes``)."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, meta: Meta, request: dict) -> None:
+        self.events = Events(meta, request)
+
+    def chunk(self, chunk: dict) -> bytes:
+        return b"".join([event_bytes(ev) for ev in self.events.chunk(chunk)])
+
+    def end(self) -> bytes:
+        return b"".join([event_bytes(ev) for ev in self.events.end()])
 
 
 def response_to_client(hub: dict, meta: Meta, request: dict) -> dict:
