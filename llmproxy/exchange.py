@@ -142,6 +142,14 @@ class StreamCut(ProxyError):
         self.head = head
 
 
+class _Stream(web.StreamResponse):
+    """A stream whose head goes out with its first piece, in one write (aiohttp otherwise sends a stream's
+    head on its own at ``prepare``, one more send per stream); ``stream_out`` writes the first piece right
+    after ``prepare``, so nothing waits for it.  (aiohttp's ``web.Response`` does the same.)"""
+
+    _send_headers_immediately = False
+
+
 async def stream_out(call: Call, up: UpstreamCall, source: AsyncIterator[Any], content_type: str,
                      render: Callable[[Any], bytes] | None = None) -> web.StreamResponse:
     """The one writer: each item of ``source`` (``render``-ed to bytes, if given) to the client as it comes.
@@ -165,7 +173,7 @@ async def stream_out(call: Call, up: UpstreamCall, source: AsyncIterator[Any], c
         up.close()
         finish_upstream(call, up, first_err)
         raise first_err from None
-    resp = web.StreamResponse(status=200, headers={"Content-Type": content_type, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    resp = _Stream(status=200, headers={"Content-Type": content_type, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     err: ProxyError | None = None
     # Pieces made from bytes already read are written together (once more would mean waiting); what is
     # left at the end goes out with the last chunk marker, in one write.

@@ -1,6 +1,7 @@
 """OpenAI client → OpenAI-compatible backend, end to end through sockets, with the official SDK."""
 from __future__ import annotations
 
+import asyncio
 
 import openai
 import orjson
@@ -53,6 +54,29 @@ async def test_stream_text_reaches_sdk_intact(upstream, proxy, name, split):
     assert row["status"] == 200 and row["stream"] == 1 and row["backend"] == "up"
     if b'"usage":{' in fixture_bytes(name):
         assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0
+
+
+@pytest.mark.parametrize("model", ["gpt", "claude"])
+async def test_a_streams_head_goes_out_with_its_first_event(upstream, proxy, monkeypatch, model):
+    """The response head and the first piece leave in one send, relayed or translated (aiohttp sends a
+    stream's head alone at ``prepare`` unless told otherwise: one more syscall per stream)."""
+    sent: list[bytes] = []
+    cls = asyncio.selector_events._SelectorSocketTransport
+    for name in ("write", "writelines"):
+        def spy(self, data, _orig=getattr(cls, name), _many=name == "writelines"):  # noqa: ANN001
+            sent.append(b"".join(data) if _many else bytes(data))
+            return _orig(self, data)
+        monkeypatch.setattr(cls, name, spy)
+    up = await upstream({"/v1/chat/completions": _sse("openai/stream-text-usage.sse"),
+                         "/v1/messages": Reply(fixture_bytes("anthropic/stream-text.sse"), content_type="text/event-stream")})
+    cfg = openai_config(up.url)
+    cfg["backends"]["an"] = {"api": "anthropic", "url": up.url}
+    cfg["models"]["claude"] = {"backend": "an", "model": "claude-haiku-4-5"}
+    p = await proxy(cfg)
+    stream = await p.openai().chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], stream=True)
+    assert [c async for c in stream]
+    heads = [w for w in sent if b"X-Accel-Buffering: no" in w]  # (only llmproxy's own answer has it)
+    assert len(heads) == 1 and b"\r\n\r\n" in heads[0] and b"data: {" in heads[0].split(b"\r\n\r\n", 1)[1]
 
 
 async def test_relay_is_byte_faithful_with_include_usage(upstream, proxy):
