@@ -63,10 +63,14 @@ class Window:
                 return max(self.sec + 1 + k - now, 0.001)  # the second that slot was counted in, SPAN later
         return float(SPAN)
 
-    def count(self, n: int) -> None:
-        """Count ``n`` ≥ 0 in the current second, right after ``wait`` rolled the window to it."""
+    def take(self, now: float, n: int, limit: int) -> float:
+        """Count ``n`` ≥ 0 now if it fits under ``limit`` (0.0); else count nothing and return ``wait``'s seconds."""
+        self._roll(now)
+        if self.total + (n if n < limit else limit) > limit:  # (as wait: more than the whole limit waits for an empty window)
+            return self.wait(now, n, limit)
         self.slots[self.sec % SPAN] += n
         self.total += n
+        return 0.0
 
     def add(self, now: float, n: int) -> None:
         """Count ``n`` now; a negative ``n`` (an estimate corrected down) is taken back from the newest slots."""
@@ -131,13 +135,14 @@ class Ticket:
 
 
 class Plan:
-    """What applies to one client (and user) under one config: its budgets, and its rpm / tpm windows to check."""
+    """What applies to one client (and user) under one config: its budgets, each with the spend entry it reads,
+    and its rpm / tpm windows, each with whether it counts tokens (tpm) or requests (rpm)."""
 
     __slots__ = ("budgets", "checks", "tpm")
 
-    def __init__(self, budgets: list[tuple[Scope, Budget]], checks: list[tuple[Window, str, int, Scope, Limits]]) -> None:
+    def __init__(self, budgets: list[tuple[list[float], Budget, Scope]], checks: list[tuple[Window, bool, int, Scope, Limits]]) -> None:
         self.budgets, self.checks = budgets, checks
-        self.tpm = any(kind == "tpm" for _, kind, *_ in checks)
+        self.tpm = [w for w, tokens, *_ in checks if tokens]  # the windows a Ticket corrects once the answer's tokens are known
 
 
 class Quota:
@@ -145,7 +150,10 @@ class Quota:
         self.clock = clock
         self.count_tokens: Callable[[dict], int] | None = None  # the count_tokens estimate (set by make_app: it lives with a front door)
         self.windows: dict[tuple[Scope, str], Window] = {}  # (scope, "rpm" | "tpm") → window
-        self.spend: dict[tuple[Scope, str], list[float]] = {}  # (scope, period) → [period start, USD]
+        # (scope, period) → [start, USD, end] of the period it last counted in; changed in place, never replaced,
+        # so a Plan and add_cost's cache hold the entries themselves
+        self.spend: dict[tuple[Scope, str], list[float]] = {}
+        self._spends: dict[tuple[str, str | None, str | None], list[tuple[str, list[float]]]] = {}  # a row's (client, group, user) → its entries
         self._periods: dict[str, tuple[float, float]] = {}  # period → (start, end) of the current one
         # (id of a Client, user) → (that Client, the Config it came in, its Plan): what admit works out once per client
         # and user of one config (the windows it holds are never replaced, so they stay the ones in ``windows``)
@@ -178,8 +186,8 @@ class Quota:
         if cached is not None and cached[0] is client and cached[1] is cfg:
             return cached[2]
         scopes = list(self.scopes(cfg, client, user))
-        plan = Plan([(scope, lim.budget) for scope, lim in scopes if lim.budget is not None],
-                    [(self._window(scope, kind, now), kind, limit, scope, lim)
+        plan = Plan([(self._entry(scope, lim.budget.per), lim.budget, scope) for scope, lim in scopes if lim.budget is not None],
+                    [(self._window(scope, kind, now), kind == "tpm", limit, scope, lim)
                      for scope, lim in scopes for kind, limit in (("rpm", lim.rpm), ("tpm", lim.tpm)) if limit])
         if len(self._plans) >= 10_000:  # (reloads and many users: start afresh rather than grow)
             self._plans.clear()
@@ -190,26 +198,30 @@ class Quota:
         """Count one request in, or raise the 429 of the tightest limit it is over (budgets first); ``user_name`` is for its message."""
         now = self.clock()
         plan = self._plan(cfg, client, user, now)
-        for scope, budget in plan.budgets:
-            self._check_budget(scope, budget, now, user_name)
+        for entry, budget, scope in plan.budgets:
+            if (entry[1] if entry[0] <= now < entry[2] else 0.0) >= budget.usd:
+                raise self._over_budget(scope, budget, now, user_name)
         if not plan.checks:
             return None
         tokens = estimate() if plan.tpm else 0
+        for check in plan.checks:
+            if check[0].take(now, tokens if check[1] else 1, check[2]):
+                raise self._refuse(plan.checks, check, now, tokens, user_name)
+        return Ticket(plan.tpm, tokens) if plan.tpm else None
+
+    def _refuse(self, checks: list[tuple[Window, bool, int, Scope, Limits]], over: tuple, now: float, tokens: int, user_name: str | None) -> ProxyError:
+        """The windows counted before ``over`` (the first that had no room) take their count back; the 429 names the longest wait."""
+        for w, is_tokens, *_ in checks:
+            if w is over[0]:
+                break
+            w.add(now, -(tokens if is_tokens else 1))
         worst: tuple[float, Scope, Limits] | None = None
-        for w, kind, limit, scope, lim in plan.checks:
-            wait = w.wait(now, tokens if kind == "tpm" else 1, limit)
+        for w, is_tokens, limit, scope, lim in checks:
+            wait = w.wait(now, tokens if is_tokens else 1, limit)
             if wait > 0 and (worst is None or wait > worst[0]):
                 worst = (wait, scope, lim)
-        if worst is not None:
-            raise self._limited(*worst, now, tokens, user_name)
-        counted: list[Window] = []
-        for w, kind, *_ in plan.checks:  # (each rolled to ``now`` by its wait just above)
-            if kind == "tpm":
-                w.count(tokens)
-                counted.append(w)
-            else:
-                w.count(1)
-        return Ticket(counted, tokens) if counted else None
+        assert worst is not None
+        return self._limited(*worst, now, tokens, user_name)
 
     def estimate(self, body: dict) -> int:
         """A request's prompt tokens, estimated as /v1/messages/count_tokens does (its JSON bytes / 4 for a body without messages)."""
@@ -253,37 +265,45 @@ class Quota:
 
     # ------------------------------------------------------------------ budgets
 
+    def _entry(self, scope: Scope, per: str) -> list[float]:
+        e = self.spend.get((scope, per))
+        if e is None:
+            e = self.spend[(scope, per)] = [0.0, 0.0, 0.0]  # (no period yet: it reads as nothing spent)
+        return e
+
     def spent(self, scope: Scope, per: str, now: float) -> tuple[float, float]:
         """(USD spent in the current ``per`` period of ``scope``, the period's start)."""
-        start = self.period(per, now)[0]
-        s = self.spend.get((scope, per))
-        return (s[1] if s is not None and s[0] == start else 0.0), start
+        e = self.spend.get((scope, per))
+        return (e[1] if e is not None and e[0] <= now < e[2] else 0.0), self.period(per, now)[0]
 
-    def _check_budget(self, scope: Scope, budget: Budget, now: float, user_name: str | None = None) -> None:
+    def _over_budget(self, scope: Scope, budget: Budget, now: float, user_name: str | None = None) -> ProxyError:
         spent, start = self.spent(scope, budget.per, now)
-        if spent >= budget.usd:
-            end = self.period(budget.per, now)[1]
-            raise ProxyError(429, f"insufficient_quota: the budget of {_label(scope, user_name)} (${budget.usd:.2f} per {budget.per}) is used up: "
-                                  f"${spent:.4f} spent since {_utc(start)}; it resets at {_utc(end)}",
-                             type="insufficient_quota", code="insufficient_quota", retry_after=end - now)
+        end = self.period(budget.per, now)[1]
+        return ProxyError(429, f"insufficient_quota: the budget of {_label(scope, user_name)} (${budget.usd:.2f} per {budget.per}) is used up: "
+                               f"${spent:.4f} spent since {_utc(start)}; it resets at {_utc(end)}",
+                          type="insufficient_quota", code="insufficient_quota", retry_after=end - now)
 
     def add_cost(self, client: str | None, group: str | None, user: str | None, usd: float | None, ts: float) -> None:
-        """A logged row's cost, added to its client's, group's and user's spend in every period."""
+        """A logged row's cost, added to its client's, group's and user's spend in every period (a row of a period
+        before the one an entry counts in is not added)."""
         if not usd or client is None:
             return
-        scopes: list[Scope] = [("client", client)]
-        if group is not None:
-            scopes.append(("group", group))
-        if user is not None:
-            scopes.append(("user", (client, user)))
-        for per in PERIODS:
-            start = self.period(per, ts)[0]
-            for scope in scopes:
-                s = self.spend.get((scope, per))
-                if s is None or s[0] < start:
-                    self.spend[(scope, per)] = [start, usd]
-                elif s[0] == start:
-                    s[1] += usd
+        entries = self._spends.get((client, group, user))
+        if entries is None:
+            scopes: list[Scope] = [("client", client)]
+            if group is not None:
+                scopes.append(("group", group))
+            if user is not None:
+                scopes.append(("user", (client, user)))
+            if len(self._spends) >= 10_000:  # (many users: start afresh rather than grow; the entries stay in ``spend``)
+                self._spends.clear()
+            entries = self._spends[(client, group, user)] = [(per, self._entry(scope, per)) for per in PERIODS for scope in scopes]
+        for per, e in entries:
+            if e[0] <= ts < e[2]:
+                e[1] += usd
+            elif ts >= e[2]:  # the first row of a new period
+                e[0], e[2] = self.period(per, ts)
+                e[1] = usd
 
     def rebuild(self, db: Path) -> None:
         """The spend of the current periods, per UTC day from the log's hourly rollup (at start, after the

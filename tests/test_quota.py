@@ -399,3 +399,33 @@ def test_budget_checked_on_every_admission():
         q.admit(cfg, cron, None, lambda: 1)
     now[0] += 86_400  # the next day
     q.admit(cfg, cron, None, lambda: 1)
+
+
+def test_a_refused_request_counts_in_no_window():
+    """Each window counts a request as it is checked; when a later one (the group's) has no room, the ones that
+    counted it (the client's rpm and tpm) take it back, and the 429 names the longest wait."""
+    from llmproxy.config import load_config
+    from llmproxy.errors import ProxyError
+    from llmproxy.quota import Quota
+
+    import tempfile
+    from pathlib import Path
+
+    d = Path(tempfile.mkdtemp())
+    (d / "router.yaml").write_text("backends: {up: {api: openai, url: 'http://127.0.0.1:9/v1'}}\nmodels: {gpt: {backend: up}}\n"
+                                   "access: {groups: {fam: {rpm: 2}},"
+                                   " clients: [{name: kid, key: k-kid-0123456789, group: fam, rpm: 10, tpm: 1000}]}\n")
+    cfg = load_config(d / "router.yaml")
+    now = [1_796_300_000.0]
+    q = Quota(clock=lambda: now[0])
+    (kid,) = cfg.clients
+    for _ in range(2):
+        q.admit(cfg, kid, None, lambda: 100)
+    for _ in range(3):
+        with pytest.raises(ProxyError) as e:
+            q.admit(cfg, kid, None, lambda: 100)
+        assert "group 'fam'" in e.value.message and e.value.retry_after == pytest.approx(60)
+    levels = {k[1]: w.level(now[0]) for k, w in q.windows.items() if k[0] == ("client", "kid")}
+    assert levels == {"rpm": 2, "tpm": 200} and q.windows[(("group", "fam"), "rpm")].level(now[0]) == 2
+    now[0] += 60  # a window later all have room again
+    q.admit(cfg, kid, None, lambda: 100)
