@@ -348,14 +348,16 @@ def limits_cost(o: argparse.Namespace, work: Path, up: int) -> dict:
     speed lands on both sides of a pair.  Each side keeps its median, and each round's ratio is kept.
     """
     sides = {"without": start_llmproxy(o, work, up, "llmproxy-nolimits")[0], "with": start_llmproxy(o, work, up, "llmproxy-limits", limits=True)[0]}
-    got: dict[str, dict[str, list]] = {k: {"rps": [], "cpu": [], "others": [], "errors": []} for k in sides}
+    got: dict[str, dict[str, list]] = {k: {"rps": [], "cpu": [], "plain_cpu": [], "others": [], "errors": []} for k in sides}
     path, end = "/v1/chat/completions", "[DONE]"
     short = argparse.Namespace(**{**vars(o), "seconds": LIMIT_SECONDS})
     try:
         for i in range(LIMIT_ROUNDS):
             order = list(sides.items()) if i % 2 == 0 else list(sides.items())[::-1]
             for name, p in order:
+                before = cpu_s(p.server_pid())
                 c64 = plain(short, f"http://127.0.0.1:{p.port}", path, bodies("openai", "oa/plain"), 64, work)
+                got[name]["plain_cpu"].append((cpu_s(p.server_pid()) - before) * 1000 / c64["requests"] if c64["requests"] else None)
                 got[name]["rps"].append(c64["rps"])
                 got[name]["others"].append(c64["others_pct"])
                 got[name]["errors"].append(c64["errors"])
@@ -375,7 +377,8 @@ def limits_cost(o: argparse.Namespace, work: Path, up: int) -> dict:
     # steadier than a ratio of the two sides' medians when the machine's speed drifts between rounds.
     w, wo = got["with"], got["without"]
     out["ratio"] = {"rps": med([a / b for a, b in zip(w["rps"], wo["rps"]) if a and b]),
-                    "cpu": med([a / b for a, b in zip(w["cpu"], wo["cpu"]) if a and b])}
+                    "cpu": med([a / b for a, b in zip(w["cpu"], wo["cpu"]) if a and b]),
+                    "plain_cpu": med([a / b for a, b in zip(w["plain_cpu"], wo["plain_cpu"]) if a and b])}
     return out
 
 
@@ -784,7 +787,7 @@ def targets(res: dict) -> list[tuple[str, bool | None, str]]:
         w, wo, r, c = lc["with"], lc["without"], lc["ratio"]["rps"], lc["ratio"]["cpu"]
         ok = None if r is None or c is None else r >= 0.95 and c <= 1.05 and w["errors"] == 0
         t.append(("openai relay with rpm, tpm, budgets on: within 5% of off", ok,
-                  f"median of {LIMIT_ROUNDS} paired rounds: req/s @64 {fmt(r)}×, CPU per stream {fmt(c)}× "
+                  f"median of {LIMIT_ROUNDS} paired rounds: req/s @64 {fmt(r)}× (its CPU per request {fmt(lc['ratio'].get('plain_cpu'))}×), CPU per stream {fmt(c)}× "
                   f"(medians {w['rps']:,.0f} vs {wo['rps']:,.0f} req/s, {fmt(w['cpu_ms_per_stream'], 3)} vs {fmt(wo['cpu_ms_per_stream'], 3)} ms·core); {w['errors']} errors"))
     s = res.get("slow")
     if s and "llmproxy" in s:
