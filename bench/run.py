@@ -339,84 +339,82 @@ def start_floor(o: argparse.Namespace, work: Path, up: int, name: str) -> Proc:
     return p
 
 
+def _median(xs: list) -> float | None:
+    return sorted(xs)[len(xs) // 2] if xs and None not in xs else None
+
+
+def _per(total: float, n: int) -> float | None:
+    return total * 1000 / n if n else None
+
+
+def rounds(o: argparse.Namespace, work: Path, sides: list[tuple[str, Proc, str, bool]], fmt: str, path: str, end: str, n: int) -> dict[str, dict[str, list]]:
+    """Sides (key, process, model prefix, plain too) taking turns, ``n`` rounds of ``LIMIT_SECONDS`` per test, the
+    order turned round every round (a change in the machine's speed lands on every side of a round): req/s at 64
+    connections with the proxy's CPU per plain request (the sides with ``plain``), then streams/s at 64 with its
+    CPU per stream.  Each side's figures, one per round."""
+    short = argparse.Namespace(**{**vars(o), "seconds": LIMIT_SECONDS})
+    got: dict[str, dict[str, list]] = {k: {"rps": [], "plain_cpu": [], "streams": [], "cpu": [], "others": [], "errors": []} for k, *_ in sides}
+    for i in range(n):
+        order = sides if i % 2 == 0 else sides[::-1]
+        for key, p, prefix, with_plain in order:
+            if not with_plain:
+                continue
+            before = cpu_s(p.server_pid())
+            c64 = plain(short, f"http://127.0.0.1:{p.port}", path, bodies(fmt, prefix + "plain"), 64, work)
+            got[key]["plain_cpu"].append(_per(cpu_s(p.server_pid()) - before, c64["requests"]))
+            got[key]["rps"].append(c64["rps"])
+            got[key]["others"].append(c64["others_pct"])
+            got[key]["errors"].append(c64["errors"])
+        for key, p, prefix, _ in order:
+            rate = loadgen(url=f"http://127.0.0.1:{p.port}", path=path, body=bodies(fmt, prefix + "fast", True), conns=64,
+                           seconds=LIMIT_SECONDS, end=end, watch_pid=p.server_pid())
+            got[key]["streams"].append(rate["rps"])
+            got[key]["cpu"].append(_per(rate["watched_cpu_s"], rate["requests"]))
+            got[key]["others"].append(rate["others_pct"])
+            got[key]["errors"].append(rate["errors"])
+    return got
+
+
+def _ratio_runs(g: dict[str, list], base: dict[str, list]) -> dict[str, list[float]]:
+    """Each round's ratio of ``g`` to ``base`` (the two ran seconds apart): their median is what a target reads,
+    steadier than a ratio of the two sides' medians when the machine's speed drifts between rounds."""
+    return {m: [a / b for a, b in zip(g[m], base[m]) if a and b] for m in ("rps", "plain_cpu", "streams", "cpu")}
+
+
 def limits_cost(o: argparse.Namespace, work: Path, up: int) -> dict:
     """The OpenAI relay with and without rpm, tpm and budgets (client and group), in alternating rounds.
 
-    Two llmproxy processes, the same but for the limits, take turns: ``LIMIT_ROUNDS`` rounds, each of
-    req/s at 64 connections on both, then streams/s at 64 with the proxy's CPU per stream on both,
-    ``LIMIT_SECONDS`` each, the side that goes first swapped every round; so a change in the machine's
-    speed lands on both sides of a pair.  Each side keeps its median, and each round's ratio is kept.
+    Two llmproxy processes, the same but for the limits, take turns (``rounds``): ``LIMIT_ROUNDS`` rounds.
+    Each side keeps its median, and each round's ratio is kept.
     """
-    sides = {"without": start_llmproxy(o, work, up, "llmproxy-nolimits")[0], "with": start_llmproxy(o, work, up, "llmproxy-limits", limits=True)[0]}
-    got: dict[str, dict[str, list]] = {k: {"rps": [], "cpu": [], "plain_cpu": [], "others": [], "errors": []} for k in sides}
-    path, end = "/v1/chat/completions", "[DONE]"
-    short = argparse.Namespace(**{**vars(o), "seconds": LIMIT_SECONDS})
+    procs = {"without": start_llmproxy(o, work, up, "llmproxy-nolimits")[0], "with": start_llmproxy(o, work, up, "llmproxy-limits", limits=True)[0]}
     try:
-        for i in range(LIMIT_ROUNDS):
-            order = list(sides.items()) if i % 2 == 0 else list(sides.items())[::-1]
-            for name, p in order:
-                before = cpu_s(p.server_pid())
-                c64 = plain(short, f"http://127.0.0.1:{p.port}", path, bodies("openai", "oa/plain"), 64, work)
-                got[name]["plain_cpu"].append((cpu_s(p.server_pid()) - before) * 1000 / c64["requests"] if c64["requests"] else None)
-                got[name]["rps"].append(c64["rps"])
-                got[name]["others"].append(c64["others_pct"])
-                got[name]["errors"].append(c64["errors"])
-            for name, p in order:
-                rate = loadgen(url=f"http://127.0.0.1:{p.port}", path=path, body=bodies("openai", "oa/fast", True), conns=64, seconds=LIMIT_SECONDS,
-                               end=end, watch_pid=p.server_pid())
-                got[name]["cpu"].append(rate["watched_cpu_s"] * 1000 / rate["requests"] if rate["requests"] else None)
-                got[name]["others"].append(rate["others_pct"])
-                got[name]["errors"].append(rate["errors"])
+        got = rounds(o, work, [(k, p, "oa/", True) for k, p in procs.items()], "openai", "/v1/chat/completions", "[DONE]", LIMIT_ROUNDS)
     finally:
-        for p in sides.values():
+        for p in procs.values():
             p.stop()
-    med = lambda xs: sorted(xs)[len(xs) // 2] if xs and None not in xs else None  # noqa: E731
-    out = {k: {"rps": med(g["rps"]), "cpu_ms_per_stream": med(g["cpu"]), "rps_runs": g["rps"], "cpu_runs": g["cpu"],
+    out = {k: {"rps": _median(g["rps"]), "cpu_ms_per_stream": _median(g["cpu"]), "rps_runs": g["rps"], "cpu_runs": g["cpu"],
                "others_pct": max(g["others"]), "errors": sum(g["errors"])} for k, g in got.items()}
-    # Each round's with/without ratio (the two ran a few seconds apart): their median is what the target reads,
-    # steadier than a ratio of the two sides' medians when the machine's speed drifts between rounds.
-    w, wo = got["with"], got["without"]
-    out["ratio"] = {"rps": med([a / b for a, b in zip(w["rps"], wo["rps"]) if a and b]),
-                    "cpu": med([a / b for a, b in zip(w["cpu"], wo["cpu"]) if a and b]),
-                    "plain_cpu": med([a / b for a, b in zip(w["plain_cpu"], wo["plain_cpu"]) if a and b])}
+    out["ratio"] = {m: _median(v) for m, v in _ratio_runs(got["with"], got["without"]).items() if m != "streams"}
     return out
 
 
 def paired(o: argparse.Namespace, work: Path, floor: Proc, procs: list[tuple[str, Proc, str]], fmt: str, path: str, end: str) -> dict:
-    """The ratios the targets read, in alternating rounds: the floor and each llmproxy (key, process, model
-    prefix) take turns at req/s at 64 connections (the relays) and streams/s at 64 with the proxy's CPU per
-    stream, ``PAIRED_ROUNDS`` rounds of ``LIMIT_SECONDS`` per test, the order turned round every round.
+    """The ratios the targets read, in alternating rounds (``rounds``): the floor and each llmproxy (key, process,
+    model prefix), ``PAIRED_ROUNDS`` rounds; req/s at 64 for the relays only (a plain request through the
+    translated path is not what its target is about).
 
     Run one after another, minutes apart, two tests on this kind of machine drift ±15% with its other
     load; taken in turns, seconds apart, a round's ratio sees the same machine on both sides, and the
     median of the rounds' ratios is what a target checks (the single-run table stays as it was measured).
     """
-    short = argparse.Namespace(**{**vars(o), "seconds": LIMIT_SECONDS})
-    sides = [("floor", floor, "")] + procs
-    got: dict[str, dict[str, list]] = {k: {"rps": [], "streams": [], "cpu": [], "others": [], "errors": []} for k, *_ in sides}
-    for i in range(PAIRED_ROUNDS):
-        order = sides if i % 2 == 0 else sides[::-1]
-        for key, p, prefix in order:
-            if key == "translated":
-                continue  # (its target is streams/s; a plain request through it is not a stream)
-            c64 = plain(short, f"http://127.0.0.1:{p.port}", path, bodies(fmt, prefix + "plain"), 64, work)
-            got[key]["rps"].append(c64["rps"])
-            got[key]["others"].append(c64["others_pct"])
-            got[key]["errors"].append(c64["errors"])
-        for key, p, prefix in order:
-            rate = loadgen(url=f"http://127.0.0.1:{p.port}", path=path, body=bodies(fmt, prefix + "fast", True), conns=64,
-                           seconds=LIMIT_SECONDS, end=end, watch_pid=p.server_pid())
-            got[key]["streams"].append(rate["rps"])
-            got[key]["cpu"].append(rate["watched_cpu_s"] * 1000 / rate["requests"] if rate["requests"] else None)
-            got[key]["others"].append(rate["others_pct"])
-            got[key]["errors"].append(rate["errors"])
-    med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None  # noqa: E731
+    got = rounds(o, work, [("floor", floor, "", True)] + [(k, p, prefix, k != "translated") for k, p, prefix in procs], fmt, path, end, PAIRED_ROUNDS)
     f = got["floor"]
     out: dict = {"rounds": PAIRED_ROUNDS, "seconds": LIMIT_SECONDS, "floor": {"runs": f}}
     for key, *_ in procs:
         g = got[key]
-        ratios = {m: [a / b for a, b in zip(g[m], f[m]) if a and b] for m in ("rps", "streams", "cpu")}
-        out[key] = {"runs": g, "ratio_runs": ratios, "ratio": {m: med(v) for m, v in ratios.items()},
+        ratios = _ratio_runs(g, f)
+        out[key] = {"runs": g, "ratio_runs": ratios, "ratio": {m: _median(v) for m, v in ratios.items()},
                     "others_pct": max(g["others"] + f["others"]), "errors": sum(g["errors"])}
     return out
 

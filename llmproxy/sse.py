@@ -58,12 +58,13 @@ class SSEFrame:
     def _parse(self) -> None:
         self._parsed = True
         raw = self.raw
-        simple = _SIMPLE(raw) if raw.find(b"\r") < 0 else None  # the shape every provider sends: two C calls
-        if simple is not None:
-            name, self._data = simple.groups()
-            self._name = None if name is None else _NAMES.get(name) or name.decode("utf-8", "replace")
-            return
-        if b"\r" in raw:
+        if raw.find(b"\r") < 0:
+            simple = _SIMPLE(raw)  # the shape every provider sends: two C calls
+            if simple is not None:
+                name, self._data = simple.groups()
+                self._name = None if name is None else _NAMES.get(name) or name.decode("utf-8", "replace")
+                return
+        else:
             raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         name: str | None = None
         data: list[bytes] = []

@@ -369,23 +369,24 @@ async def test_signed_user_read_without_access_section(upstream, proxy):
     assert [(r["client"], r["user_id"], r["user_name"]) for r in await p.rows()] == [(None, "u-ann", "Ann")]
 
 
-def test_budget_checked_on_every_admission():
-    """With the client's plan kept between requests, a zero budget still refuses the first request, a budget crossed
-    refuses the next, and a new period (the clock past its end) starts afresh."""
+def _quota_on(tmp_path, access: str):  # noqa: ANN001, ANN202
+    """A Quota on a config whose ``access:`` section is ``access``, with a clock the test moves: (config, now, quota)."""
     from llmproxy.config import load_config
-    from llmproxy.errors import ProxyError
     from llmproxy.quota import Quota
 
-    import tempfile
-    from pathlib import Path
-
-    d = Path(tempfile.mkdtemp())
-    (d / "router.yaml").write_text("backends: {up: {api: openai, url: 'http://127.0.0.1:9/v1'}}\nmodels: {gpt: {backend: up}}\n"
-                                   "access: {clients: [{name: free, key: k-free-0123456789, budget: {usd: 0}},"
-                                   " {name: cron, key: k-cron-0123456789, budget: {usd: 1, per: day}}]}\n")
-    cfg = load_config(d / "router.yaml")
+    (tmp_path / "router.yaml").write_text("backends: {up: {api: openai, url: 'http://127.0.0.1:9/v1'}}\nmodels: {gpt: {backend: up}}\n"
+                                          f"access: {access}\n")
     now = [1_796_300_000.0]
-    q = Quota(clock=lambda: now[0])
+    return load_config(tmp_path / "router.yaml"), now, Quota(clock=lambda: now[0])
+
+
+def test_budget_checked_on_every_admission(tmp_path):
+    """With the client's plan kept between requests, a zero budget still refuses the first request, a budget crossed
+    refuses the next, and a new period (the clock past its end) starts afresh."""
+    from llmproxy.errors import ProxyError
+
+    cfg, now, q = _quota_on(tmp_path, "{clients: [{name: free, key: k-free-0123456789, budget: {usd: 0}},"
+                                      " {name: cron, key: k-cron-0123456789, budget: {usd: 1, per: day}}]}")
     free, cron = cfg.clients
     for _ in range(2):
         with pytest.raises(ProxyError) as e:
@@ -401,23 +402,12 @@ def test_budget_checked_on_every_admission():
     q.admit(cfg, cron, None, lambda: 1)
 
 
-def test_a_refused_request_counts_in_no_window():
+def test_a_refused_request_counts_in_no_window(tmp_path):
     """Each window counts a request as it is checked; when a later one (the group's) has no room, the ones that
     counted it (the client's rpm and tpm) take it back, and the 429 names the longest wait."""
-    from llmproxy.config import load_config
     from llmproxy.errors import ProxyError
-    from llmproxy.quota import Quota
 
-    import tempfile
-    from pathlib import Path
-
-    d = Path(tempfile.mkdtemp())
-    (d / "router.yaml").write_text("backends: {up: {api: openai, url: 'http://127.0.0.1:9/v1'}}\nmodels: {gpt: {backend: up}}\n"
-                                   "access: {groups: {fam: {rpm: 2}},"
-                                   " clients: [{name: kid, key: k-kid-0123456789, group: fam, rpm: 10, tpm: 1000}]}\n")
-    cfg = load_config(d / "router.yaml")
-    now = [1_796_300_000.0]
-    q = Quota(clock=lambda: now[0])
+    cfg, now, q = _quota_on(tmp_path, "{groups: {fam: {rpm: 2}}, clients: [{name: kid, key: k-kid-0123456789, group: fam, rpm: 10, tpm: 1000}]}")
     (kid,) = cfg.clients
     for _ in range(2):
         q.admit(cfg, kid, None, lambda: 100)

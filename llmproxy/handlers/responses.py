@@ -140,7 +140,7 @@ class Turn:
 
     def ToClient(self, meta: Meta) -> Writer:  # noqa: N802 - the front-door module's name for a stream's writer
         assert self.call is not None
-        return Writer(self, fmt.Events(meta, self.call.body))
+        return Writer(self, meta, self.call.body)
 
     def stream_error(self, err: ProxyError) -> bytes:
         """After the first byte: ``error`` and ``response.failed`` in the stream's order (a relay's: ``error`` only)."""
@@ -158,26 +158,20 @@ class Turn:
         self.store.put(Stored(response["id"], time.time(), call.row.client, call.target.backend.name, input=conversation, response=response))
 
 
-class Writer:
-    """One translated stream's writer (``Turn.ToClient``): each event's bytes, noted in the ``Turn`` on the way —
-    the last sequence number, the response ``response.created`` carried, the finished items, and the
+class Writer(fmt.ToClient):
+    """One translated stream's writer (``Turn.ToClient``): the format's, with each event noted in the ``Turn`` on
+    the way — the last sequence number, the response ``response.created`` carried, the finished items, and the
     final response, kept before the client can read it (a follow-up at once finds it)."""
 
-    __slots__ = ("turn", "events")
+    __slots__ = ("turn",)
 
-    def __init__(self, turn: Turn, events: fmt.Events) -> None:
-        self.turn, self.events = turn, events
+    def __init__(self, turn: Turn, meta: Meta, request: dict) -> None:
+        super().__init__(meta, request)
+        self.turn = turn
 
-    def chunk(self, chunk: dict) -> bytes:
-        return self.note(self.events.chunk(chunk))
-
-    def end(self) -> bytes:
-        return self.note(self.events.end())
-
-    def note(self, evs: list[dict]) -> bytes:
+    def frame(self, events: list[dict]) -> bytes:
         turn = self.turn
-        out = []
-        for ev in evs:
+        for ev in events:
             kind = ev["type"]
             turn.seq = ev["sequence_number"]
             if kind == "response.created":
@@ -186,8 +180,7 @@ class Writer:
                 turn.output.append(ev["item"])
             elif kind in ("response.completed", "response.incomplete"):
                 turn.keep(ev["response"])
-            out.append(fmt.event_bytes(ev))
-        return b"".join(out)
+        return super().frame(events)
 
 
 class RelayTap:

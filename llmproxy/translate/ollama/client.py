@@ -330,16 +330,17 @@ class ToClient:
             if choice.get("finish_reason"):
                 self.finish = choice["finish_reason"]
                 if calls:
-                    out.append(_line({**head, **part("", "", _flush_calls(calls)), "done": False}))
+                    out.append(self._calls_line())
         return out[0] if len(out) == 1 else b"".join(out)
 
     def end(self) -> bytes:
-        part, head = self.part, self.head
-        out = []
-        if self.calls:
-            out.append(_line({**head, **part("", "", _flush_calls(self.calls)), "done": False}))
-        out.append(_line({**head, **part("", "", []), **_final_fields(self.finish, self.usage, self.durations)}))
+        out = [self._calls_line()] if self.calls else []
+        out.append(_line({**self.head, **self.part("", "", []), **_final_fields(self.finish, self.usage, self.durations)}))
         return b"".join(out)
+
+    def _calls_line(self) -> bytes:
+        """The buffered tool calls, whole, in one line (and the buffer emptied)."""
+        return _line({**self.head, **self.part("", "", _flush_calls(self.calls)), "done": False})
 
 
 class ToGenerate(ToClient):

@@ -330,10 +330,14 @@ class ToClient:
         self.events = Events(meta, request)
 
     def chunk(self, chunk: dict) -> bytes:
-        return b"".join([event_bytes(ev) for ev in self.events.chunk(chunk)])
+        return self.frame(self.events.chunk(chunk))
 
     def end(self) -> bytes:
-        return b"".join([event_bytes(ev) for ev in self.events.end()])
+        return self.frame(self.events.end())
+
+    def frame(self, events: list[dict]) -> bytes:
+        """Events as the client reads them (a subclass may look at each on the way)."""
+        return b"".join([event_bytes(ev) for ev in events])
 
 
 def response_to_client(hub: dict, meta: Meta, request: dict) -> dict:
