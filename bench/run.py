@@ -49,7 +49,7 @@ PY = sys.executable
 sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 GAP_CHUNKS, GAP_MS = 20, 10  # the paced stream: 20 chunks 10 ms apart
-LIMIT_ROUNDS, LIMIT_SECONDS = 9, 3  # rounds of the limits-on / limits-off comparison, and seconds per test
+LIMIT_ROUNDS, LIMIT_SECONDS = 15, 3  # rounds of the limits-on / limits-off comparison, and seconds per test
 PAIRED_ROUNDS = 5  # rounds of the floor-vs-llmproxy ratios the targets read (LIMIT_SECONDS per test)
 PACED_RUNS = 3  # rounds of the paced-stream tests; each side's median run (by first byte p50) is reported
 WAVES = 10  # the paced streams sent together: 64 at the same moment, this many times a run

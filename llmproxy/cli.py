@@ -36,6 +36,7 @@ def _more_files() -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from . import console
     from .app import listening, log_notes, make_app
     from .config import ConfigError
     from .requestlog import NewerDatabase
@@ -66,6 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except NewerDatabase as e:
         print(f"llmproxy: {e}", file=sys.stderr)
         return 2
+    finally:
+        console.flush()  # lines still waiting for a write the closed loop will never make
     log.info("llmproxy stopped")
     return 0
 

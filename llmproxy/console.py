@@ -92,14 +92,15 @@ class ConsoleHandler(logging.Handler):
     def add(self, text: str) -> None:
         """Queue one finished line for the next write."""
         self._pending.append(text)
+        if self._scheduled:  # (a write is due: the loop is not asked again, a getpid call each time)
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # outside the loop (start-up, shutdown): write now
             self.flush()
             return
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_later(self.FLUSH_EVERY, self.flush)
+        self._scheduled = True
+        loop.call_later(self.FLUSH_EVERY, self.flush)
 
     def flush(self) -> None:
         self._scheduled = False

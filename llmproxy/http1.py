@@ -97,7 +97,7 @@ class Response:
         self._max = max_buffered  # decoded bytes that may wait unread (0: no cap); over it the body fails
         self.headers = headers
         self._conn: Connection | None = conn
-        self._loop = asyncio.get_running_loop()
+        self._loop = conn.loop
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._eof = False
@@ -205,6 +205,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, pool: Pool, key: tuple[str, int, bool]) -> None:
         self.pool, self.key = pool, key
+        self.loop = asyncio.get_running_loop()  # (made inside the loop: asked once, not per request; each asking is a getpid call)
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -274,7 +275,7 @@ class Connection(asyncio.Protocol):
             lines.append(f"Content-Length: {len(body)}\r\n")
         lines.append("\r\n")
         head = "".join(lines).encode("latin-1")
-        self._head_waiter = asyncio.get_running_loop().create_future()
+        self._head_waiter = self.loop.create_future()
         self._got_bytes = False
         self.transport.write(head + body if body else head)
         return self._head_waiter

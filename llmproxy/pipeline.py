@@ -153,7 +153,7 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
         resolved = snap.resolver.resolve(requested)
         access.authorize(client, requested, resolved.name, resolved.default)
         if client is not None:
-            call.ticket = state.quota.admit(snap.config, client, row.user_id, lambda: state.quota.estimate(call.body), row.user_name)
+            call.ticket = state.quota.admit(snap.config, client, row.user_id, call.body, row.user_name)
         if narrow is not None:
             resolved = await narrow(call, resolved)
         resp = await attempt(call, resolved, handler)

@@ -63,18 +63,10 @@ class Window:
                 return max(self.sec + 1 + k - now, 0.001)  # the second that slot was counted in, SPAN later
         return float(SPAN)
 
-    def take(self, now: float, n: int, limit: int) -> float:
-        """Count ``n`` ≥ 0 now if it fits under ``limit`` (0.0); else count nothing and return ``wait``'s seconds."""
-        self._roll(now)
-        if self.total + (n if n < limit else limit) > limit:  # (as wait: more than the whole limit waits for an empty window)
-            return self.wait(now, n, limit)
-        self.slots[self.sec % SPAN] += n
-        self.total += n
-        return 0.0
-
     def add(self, now: float, n: int) -> None:
         """Count ``n`` now; a negative ``n`` (an estimate corrected down) is taken back from the newest slots."""
-        self._roll(now)
+        if now >= self.sec + 1:
+            self._roll(now)
         if n >= 0:
             self.slots[self.sec % SPAN] += n
             self.total += n
@@ -194,8 +186,9 @@ class Quota:
         self._plans[key] = (client, cfg, plan)
         return plan
 
-    def admit(self, cfg: Config, client: Client, user: str | None, estimate: Callable[[], int], user_name: str | None = None) -> Ticket | None:
-        """Count one request in, or raise the 429 of the tightest limit it is over (budgets first); ``user_name`` is for its message."""
+    def admit(self, cfg: Config, client: Client, user: str | None, body: dict, user_name: str | None = None) -> Ticket | None:
+        """Count one request in, or raise the 429 of the tightest limit it is over (budgets first); ``body`` is estimated
+        (``estimate``) only when a tpm limit applies; ``user_name`` is for its message."""
         now = self.clock()
         plan = self._plan(cfg, client, user, now)
         for entry, budget, scope in plan.budgets:
@@ -203,10 +196,16 @@ class Quota:
                 raise self._over_budget(scope, budget, now, user_name)
         if not plan.checks:
             return None
-        tokens = estimate() if plan.tpm else 0
-        for check in plan.checks:
-            if check[0].take(now, tokens if check[1] else 1, check[2]):
+        tokens = self.estimate(body) if plan.tpm else 0
+        for check in plan.checks:  # each window counts the request if it has room (inline: four or more windows a request)
+            w, is_tokens, limit = check[0], check[1], check[2]
+            n = tokens if is_tokens else 1
+            if now >= w.sec + 1:  # (a new second: at most once a second per window)
+                w._roll(now)
+            if w.total + (n if n < limit else limit) > limit:  # (as wait: more than the whole limit waits for an empty window)
                 raise self._refuse(plan.checks, check, now, tokens, user_name)
+            w.slots[w.sec % SPAN] += n
+            w.total += n
         return Ticket(plan.tpm, tokens) if plan.tpm else None
 
     def _refuse(self, checks: list[tuple[Window, bool, int, Scope, Limits]], over: tuple, now: float, tokens: int, user_name: str | None) -> ProxyError:

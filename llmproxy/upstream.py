@@ -214,9 +214,11 @@ class Upstream:
 
     def __init__(self) -> None:
         self.pool: Pool | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         self.pool = Pool()
+        self.loop = asyncio.get_running_loop()  # (once: asking per request is a getpid call each time)
 
     async def close(self) -> None:
         if self.pool is not None:
@@ -242,7 +244,7 @@ class Upstream:
         ``cutoff`` (monotonic): when the request's ``failover.max_time`` runs out; the call is cut then
         (504) unless ``uncut()`` was called first.
         """
-        assert self.pool is not None
+        assert self.pool is not None and self.loop is not None
         t = backend.timeout
         url = backend.url + path
         headers = render(backend, key, extra_headers)
@@ -251,7 +253,7 @@ class Upstream:
         limit, which = (t.first_byte, "first_byte") if t.first_byte <= t.total else (t.total, "total")
         if cutoff is not None and cutoff < t0 + limit:
             limit, which = max(0.0, cutoff - t0), "max_time"
-        watch = _Watch(asyncio.get_running_loop(), t0 + limit)  # loop.time() is time.monotonic()
+        watch = _Watch(self.loop, t0 + limit)  # loop.time() is time.monotonic()
         try:
             resp = await watch.wait(self.pool.request(method, url, headers, body if method == "POST" else None, t.connect, backend.net, max_bytes))
         except BaseException as e:

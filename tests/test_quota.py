@@ -15,6 +15,7 @@ from llmproxy.app import reload
 KEY_A = "client-key-aaaaaaaa"
 KEY_B = "client-key-bbbbbbbb"
 MSGS = [{"role": "user", "content": "hi"}]
+MSGS_BODY = {"model": "gpt", "messages": MSGS}
 # openai/nonstream-text.json: 146 prompt + 3 completion tokens; at these prices 0.146 + 0.006 = 0.152 USD a request
 PRICE = {"input": 1000, "output": 2000}
 COST = 0.152
@@ -390,16 +391,16 @@ def test_budget_checked_on_every_admission(tmp_path):
     free, cron = cfg.clients
     for _ in range(2):
         with pytest.raises(ProxyError) as e:
-            q.admit(cfg, free, None, lambda: 1)
+            q.admit(cfg, free, None, {})
         assert e.value.code == "insufficient_quota"
-    q.admit(cfg, cron, None, lambda: 1)  # (the period is known from here on)
+    q.admit(cfg, cron, None, {})  # (the period is known from here on)
     q.add_cost("cron", None, None, 0.6, now[0])
-    q.admit(cfg, cron, None, lambda: 1)
+    q.admit(cfg, cron, None, {})
     q.add_cost("cron", None, None, 0.6, now[0])
     with pytest.raises(ProxyError):
-        q.admit(cfg, cron, None, lambda: 1)
+        q.admit(cfg, cron, None, {})
     now[0] += 86_400  # the next day
-    q.admit(cfg, cron, None, lambda: 1)
+    q.admit(cfg, cron, None, {})
 
 
 def test_a_refused_request_counts_in_no_window(tmp_path):
@@ -409,13 +410,14 @@ def test_a_refused_request_counts_in_no_window(tmp_path):
 
     cfg, now, q = _quota_on(tmp_path, "{groups: {fam: {rpm: 2}}, clients: [{name: kid, key: k-kid-0123456789, group: fam, rpm: 10, tpm: 1000}]}")
     (kid,) = cfg.clients
+    q.count_tokens = lambda body: 100  # (every request: 100 prompt tokens)
     for _ in range(2):
-        q.admit(cfg, kid, None, lambda: 100)
+        q.admit(cfg, kid, None, MSGS_BODY)
     for _ in range(3):
         with pytest.raises(ProxyError) as e:
-            q.admit(cfg, kid, None, lambda: 100)
+            q.admit(cfg, kid, None, MSGS_BODY)
         assert "group 'fam'" in e.value.message and e.value.retry_after == pytest.approx(60)
     levels = {k[1]: w.level(now[0]) for k, w in q.windows.items() if k[0] == ("client", "kid")}
     assert levels == {"rpm": 2, "tpm": 200} and q.windows[(("group", "fam"), "rpm")].level(now[0]) == 2
     now[0] += 60  # a window later all have room again
-    q.admit(cfg, kid, None, lambda: 100)
+    q.admit(cfg, kid, None, MSGS_BODY)

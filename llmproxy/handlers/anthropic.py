@@ -65,8 +65,12 @@ def estimate_tokens(body: dict) -> int:
     if not isinstance(messages, list):
         raise bad_request("messages: must be a list of messages", param="messages")
     for m in messages:
-        c, n = _size(m.get("content") if isinstance(m, dict) else m)
-        chars, media = chars + c, media + n
+        content = m.get("content") if isinstance(m, dict) else m
+        if isinstance(content, str):  # (most messages: plain text, counted here rather than in a call)
+            chars += len(content)
+        else:
+            c, n = _size(content)
+            chars, media = chars + c, media + n
     tools = body.get("tools") or []
     if not isinstance(tools, list):
         raise bad_request("tools: must be a list", param="tools")
