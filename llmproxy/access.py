@@ -154,7 +154,7 @@ def key_matches(want: str | None, got: str | None) -> bool:
 
 def allowed(client: Client | None, *names: str) -> bool:
     """Whether any of ``names`` matches one of the client's ``models`` globs (case-insensitive)."""
-    if client is None:
+    if client is None or "*" in client.models:  # (every model: the default, no pattern to run)
         return True
     match = _globs(client.models)
     return any(match(n.lower()) for n in names if n)

@@ -19,9 +19,8 @@ import random
 import re
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import orjson
 
@@ -204,10 +203,6 @@ class KeyState:
         return {"key": n, "state": "cooling", "reason": self.reason, "seconds_left": round(self.until - now, 1)}
 
 
-def _route_key(t: Target) -> tuple[str, str]:
-    return (t.backend.name, t.upstream_model)
-
-
 def _connect_level(err: ProxyError) -> bool:
     """The backend itself is unreachable (every model on it is down), not one model."""
     return err.code == "upstream_unreachable" or (err.code == "upstream_timeout" and "timeout.connect" in err.message)
@@ -267,12 +262,12 @@ class Balancer:
             return sorted(ts, key=lambda t: rnd() ** (1 / t.route.weight) if t.route.weight > 0 else -1.0, reverse=True)
         if strategy == "least_busy":
             rnd = self.rng.random
-            return sorted(ts, key=lambda t: (self.in_flight.get(_route_key(t), 0), rnd()))
+            return sorted(ts, key=lambda t: (self.in_flight.get(t.key, 0), rnd()))
         if strategy == "fastest":
             if self.rng.random() < self.s.explore:  # now and then, let another route show it recovered
                 self.rng.shuffle(ts)
                 return ts
-            return sorted(ts, key=lambda t: self.first_byte.get(_route_key(t), 0.0))
+            return sorted(ts, key=lambda t: self.first_byte.get(t.key, 0.0))
         if strategy == "cheapest":
             return sorted(ts, key=_price)
         if strategy == "auto":
@@ -284,7 +279,7 @@ class Balancer:
 
     def stats(self, t: Target, now: float) -> RouteStats:
         """What ``auto`` scores ``t`` by: its decayed error rate (an open breaker: 1), recent first-byte time, load, price."""
-        rk = _route_key(t)
+        rk = t.key
         errors = None
         if rk in self.errors:
             rate, at = self.errors[rk]
@@ -358,26 +353,20 @@ class Balancer:
 
     # -------------------------------------------------------------- outcomes
 
-    @contextmanager
-    def busy(self, t: Target) -> Iterator[None]:
-        """Count a request in flight on ``t``'s route while the block runs (``least_busy`` reads it)."""
-        rk = _route_key(t)
-        self.in_flight[rk] = self.in_flight.get(rk, 0) + 1
-        try:
-            yield
-        finally:
-            self.in_flight[rk] = self.in_flight.get(rk, 1) - 1  # (a reload keeps a count above 0: configure())
+    def busy(self, t: Target) -> _Busy:
+        """Count a request in flight on ``t``'s route while the ``with`` block runs (``least_busy`` reads it)."""
+        return _Busy(self.in_flight, t.key)
 
     def down(self, t: Target) -> bool:
         """Whether ``t``'s backend or route is set aside now (nothing changes: for listings)."""
         now = self.clock()
         return any(br is not None and br.state == OPEN and now < br.until
-                   for br in (self.backends.get(t.backend.name), self.routes.get(_route_key(t))))
+                   for br in (self.backends.get(t.backend.name), self.routes.get(t.key)))
 
     def blocked(self, t: Target, probes: list[Breaker]) -> tuple[str, float] | None:
         """Why ``t`` may not be tried now and for how long (None: it may; a probe it takes goes to ``probes``)."""
         now = self.clock()
-        for label, br in (("backend", self.backends.get(t.backend.name)), ("route", self.routes.get(_route_key(t)))):
+        for label, br in (("backend", self.backends.get(t.backend.name)), ("route", self.routes.get(t.key))):
             if br is None or br.state == CLOSED:
                 continue
             if not br.allow(now):
@@ -389,14 +378,14 @@ class Balancer:
 
     def succeeded(self, t: Target, key: int | None, first_byte_ms: float | None) -> None:
         """The upstream answered with a success status."""
-        for br in (self.backends.get(t.backend.name), self.routes.get(_route_key(t))):
+        for br in (self.backends.get(t.backend.name), self.routes.get(t.key)):
             if br is not None and (br.state != CLOSED or br.failures):
                 br.success()
         if key is not None:
             ks = self.keys.get((t.backend.name, key))
             if ks is not None and ks.until != math.inf:
                 ks.strikes = 0
-        rk = _route_key(t)
+        rk = t.key
         self._outcome(rk, False)
         if first_byte_ms is not None:
             prev, now = self.first_byte.get(rk), self.clock()
@@ -408,7 +397,7 @@ class Balancer:
         """An attempt failed with ``err``: cool down the key, the route or the whole backend."""
         kind = classify(err)
         if kind in (RETRY, KEY, ELSEWHERE):
-            self._outcome(_route_key(t), True)
+            self._outcome(t.key, True)
         if kind in (FINAL, CONTEXT, ELSEWHERE):
             return
         if key is not None and (kind == KEY or err.status == 429):
@@ -419,7 +408,7 @@ class Balancer:
             self.backends.setdefault(t.backend.name, Breaker()).failure(_reason(err), now, self.s)
             return
         at_least = (err.retry_after or self.s.cooldown) if err.status == 429 and err.retry_after else 0.0
-        self.routes.setdefault(_route_key(t), Breaker()).failure(_reason(err), now, self.s, at_least)
+        self.routes.setdefault(t.key, Breaker()).failure(_reason(err), now, self.s, at_least)
 
     def backoff(self, n: int, err: ProxyError) -> float:
         """Seconds to wait before retry ``n`` (1-based) of the same route: Retry-After, or exponential with jitter."""
@@ -475,6 +464,21 @@ def _price(t: Target) -> float:
 class Step:
     target: Target
     key: int | None
+
+
+class _Busy:
+    """What ``Balancer.busy`` returns: a plain object, not a generator-based context manager (two objects fewer a request)."""
+
+    __slots__ = ("counts", "rk")
+
+    def __init__(self, counts: dict[tuple[str, str], int], rk: tuple[str, str]) -> None:
+        self.counts, self.rk = counts, rk
+
+    def __enter__(self) -> None:
+        self.counts[self.rk] = self.counts.get(self.rk, 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.counts[self.rk] = self.counts.get(self.rk, 1) - 1  # (a reload keeps a count above 0: configure())
 
 
 @dataclass

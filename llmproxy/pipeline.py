@@ -104,7 +104,7 @@ async def read_json(request: web.Request, limit: int, keep: Bodies | None = None
         raise ProxyError(413, f"request body is over the limit of {limit:,} bytes (limits.max_body_mb)", code="request_too_large")
     if keep is not None:
         keep.request = raw
-    if not raw.strip():
+    if not raw or raw.isspace():  # (not strip(): that copies the body)
         raise bad_request("request body is empty; send a JSON object")
     try:
         body = orjson.loads(raw)

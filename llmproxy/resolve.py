@@ -7,8 +7,8 @@ never outlives a reload.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, Model, Route
 from .errors import ProxyError
@@ -26,10 +26,13 @@ class Target:
     model: str  # the configured model name the request resolved to
     route: Route
     upstream_model: str
+    # Worked out once (a Target is kept with its cached Resolved), read many times a request:
+    backend: Any = field(init=False, compare=False, repr=False)  # Backend: the route's
+    key: tuple[str, str] = field(init=False, compare=False, repr=False)  # (backend name, upstream model): the balancer's route key
 
-    @property
-    def backend(self):  # noqa: ANN201 - Backend
-        return self.route.backend
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backend", self.route.backend)
+        object.__setattr__(self, "key", (self.route.backend.name, self.upstream_model))
 
 
 @dataclass(frozen=True, slots=True)
