@@ -111,9 +111,12 @@ async def whole_answer(call: Call, up: UpstreamCall, parse: Callable[[Any], T], 
 # ------------------------------------------------------------------ streams
 
 
-async def frames(up: UpstreamCall, framer: Framer) -> AsyncIterator[list[Frame]]:
-    """The one reader: the frames each upstream read completes, as a batch, then what is left at the end."""
-    take, more, feed = up.take, up.more, framer.feed
+async def frames(up: UpstreamCall, framer: Framer, whole: bool = False) -> AsyncIterator[list[Frame] | bytes]:
+    """The one reader: the frames each upstream read completes, as a batch, then what is left at the end.
+
+    ``whole``: each batch as one run of bytes, not cut into frames (``SSEFramer.cut``; the relay's way).
+    """
+    take, more, feed = up.take, up.more, framer.cut if whole else framer.feed  # type: ignore[union-attr]
     try:
         data = take()
         while True:

@@ -15,9 +15,10 @@ from aiohttp import web
 from .exchange import StreamCut, frames, open_upstream, request_bytes, stream_out, upstream_body, whole_answer
 from .headers import redact
 from .pipeline import Call
-from .sse import FRAMERS, Frame
+from .sse import FRAMERS, Frame, SSEFramer, around
 from .translate import anthropic as anthropic_fmt
 from .translate import ollama as ollama_fmt
+from .translate.common import is_utf8
 from .translate import openai as openai_fmt
 from .usage import Usage
 
@@ -36,36 +37,48 @@ async def relay(call: Call, fmt: ModuleType, path: str, body: dict, stream: bool
         return web.Response(status=up.status, body=raw, headers={"Content-Type": content_type or "application/json"})
 
     tap, seen, wants_usage, row, secrets = fmt.relay_tap, {}, call.front.wants_usage(call.body), call.row, call.snap.secrets
+    shape, marks = getattr(fmt, "RELAY_SHAPE", None), getattr(fmt, "relay_marks", None)  # (SSE formats: a read checked whole)
 
-    def render(batch: list[Frame]) -> bytes:
+    def render(batch: list[Frame] | bytes) -> bytes:
         """The batch's bytes for the client, after the tap read each event (it may drop a usage-only one).
 
-        An event no client could read (``Tap.garbage``) ends the stream: what came before it goes
-        out, then the front door's error (before the first byte: a 502 the request may fail over on).
+        A run of bytes (SSE, ``SSEFramer.cut``) of the format's ordinary shape in UTF-8 is checked whole: only the
+        events ``relay_marks`` points into are cut out for the tap, the rest passes as it came; any other run is
+        cut into frames.  An event no client could read (``Tap.garbage``) ends the stream: what came before it
+        goes out, then the front door's error (before the first byte: a 502 the request may fail over on).
         """
-        dropped: list[Frame] = []
+        if type(batch) is bytes:
+            if shape(batch) is not None and (batch.isascii() or is_utf8(batch)):
+                at = marks(batch)
+                if not at:
+                    return batch
+                batch = around(batch, at)
+            else:
+                batch = SSEFramer.split(batch)
+        out: list[bytes] = []
         for f in batch:
-            t = tap(f, seen)
-            if t is None:
+            if type(f) is bytes:  # (ordinary events between the marked ones)
+                out.append(f)
                 continue
-            if t.garbage is not None:
-                head = b"".join([g.raw for g in batch[: batch.index(f)] if g not in dropped])
-                raise StreamCut(head, 502, f"backend '{call.target.backend.name}' sent a stream event that {t.garbage}",
-                                type="upstream_garbage", code="upstream_garbage")
-            if t.usage:
-                call.usage = Usage.from_hub(t.usage)
-                if t.usage_only and not wants_usage:
-                    dropped.append(f)
-            if t.error is not None:
-                row.fail(t.error.status, t.error.type, redact(t.error.message, secrets))
-                # The event itself goes to the client: no secret an upstream echoed in it either (error events only,
-                # found by the tap, so every other event still passes untouched).
-                f.raw = redact(f.raw.decode("utf-8", "surrogateescape"), secrets).encode("utf-8", "surrogateescape")
-        if dropped:
-            return b"".join([f.raw for f in batch if f not in dropped])
-        return batch[0].raw if len(batch) == 1 else b"".join([f.raw for f in batch])
+            t = tap(f, seen)
+            if t is not None:
+                if t.garbage is not None:
+                    raise StreamCut(b"".join(out), 502, f"backend '{call.target.backend.name}' sent a stream event that {t.garbage}",
+                                    type="upstream_garbage", code="upstream_garbage")
+                if t.usage:
+                    call.usage = Usage.from_hub(t.usage)
+                    if t.usage_only and not wants_usage:
+                        continue  # (dropped)
+                if t.error is not None:
+                    row.fail(t.error.status, t.error.type, redact(t.error.message, secrets))
+                    # The event itself goes to the client: no secret an upstream echoed in it either (error events only,
+                    # found by the tap, so every other event still passes untouched).
+                    f.raw = redact(f.raw.decode("utf-8", "surrogateescape"), secrets).encode("utf-8", "surrogateescape")
+            out.append(f.raw)
+        return out[0] if len(out) == 1 else b"".join(out)
 
-    return await stream_out(call, up, frames(up, FRAMERS[kind](up.limit)), content_type or STREAM_TYPES[kind], render)
+    source = frames(up, FRAMERS[kind](up.limit), whole=shape is not None)
+    return await stream_out(call, up, source, content_type or STREAM_TYPES[kind], render)
 
 
 def _as_is(body: Any) -> Any:

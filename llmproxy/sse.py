@@ -125,6 +125,30 @@ class SSEFramer:
             raise EventTooLarge(self._max)
         return out
 
+    def cut(self, chunk: bytes) -> bytes:
+        """What ``feed`` would return, as one run of bytes: the events this chunk completed, not cut apart
+        (b"" when none).  A relay checks the run whole and cuts out only the events it must read (``around``)."""
+        buf = self._buf + chunk if self._buf else chunk
+        if not self._cr and b"\r" in chunk:
+            self._cr, self._scan = True, 0
+        if self._cr:
+            return b"".join([f.raw for f in self._feed_cr(buf)])
+        end = buf.rfind(b"\n\n", self._scan) + 2  # (the last blank line: every event before it is whole)
+        if end > 1:
+            run, self._buf = buf[:end], buf[end:]
+        else:
+            run, self._buf = b"", buf
+        self._scan = max(0, len(self._buf) - 1)
+        if self._max and len(self._buf) > self._max:
+            raise EventTooLarge(self._max)
+        return run
+
+    @staticmethod
+    def split(run: bytes) -> list[SSEFrame]:
+        """A run of whole events (``cut``) as frames, as ``feed`` would have made them."""
+        f = SSEFramer()
+        return f.feed(run) + f.flush()
+
     def _feed_cr(self, buf: bytes) -> list[SSEFrame]:
         out: list[SSEFrame] = []
         start = 0  # the current event's first byte
@@ -154,6 +178,27 @@ class SSEFramer:
     def flush(self) -> list[SSEFrame]:
         rest, self._buf, self._scan = self._buf, b"", 0
         return [SSEFrame(rest)] if rest else []
+
+
+def around(run: bytes, marks: list[int]) -> list[bytes | SSEFrame]:
+    """``run`` (whole events, ``\n`` line ends) with each event holding one of the ``marks`` (byte offsets) as a
+    frame of its own, in order, and the bytes between them left as they are."""
+    out: list[bytes | SSEFrame] = []
+    pos = 0
+    for m in sorted(marks):
+        if m < pos:
+            continue  # (that event is already out)
+        start = run.rfind(b"\n\n", pos, m) + 2
+        if start < pos + 2:
+            start = pos
+        end = run.find(b"\n\n", m) + 2
+        if start > pos:
+            out.append(run[pos:start])
+        out.append(SSEFrame(run[start:end]))
+        pos = end
+    if pos < len(run):
+        out.append(run[pos:])
+    return out
 
 
 class Line:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from llmproxy.sse import Event, LineFramer, SSEFrame, SSEFramer
+from llmproxy.sse import Event, LineFramer, SSEFrame, SSEFramer, around
 
 
 def reference(raw: bytes) -> list[Event]:
@@ -55,6 +55,11 @@ def decode(pieces: list[bytes]) -> list[Event]:
     framer = SSEFramer()
     frames = [f for p in pieces for f in framer.feed(p)] + framer.flush()
     assert b"".join(f.raw for f in frames) == b"".join(pieces), "a relay would change the bytes"
+    # The relay's reading: each read's whole events as one run (cut), cut into frames only when needed (split)
+    runs = SSEFramer()
+    again = [f for p in pieces for f in SSEFramer.split(runs.cut(p))] + runs.flush()
+    assert b"".join(f.raw for f in again) == b"".join(pieces), "cut + split would change the bytes"
+    assert [Event(f.name, f.data) for f in again if f.data is not None] == [Event(f.name, f.data) for f in frames if f.data is not None]
     return [Event(f.name, f.data) for f in frames if f.data is not None]
 
 
@@ -90,6 +95,23 @@ def test_random_streams_of_awkward_pieces_read_as_the_rules_say() -> None:
         assert decode([raw]) == want, raw
         cut = rnd.randint(0, len(raw))
         assert decode([raw[:cut], raw[cut:]]) == want, (raw, cut)
+
+
+def test_around_cuts_out_exactly_the_marked_events() -> None:
+    """A run of events with marks at random offsets: the marked events come out as frames of one event each, in
+    order, everything else as bytes, and the pieces rebuild the run."""
+    rnd = random.Random(5)
+    for _ in range(300):
+        events = [b"data: {" + b"x" * rnd.randint(0, 9) + b"}\n\n" for _ in range(rnd.randint(1, 8))]
+        run = b"".join(events)
+        starts = [sum(map(len, events[:i])) for i in range(len(events))]
+        marks = [rnd.randrange(len(run)) for _ in range(rnd.randint(1, 4))]
+        marks = [m for m in marks if run[m:m + 1] != b"\n"]  # (a mark points into an event's text, never its blank line)
+        pieces = around(run, marks)
+        assert b"".join(p if isinstance(p, bytes) else p.raw for p in pieces) == run
+        framed = [p.raw for p in pieces if not isinstance(p, bytes)]
+        want = sorted({max(i for i, s in enumerate(starts) if s <= m) for m in marks})
+        assert framed == [events[i] for i in want], (run, marks)
 
 
 def test_the_two_readings_of_a_blank_line_after_lf_agree() -> None:

@@ -189,6 +189,16 @@ def is_utf8(raw: bytes) -> bool:
     return True
 
 
+def offsets(run: bytes, needle: bytes) -> list[int]:
+    """Every offset of ``needle`` in ``run`` (a relay_marks helper: one C search each)."""
+    out = []
+    i = run.find(needle)
+    while i >= 0:
+        out.append(i)
+        i = run.find(needle, i + len(needle))
+    return out
+
+
 def plain_sse(raw: bytes) -> bool:
     """An SSE event of the ordinary shape, ``event: …`` or ``data: {…``, ending ``}\\n\\n``, in UTF-8 (byte checks:
     ASCII is one C call); anything else is for ``garbage`` to look at."""

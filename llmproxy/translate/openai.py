@@ -5,13 +5,14 @@ relayed byte for byte by ``llmproxy.relay``.  This module serves the other pairi
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
 from ..errors import ProxyError, bad_request
 from ..sse import Event
-from .common import FieldTypes, Tap, check_types, frame_json, garbage, is_utf8, json_or_none, json_type, require_model, text_error
+from .common import FieldTypes, Tap, check_types, frame_json, garbage, is_utf8, json_or_none, json_type, offsets, require_model, text_error
 from .meta import Meta
 
 STREAM_DECODER = "sse"
@@ -135,6 +136,21 @@ def usage_of_answer(body: Any) -> dict | None:
     """The hub usage of a whole answer (chat, completions, embeddings); None when it has none."""
     usage = body.get("usage") if isinstance(body, dict) else None
     return usage if isinstance(usage, dict) else None
+
+
+# A run of events of the shape relay_tap passes on a byte check (one ``data:`` line each, a JSON object or [DONE]);
+# the relay checks a whole run at once and hands relay_tap only the events relay_marks points into.
+RELAY_SHAPE = re.compile(rb"(?:data: (?:\{[^\n]*\}|\[DONE\])\n\n)+").fullmatch
+
+
+def relay_marks(run: bytes) -> list[int]:
+    """Where in a run of ``RELAY_SHAPE`` relay_tap has something to read: usage (not ``"usage":null``, which every
+    chunk of a stream with usage carries) and ``"error"``."""
+    marks = offsets(run, b'"error"')
+    for i in offsets(run, b'"usage"'):  # (two scans of the run in all: each costs about as much as the rest of the check)
+        if run[i + 7:i + 12] != b":null" and run[i + 7:i + 13] != b": null":
+            marks.append(i)
+    return marks
 
 
 def relay_tap(frame: Any, seen: dict) -> Tap | None:

@@ -27,6 +27,7 @@
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ...errors import ProxyError
@@ -41,6 +42,7 @@ from ..common import (
     hub_completion,
     hub_usage_chunk,
     json_or_none,
+    offsets,
     parse_tool_args,
     split_data_url,
     sse_garbage,
@@ -361,6 +363,21 @@ def usage_of_answer(body: Any) -> dict | None:
     """The hub usage of a whole Anthropic answer (a message, or a count_tokens result); None when it has none."""
     usage = body.get("usage") if isinstance(body, dict) else None
     return counts_to_hub_usage(usage_counts(usage)) if isinstance(usage, dict) else None
+
+
+# A run of events of the shape relay_tap passes on a byte check (an ``event:`` line and one ``data:`` line of a JSON
+# object each); the relay checks a whole run at once and hands relay_tap only the events relay_marks points into.
+RELAY_SHAPE = re.compile(rb"(?:event: [a-z_]+\ndata: \{[^\n]*\}\n\n)+").fullmatch
+
+
+def relay_marks(run: bytes) -> list[int]:
+    """Where in a run of ``RELAY_SHAPE`` relay_tap has something to read: the usage of ``message_start`` and
+    ``message_delta``, and an error (the same byte checks as relay_tap's)."""
+    marks = offsets(run, b"error")
+    for i in offsets(run, b"message_"):  # (one scan for both names; message_stop has nothing to read)
+        if run[i + 8:i + 13] in (b"start", b"delta"):
+            marks.append(i)
+    return marks
 
 
 def relay_tap(frame: Any, seen: dict) -> Tap | None:
