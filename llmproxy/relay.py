@@ -1,8 +1,10 @@
 """Same-format relay, the hot path: the body goes up with only the model (and params) changed, and
 the upstream bytes come back untouched, event by event.
 
-The format's ``relay_tap`` reads the events that matter on the side (usage, an in-band error);
-every other event costs a byte check.  What differs between formats is the body that goes up
+The format's ``relay_tap`` reads the events that matter on the side (usage, an in-band error).  An
+SSE format also has ``RELAY_SHAPE`` and ``relay_marks``: each read's whole events are checked as one
+run of bytes and only the events the marks point into reach the tap, so an ordinary event costs no
+Python of its own.  What differs between formats is the body that goes up
 (``openai``, ``anthropic``, ``ollama`` below); the exchange itself is one function, ``relay``.
 """
 from __future__ import annotations

@@ -11,6 +11,12 @@ The hub format is OpenAI Chat Completions.  A backend module provides::
         .end() -> [hub chunk dicts]                       #   the stream is over: its last chunks (ProxyError if it was cut short)
     error_from_upstream(status, body_bytes) -> ProxyError
 
+and, where llmproxy relays the format byte for byte (``relay.py``)::
+
+    relay_tap(frame, seen) -> Tap | None                  # what one event tells the relay (usage, an error, garbage)
+    RELAY_SHAPE(run) -> match | None                      # SSE: a run of whole events all of the ordinary shape
+    relay_marks(run) -> [offsets]                         #   where in such a run relay_tap has something to read
+
 and a front-door module (``client`` halves)::
 
     request_from_client(body) -> hub request; response_to_client(hub, meta) -> its answer
