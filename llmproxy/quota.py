@@ -63,6 +63,16 @@ class Window:
                 return max(self.sec + 1 + k - now, 0.001)  # the second that slot was counted in, SPAN later
         return float(SPAN)
 
+    def take(self, now: float, n: int, limit: int) -> bool:
+        """Count ``n`` ≥ 0 now if it fits under ``limit`` (True); else count nothing (False)."""
+        if now >= self.sec + 1:  # (a new second: at most once a second per window)
+            self._roll(now)
+        if self.total + (n if n < limit else limit) > limit:  # (as wait: more than the whole limit waits for an empty window)
+            return False
+        self.slots[self.sec % SPAN] += n
+        self.total += n
+        return True
+
     def add(self, now: float, n: int) -> None:
         """Count ``n`` now; a negative ``n`` (an estimate corrected down) is taken back from the newest slots."""
         if now >= self.sec + 1:
@@ -197,15 +207,9 @@ class Quota:
         if not plan.checks:
             return None
         tokens = self.estimate(body) if plan.tpm else 0
-        for check in plan.checks:  # each window counts the request if it has room (inline: four or more windows a request)
-            w, is_tokens, limit = check[0], check[1], check[2]
-            n = tokens if is_tokens else 1
-            if now >= w.sec + 1:  # (a new second: at most once a second per window)
-                w._roll(now)
-            if w.total + (n if n < limit else limit) > limit:  # (as wait: more than the whole limit waits for an empty window)
+        for check in plan.checks:  # each window counts the request if it has room
+            if not check[0].take(now, tokens if check[1] else 1, check[2]):
                 raise self._refuse(plan.checks, check, now, tokens, user_name)
-            w.slots[w.sec % SPAN] += n
-            w.total += n
         return Ticket(plan.tpm, tokens) if plan.tpm else None
 
     def _refuse(self, checks: list[tuple[Window, bool, int, Scope, Limits]], over: tuple, now: float, tokens: int, user_name: str | None) -> ProxyError:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .config import Config, Model, Route
+from .config import Backend, Config, Model, Route
 from .errors import ProxyError
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ class Target:
     route: Route
     upstream_model: str
     # Worked out once (a Target is kept with its cached Resolved), read many times a request:
-    backend: Any = field(init=False, compare=False, repr=False)  # Backend: the route's
+    backend: Backend = field(init=False, compare=False, repr=False)  # the route's
     key: tuple[str, str] = field(init=False, compare=False, repr=False)  # (backend name, upstream model): the balancer's route key
 
     def __post_init__(self) -> None:

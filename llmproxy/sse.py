@@ -105,9 +105,7 @@ class SSEFramer:
         self._max = max_event  # bytes one unfinished event may reach (0: no cap)
 
     def feed(self, chunk: bytes) -> list[SSEFrame]:
-        buf = self._buf + chunk if self._buf else chunk
-        if not self._cr and b"\r" in chunk:
-            self._cr, self._scan = True, 0  # the scan restarts at a line start
+        buf = self._joined(chunk)
         if self._cr:
             return self._feed_cr(buf)
         # "\n" line ends only (every provider here): a blank line is "\n\n".
@@ -119,29 +117,33 @@ class SSEFramer:
             out.append(SSEFrame(buf[start:end]))
             start = end
             end = buf.find(b"\n\n", start)
-        self._buf = buf[start:] if start else buf
-        self._scan = max(0, len(self._buf) - 1)  # a "\n" at the end may pair with the next read's
-        if self._max and len(self._buf) > self._max:
-            raise EventTooLarge(self._max)
+        self._keep(buf[start:] if start else buf)
         return out
 
     def cut(self, chunk: bytes) -> bytes:
         """What ``feed`` would return, as one run of bytes: the events this chunk completed, not cut apart
         (b"" when none).  A relay checks the run whole and cuts out only the events it must read (``around``)."""
-        buf = self._buf + chunk if self._buf else chunk
-        if not self._cr and b"\r" in chunk:
-            self._cr, self._scan = True, 0
+        buf = self._joined(chunk)
         if self._cr:
             return b"".join([f.raw for f in self._feed_cr(buf)])
         end = buf.rfind(b"\n\n", self._scan) + 2  # (the last blank line: every event before it is whole)
-        if end > 1:
-            run, self._buf = buf[:end], buf[end:]
-        else:
-            run, self._buf = b"", buf
-        self._scan = max(0, len(self._buf) - 1)
-        if self._max and len(self._buf) > self._max:
+        if end < 2:
+            self._keep(buf)
+            return b""
+        self._keep(buf[end:])
+        return buf[:end]
+
+    def _joined(self, chunk: bytes) -> bytes:
+        """What is left of the last read with this one; the first "\r" seen turns the careful scanner on for good."""
+        if not self._cr and b"\r" in chunk:
+            self._cr, self._scan = True, 0  # the scan restarts at a line start
+        return self._buf + chunk if self._buf else chunk
+
+    def _keep(self, rest: bytes) -> None:
+        """The unfinished event, for the next read (a "\n" at its end may pair with the next read's)."""
+        self._buf, self._scan = rest, max(0, len(rest) - 1)
+        if self._max and len(rest) > self._max:
             raise EventTooLarge(self._max)
-        return run
 
     @staticmethod
     def split(run: bytes) -> list[SSEFrame]:
