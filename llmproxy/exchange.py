@@ -19,7 +19,7 @@ from .balance import parse_retry_after
 from .errors import ProxyError, too_deep
 from .headers import redact
 from .pipeline import Call, shutdown_error
-from .sse import EventTooLarge, Frame, Framer
+from .sse import EventTooLarge
 from .upstream import UpstreamCall, log_back
 from .usage import Usage
 
@@ -111,25 +111,26 @@ async def whole_answer(call: Call, up: UpstreamCall, parse: Callable[[Any], T], 
 # ------------------------------------------------------------------ streams
 
 
-async def frames(up: UpstreamCall, framer: Framer, whole: bool = False) -> AsyncIterator[list[Frame] | bytes]:
-    """The one reader: the frames each upstream read completes, as a batch, then what is left at the end.
+async def frames(up: UpstreamCall, read: Callable[[bytes], Any], rest: Callable[[], list]) -> AsyncIterator[Any]:
+    """The one reader: what ``read`` makes of each upstream read (skipped when empty), then ``rest()`` at the end.
 
-    ``whole``: each batch as one run of bytes, not cut into frames (``SSEFramer.cut``; the relay's way).
+    ``read`` and ``rest`` are a framer's: ``feed``/``flush`` (frames), ``cut``/``flush`` (the relay's: a read's
+    whole events as one run of bytes) or ``read``/``read_rest`` (a translator's: the parsed events).
     """
-    take, more, feed = up.take, up.more, framer.cut if whole else framer.feed  # type: ignore[union-attr]
+    take, more = up.take, up.more
     try:
         data = take()
         while True:
             if data:
-                batch = feed(data)
+                batch = read(data)
                 if batch:
                     yield batch
             if not await more():
                 break
             data = take()
-        rest = framer.flush()
-        if rest:
-            yield rest
+        last = rest()
+        if last:
+            yield last
     except EventTooLarge:
         raise up.too_large() from None
     finally:

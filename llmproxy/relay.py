@@ -79,7 +79,8 @@ async def relay(call: Call, fmt: ModuleType, path: str, body: dict, stream: bool
             out.append(f.raw)
         return out[0] if len(out) == 1 else b"".join(out)
 
-    source = frames(up, FRAMERS[kind](up.limit), whole=shape is not None)
+    framer = FRAMERS[kind](up.limit)
+    source = frames(up, framer.feed if shape is None else framer.cut, framer.flush)
     return await stream_out(call, up, source, content_type or STREAM_TYPES[kind], render)
 
 

@@ -60,39 +60,36 @@ async def chat(call: Call, to_hub: Callable[[dict], dict] | None = None) -> web.
 
 async def _pieces(call: Call, up: UpstreamCall, decoder, encoder, framer) -> AsyncIterator[bytes]:  # noqa: ANN001 - FromUpstream, ToClient, Framer
     """The client's bytes of each upstream read: its events through the backend's ``decoder`` to hub chunks, and
-    those through the front door's ``encoder``; the hub's usage noted on the way (a usage-only chunk the client
-    did not ask for is not passed on).  Reading stops at the backend's own end; then the last pieces."""
+    those, as a batch, through the front door's ``encoder``; the hub's usage noted on the way (a usage-only chunk
+    the client did not ask for is not passed on).  Reading stops at the backend's own end; then the last pieces."""
     wants_usage = call.front.wants_usage(call.body)
-    event, chunk = decoder.event, encoder.chunk
+    event, encode = decoder.event, encoder.chunks
 
-    def encode(chunks: list[dict]) -> list[bytes]:
-        out = []
+    def noted(chunks: list[dict]) -> list[dict]:
         for c in chunks:
             u = c.get("usage")
             if u:
                 call.usage = Usage.from_hub(u)
                 if not c.get("choices") and not wants_usage:
-                    continue
-            out.append(chunk(c))
-        return out
+                    return [k for k in chunks if k is not c]
+        return chunks
 
-    batches = frames(up, framer)
+    batches = frames(up, framer.read, framer.read_rest)
     try:
         async for batch in batches:
-            out: list[bytes] = []
+            chunks: list[dict] = []
             try:
-                for f in batch:
-                    if f.data is not None:
-                        out += encode(event(f))
-                        if decoder.done:
-                            break
+                for ev in batch:
+                    chunks += event(ev)
+                    if decoder.done:
+                        break
             except Exception:
-                if out:
-                    yield b"".join(out)  # what the events before the bad one made still goes out, then the error
+                if chunks:
+                    yield encode(noted(chunks))  # what the events before the bad one made still goes out, then the error
                 raise
-            yield b"".join(out)
+            yield encode(noted(chunks))
             if decoder.done:
                 break
     finally:
         await batches.aclose()  # the backend's end may come before its last bytes
-    yield b"".join(encode(decoder.end())) + encoder.end()
+    yield encode(noted(decoder.end())) + encoder.end()

@@ -56,7 +56,7 @@ def from_upstream(module, events, meta):  # noqa: ANN001, ANN201
     until the backend's own end, then ``end()``; the hub chunks one at a time (a test may stop at an error)."""
     reader = module.FromUpstream(meta)
     for ev in events:
-        if ev.data is None:
+        if ev[1] is None:  # ((name, data): a framer's read hands plain pairs)
             continue
         yield from reader.event(ev)
         if reader.done:

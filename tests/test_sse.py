@@ -18,8 +18,8 @@ def reference(raw: bytes) -> list[Event]:
         lines.pop()
     for line in lines + [b""]:  # EOF dispatches what is begun
         if not line:
-            if data:
-                events.append(Event(name, b"\n".join(data)))
+            if data:  # (an empty event type is no type: the event is dispatched under the default one)
+                events.append(Event(name or None, b"\n".join(data)))
             name, data = None, []
             continue
         if line[:1] == b":":
@@ -59,8 +59,12 @@ def decode(pieces: list[bytes]) -> list[Event]:
     runs = SSEFramer()
     again = [f for p in pieces for f in SSEFramer.split(runs.cut(p))] + runs.flush()
     assert b"".join(f.raw for f in again) == b"".join(pieces), "cut + split would change the bytes"
-    assert [Event(f.name, f.data) for f in again if f.data is not None] == [Event(f.name, f.data) for f in frames if f.data is not None]
-    return [Event(f.name, f.data) for f in frames if f.data is not None]
+    events = [Event(f.name, f.data) for f in frames if f.data is not None]
+    assert [Event(f.name, f.data) for f in again if f.data is not None] == events
+    # A translator's reading: each read's events parsed, with no frames (a run of the common shape in two regex calls)
+    reader = SSEFramer()
+    assert [Event(*e) for p in pieces for e in reader.read(p)] + reader.read_rest() == events
+    return events
 
 
 @pytest.mark.parametrize("name", STREAMS)

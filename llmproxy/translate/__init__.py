@@ -22,11 +22,13 @@ and a front-door module (``client`` halves)::
     request_from_client(body) -> hub request; response_to_client(hub, meta) -> its answer
     ToClient(meta)                                        # one stream's writer:
         .chunk(hub chunk) -> bytes                        #   what this chunk makes for the client (b"" for nothing yet)
+        .chunks([hub chunks]) -> bytes                    #   a batch's: the chunks' bytes joined (common.StreamWriter)
         .end() -> bytes                                   #   the closing events, after the last chunk
     error_body(err) -> bytes; stream_error(err) -> bytes  # an error before / after the first byte
 
-Both are plain objects called once per event or chunk: the translated path drives them from one
-loop (``translated._pieces``) with no generator between them.
+Both are plain objects, a reader called once per event and a writer once per upstream read's batch
+of chunks: the translated path drives them from one loop (``translated._pieces``) with no generator
+between them.
 
 No I/O, clock or random ids inside: everything variable arrives in ``meta`` (``translate/meta.py``).
 """

@@ -55,6 +55,19 @@ def check_routing(body: dict) -> dict:
     return body
 
 
+class StreamWriter:
+    """What every front door's ``ToClient`` shares: a batch of hub chunks (those one upstream read made) is each
+    chunk's bytes, joined; a format that can write a batch at once does so instead."""
+
+    __slots__ = ()
+
+    def chunk(self, chunk: dict) -> bytes:
+        raise NotImplementedError
+
+    def chunks(self, chunks: list[dict]) -> bytes:
+        return b"".join([self.chunk(c) for c in chunks])
+
+
 def hub_chunk(meta: Meta, delta: dict | None, finish: str | None = None, usage: dict | None = None) -> dict:
     """One hub ``chat.completion.chunk`` with a single choice; ``delta=None`` makes the ``choices: []`` usage chunk."""
     c = {"id": meta.id, "object": "chat.completion.chunk", "created": meta.created, "model": meta.model,

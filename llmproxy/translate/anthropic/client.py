@@ -22,7 +22,7 @@ import orjson
 from ...errors import ProxyError
 from ...sse import sse_event
 from ...usage import Usage
-from ..common import check_routing, dump_args, parse_tool_args
+from ..common import StreamWriter, check_routing, dump_args, parse_tool_args
 from ..meta import Meta
 from .shared import ERROR_STATUS, _bad, _tool_id
 
@@ -350,7 +350,7 @@ class _Blocks:
         return _event("content_block_delta", {"index": self.index, "delta": delta})
 
 
-class ToClient:
+class ToClient(StreamWriter):
     """Hub chunks -> Anthropic SSE events; ``message_delta`` waits for the hub's trailing usage chunk."""
 
     __slots__ = ("meta", "blocks", "started", "finish", "usage", "tools_seen")

@@ -446,14 +446,20 @@ class FromUpstream:
         self.tools = 0
 
     def event(self, event: Event) -> list[dict]:
-        data = event_json(event.data, "Anthropic")
+        name, data = event
+        data = event_json(data, "Anthropic")
         if not isinstance(data, dict):
             return []
         meta = self.meta
-        kind = event.name or data.get("type")  # the `event:` line is the dispatch key, as in Anthropic's SDK
-        if kind == "content_block_delta":  # (most events: looked at first)
+        kind = name or data.get("type")  # the `event:` line is the dispatch key, as in Anthropic's SDK
+        if kind == "content_block_delta":  # (most events: looked at first; most of them text)
             delta = data.get("delta")
-            delta = _block_delta(self.blocks.get(data.get("index", 0)), delta) if isinstance(delta, dict) else None
+            if not isinstance(delta, dict):
+                return []
+            if delta.get("type") == "text_delta":
+                text = delta.get("text")
+                return [hub_chunk(meta, {"content": text})] if text else []
+            delta = _block_delta(self.blocks.get(data.get("index", 0)), delta)
             return [hub_chunk(meta, delta)] if delta else []
         if kind == "error":
             raise _error(200, data)
@@ -504,10 +510,8 @@ def _start_text(state: dict, block: dict) -> list[dict]:
 
 
 def _block_delta(state: dict | None, delta: dict) -> dict | None:
-    """One content_block_delta -> a hub delta (or None for empty/unknown deltas)."""
+    """One content_block_delta of a tool or thinking block (text is read in ``event``) -> a hub delta (or None for empty/unknown deltas)."""
     kind = delta.get("type")
-    if kind == "text_delta" and delta.get("text"):
-        return {"content": delta["text"]}
     if state is None:
         return None
     if kind == "input_json_delta" and state["type"] == "tool_use" and delta.get("partial_json"):

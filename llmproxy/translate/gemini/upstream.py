@@ -419,7 +419,8 @@ class FromUpstream:
         self.blocked = False
 
     def event(self, event: Event) -> list[dict]:
-        body = event_json(event.data, "Gemini")
+        _, data = event
+        body = event_json(data, "Gemini")
         _raise_if_error(body)
         if not isinstance(body, dict):
             return []

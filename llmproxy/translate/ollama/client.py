@@ -17,7 +17,7 @@ from typing import Any, Callable
 import orjson
 
 from ...errors import ProxyError
-from ..common import check_routing, dump_args, parse_tool_args, sniff_image_mime, text_of
+from ..common import StreamWriter, check_routing, dump_args, parse_tool_args, sniff_image_mime, text_of
 from ..meta import Meta
 
 _DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
@@ -300,7 +300,7 @@ def _line(obj: dict) -> bytes:
     return orjson.dumps(obj) + b"\n"
 
 
-class ToClient:
+class ToClient(StreamWriter):
     """Hub chunks -> Ollama ``/api/chat`` NDJSON lines; tool calls are buffered per index and sent whole at the
     finish chunk; the done:true line comes after the hub stream ends.  ``part`` shapes each line's body."""
 

@@ -268,7 +268,8 @@ class FromUpstream:
         self.n_calls = 0
 
     def event(self, event: Event) -> list[dict]:
-        obj = event_json(event.data, "Ollama")
+        _, data = event
+        obj = event_json(data, "Ollama")
         if not isinstance(obj, dict):
             raise ProxyError(502, "Ollama sent a stream line that is not a JSON object")
         if "error" in obj:

@@ -28,7 +28,7 @@ import orjson
 from ...errors import ProxyError
 from ...sse import sse_event
 from ...usage import Usage
-from ..common import FieldTypes, check_types, require_model, synth_tool_call_id
+from ..common import FieldTypes, StreamWriter, check_types, require_model, synth_tool_call_id
 from ..meta import Meta
 from ..openai import error_body, error_dict
 from .shared import ToolName, encode_state, item_id, tool_names
@@ -321,7 +321,7 @@ def event_bytes(event: dict) -> bytes:
     return sse_event(orjson.dumps(event), event["type"])
 
 
-class ToClient:
+class ToClient(StreamWriter):
     """Hub chunks -> the Responses event stream's bytes (``Events``, each framed by ``event_bytes``)."""
 
     __slots__ = ("events",)
