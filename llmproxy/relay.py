@@ -67,8 +67,8 @@ async def relay(call: Call, fmt: ModuleType, path: str, body: dict, stream: bool
                 if t.garbage is not None:
                     raise StreamCut(b"".join(out), 502, f"backend '{call.target.backend.name}' sent a stream event that {t.garbage}",
                                     type="upstream_garbage", code="upstream_garbage")
-                if t.usage:
-                    call.usage = Usage.from_hub(t.usage)
+                if t.usage is not None:
+                    call.usage = t.usage
                     if t.usage_only and not wants_usage:
                         continue  # (dropped)
                 if t.error is not None:

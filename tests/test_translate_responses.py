@@ -62,7 +62,7 @@ def test_relay_tap_reads_usage_id_and_in_band_errors() -> None:
     _, taps, seen = tapped([wire("stream-reasoning-function-call.sse")])
     [(usage, err)] = taps
     assert err is None and seen["id"] == "resp_0050471a34b36ae60068c97b94a480819587a9d70cf2979b33"
-    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["completion_tokens_details"]) == (53, 469, {"reasoning_tokens": 448})
+    assert (usage.prompt, usage.completion, usage.reasoning) == (53, 469, 448)
     _, taps, seen = tapped([wire("stream-error-insufficient-quota.chunks.jsonl")])
     assert [e for _, e in taps] == [(429, "insufficient_quota", taps[0][1][2])] * 2  # the error event, then response.failed
     assert taps[0][1][2].startswith("You exceeded your current quota") and "id" not in seen

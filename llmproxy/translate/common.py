@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from ..errors import ProxyError, bad_request
+from ..usage import Usage
 from .meta import Meta
 
 # ---------------------------------------------------------------- hub shapes
@@ -187,7 +188,7 @@ class Tap(NamedTuple):
     """What one upstream event tells a byte-for-byte relay (each format's ``relay_tap`` returns it,
     or None for the ordinary event, found by a byte check without parsing)."""
 
-    usage: dict | None = None  # the hub usage so far, when this event says it
+    usage: Usage | None = None  # the usage so far, when this event says it (what the row gets, not a hub dict to read again)
     error: ProxyError | None = None  # an error the backend sent in the stream
     usage_only: bool = False  # the event carries nothing but usage: a client that did not ask for usage does not get it
     garbage: str | None = None  # why the event cannot be passed on (not UTF-8, not JSON): the relay ends the stream there

@@ -12,6 +12,7 @@ import orjson
 
 from ..errors import ProxyError, bad_request
 from ..sse import Event
+from ..usage import Usage
 from .common import FieldTypes, StreamWriter, Tap, check_types, frame_json, garbage, is_utf8, json_or_none, json_type, offsets, require_model, text_error
 from .meta import Meta
 
@@ -167,7 +168,7 @@ def relay_tap(frame: Any, seen: dict) -> Tap | None:
         chunk = frame_json(frame)
         usage = chunk.get("usage") if isinstance(chunk, dict) else None
         if usage:
-            return Tap(usage=usage, usage_only=not chunk.get("choices"))
+            return Tap(usage=Usage.from_hub(usage), usage_only=not chunk.get("choices"))
     if b'"error"' in raw:
         chunk = frame_json(frame)
         if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:

@@ -32,7 +32,7 @@ from typing import Any
 
 from ...errors import ProxyError
 from ...sse import Event
-from ...usage import hub_usage
+from ...usage import Usage, hub_usage
 from ..common import (
     Tap,
     dump_args,
@@ -351,12 +351,17 @@ def usage_counts(usage: Any) -> dict[str, int]:
     return {k: v for k in _USAGE_KEYS if isinstance(v := usage.get(k), int)}
 
 
-def counts_to_hub_usage(counts: dict[str, int]) -> dict:
-    """Hub usage from Anthropic counts (its ``input_tokens`` excludes cache reads and writes)."""
+def counts_usage(counts: dict[str, int]) -> Usage:
+    """The usage of Anthropic counts (its ``input_tokens`` excludes cache reads and writes)."""
     read = counts.get("cache_read_input_tokens", 0)
     write = counts.get("cache_creation_input_tokens", 0)
-    prompt = counts.get("input_tokens", 0) + read + write  # input_tokens excludes the cache
-    return hub_usage(prompt, counts.get("output_tokens", 0), cached=read, cache_write=write)
+    return Usage(counts.get("input_tokens", 0) + read + write, counts.get("output_tokens", 0), read, write)
+
+
+def counts_to_hub_usage(counts: dict[str, int]) -> dict:
+    """Hub usage from Anthropic counts."""
+    u = counts_usage(counts)
+    return hub_usage(u.prompt, u.completion, cached=u.cached, cache_write=u.cache_write)
 
 
 def usage_of_answer(body: Any) -> dict | None:
@@ -398,7 +403,7 @@ def relay_tap(frame: Any, seen: dict) -> Tap | None:
             seen.update(usage_counts(data.get("usage")))
         else:
             return None
-        return Tap(usage=counts_to_hub_usage(seen)) if seen else None
+        return Tap(usage=counts_usage(seen)) if seen else None
     if b"error" in raw and (frame.name == "error" or b'"type":"error"' in raw or b'"type": "error"' in raw):
         return Tap(error=error_from_upstream(200, frame.data or b""))
     return None

@@ -17,7 +17,7 @@ import orjson
 
 from ...errors import ProxyError
 from ...sse import Event
-from ...usage import hub_usage
+from ...usage import Usage, hub_usage
 from ..common import (
     Tap,
     dump_args,
@@ -240,7 +240,7 @@ def relay_tap(frame: Any, seen: dict) -> Tap | None:
     if obj.get("error"):
         return Tap(error=error_from_upstream(502, raw))
     if obj.get("done"):
-        return Tap(usage=usage_of_answer(obj))
+        return Tap(usage=Usage.from_hub(usage_of_answer(obj)))
     return None
 
 

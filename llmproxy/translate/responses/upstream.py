@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import ProxyError
-from ...usage import hub_usage
+from ...usage import Usage, hub_usage
 from ..common import Tap, frame_json, sse_garbage
 from ..openai import error_from_upstream  # the Responses API answers errors in OpenAI's shape
 
@@ -59,7 +59,7 @@ def relay_tap(frame: Any, seen: dict) -> Tap | None:
             response = event.get("response") or {}
             seen["id"] = response.get("id")
             usage = usage_of_answer(response)
-            return Tap(usage=usage) if usage else None
+            return Tap(usage=Usage.from_hub(usage)) if usage else None
     elif b"response.failed" in raw or b"event: error\n" in raw or b'"type":"error"' in raw or b'"type": "error"' in raw:
         event = frame_json(frame)
         kind = event.get("type") if isinstance(event, dict) else None
