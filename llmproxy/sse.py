@@ -3,7 +3,9 @@
 One framer per stream format (``FRAMERS``): ``feed(chunk)`` returns the frames this chunk
 completed, ``flush()`` what is left at the end of the body.  A frame's ``raw`` is its bytes exactly
 as they came (a relay writes them on untouched); its ``name`` and ``data`` are parsed only when
-someone reads them.  Framing happens on bytes and UTF-8 is decoded only by the JSON parser
+someone reads them.  A translator, which never writes the raw bytes, asks ``read(chunk)`` and
+``read_rest()`` instead: the events with data, as (name, data) pairs, with no frame made where
+the bytes have the shape every provider sends.  Framing happens on bytes and UTF-8 is decoded only by the JSON parser
 afterwards, so a network split inside a multi-byte character cannot corrupt text.  Every framer
 looks at each byte a bounded number of times: a huge event that arrives in many reads costs
 linear time, not a rescan per read; past ``max_event`` bytes it is ``EventTooLarge``.
