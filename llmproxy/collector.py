@@ -11,7 +11,8 @@ wait for as long as the traffic is quiet and RSS rose 3-5 % over the bench's soa
 So, once serving: what start-up made (modules, the config, its schema validator) is frozen out of the
 collector's view; the allocation trigger is off; a young pass runs every ``TICK`` seconds, the middle
 generation every tenth, a full pass every hundredth (Python's own 10 x 10 ratios).  Garbage waits at
-most ``TICK`` whatever the load, and a pass at 64 streams costs what one did before.
+most ``TICK`` whatever the load.  A pass walks what survived the last 0.1 s, so each costs more (at 64
+streams ~0.45 ms against ~0.2 ms), but there are a tenth as many: 39 passes, 17-19 ms, in the same test.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ TICK = 0.1  # seconds between young passes
 
 
 class Collector:
+    """The clock: ``start`` once the loop serves, ``stop`` when it is done."""
+
     __slots__ = ("loop", "handle", "passes")
 
     def __init__(self) -> None:

@@ -106,6 +106,11 @@ class SSEFrame:
         return f"SSEFrame({self.raw!r})"
 
 
+def _parsed(frames: list) -> list[Event]:
+    """The events of ``frames`` that have data, without their raw bytes."""
+    return [Event(f.name, f.data) for f in frames if f.data is not None]
+
+
 class _Reads:
     """What a translator reads of a stream: each event with data, parsed, without its raw bytes."""
 
@@ -113,11 +118,11 @@ class _Reads:
 
     def read(self, chunk: bytes) -> list[Event]:
         """The events with data this chunk completed."""
-        return [Event(f.name, f.data) for f in self.feed(chunk) if f.data is not None]  # type: ignore[attr-defined]
+        return _parsed(self.feed(chunk))  # type: ignore[attr-defined]
 
     def read_rest(self) -> list[Event]:
         """The events with data left at the end of the body."""
-        return [Event(f.name, f.data) for f in self.flush() if f.data is not None]  # type: ignore[attr-defined]
+        return _parsed(self.flush())  # type: ignore[attr-defined]
 
 
 class SSEFramer(_Reads):
@@ -172,7 +177,7 @@ class SSEFramer(_Reads):
             return []
         if not self._cr and _SIMPLE_RUN(run) is not None:  # (no "\r" seen: "." is any byte but "\n")
             return [(_NAMES[name], data) for name, data in _FIELDS(run)]  # (plain pairs: a NamedTuple costs 3x more)
-        return [Event(f.name, f.data) for f in self.split(run) if f.data is not None]
+        return _parsed(self.split(run))
 
     def _joined(self, chunk: bytes) -> bytes:
         """What is left of the last read with this one; the first "\r" seen turns the careful scanner on for good."""

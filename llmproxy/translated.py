@@ -66,13 +66,13 @@ async def _pieces(call: Call, up: UpstreamCall, decoder, encoder, framer) -> Asy
     event, encode = decoder.event, encoder.chunks
 
     def noted(chunks: list[dict]) -> list[dict]:
+        drop = False
         for c in chunks:
             u = c.get("usage")
             if u:
-                call.usage = Usage.from_hub(u)
-                if not c.get("choices") and not wants_usage:
-                    return [k for k in chunks if k is not c]
-        return chunks
+                call.usage = Usage.from_hub(u)  # (the last one a batch carries wins)
+                drop = drop or (not c.get("choices") and not wants_usage)
+        return [c for c in chunks if not (c.get("usage") and not c.get("choices"))] if drop else chunks
 
     batches = frames(up, framer.read, framer.read_rest)
     try:
