@@ -1,16 +1,16 @@
 """One exchange with a backend, shared by the relay and the translated path.
 
 ``open_upstream`` sends the request and turns an error status into a ProxyError;
-``whole_answer`` reads a non-stream answer; a stream goes through the one reader, ``frames``
-(upstream bytes → frames, one batch per read), and the one writer, ``stream_out`` (pieces → the
-client, an error after the first byte ending the stream in-band).
+``whole_answer`` reads a non-stream answer; a stream goes through the one loop, ``stream_out``: each
+upstream read through the caller's ``piece`` (framer, then tap or translators: plain calls, no
+generator between) to the client's bytes, an error after the first byte ending the stream in-band.
 """
 from __future__ import annotations
 
 import asyncio
 import time
 from types import ModuleType
-from typing import Any, AsyncIterator, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 import orjson
 from aiohttp import web
@@ -111,39 +111,13 @@ async def whole_answer(call: Call, up: UpstreamCall, parse: Callable[[Any], T], 
 # ------------------------------------------------------------------ streams
 
 
-async def frames(up: UpstreamCall, read: Callable[[bytes], Any], rest: Callable[[], list]) -> AsyncIterator[Any]:
-    """The one reader: what ``read`` makes of each upstream read (skipped when empty), then ``rest()`` at the end.
+class StreamCut(Exception):
+    """What a stream's ``piece`` raises when an item breaks in the middle of a read: ``head`` (the client's
+    bytes of what came before it) still goes to the client, then ``error`` ends the stream."""
 
-    ``read`` and ``rest`` are a framer's: ``feed``/``flush`` (frames), ``cut``/``flush`` (the relay's: a read's
-    whole events as one run of bytes) or ``read``/``read_rest`` (a translator's: the parsed events).
-    """
-    take, more = up.take, up.more
-    try:
-        data = take()
-        while True:
-            if data:
-                batch = read(data)
-                if batch:
-                    yield batch
-            if not await more():
-                break
-            data = take()
-        last = rest()
-        if last:
-            yield last
-    except EventTooLarge:
-        raise up.too_large() from None
-    finally:
-        up.watch.stop()
-
-
-class StreamCut(ProxyError):
-    """What a ``render`` raises to end a stream in the middle of an item: ``head`` (the part before
-    the bad bytes) still goes to the client, then the error."""
-
-    def __init__(self, head: bytes, status: int, message: str, **kw: Any) -> None:
-        super().__init__(status, message, **kw)
-        self.head = head
+    def __init__(self, head: bytes, error: Exception) -> None:
+        super().__init__(str(error))
+        self.head, self.error = head, error
 
 
 class _Stream(web.StreamResponse):
@@ -154,83 +128,87 @@ class _Stream(web.StreamResponse):
     _send_headers_immediately = False
 
 
-async def stream_out(call: Call, up: UpstreamCall, source: AsyncIterator[Any], content_type: str,
-                     render: Callable[[Any], bytes] | None = None) -> web.StreamResponse:
-    """The one writer: each item of ``source`` (``render``-ed to bytes, if given) to the client as it comes.
+async def stream_out(call: Call, up: UpstreamCall, piece: Callable[[bytes], bytes], last: Callable[[], bytes], content_type: str,
+                     ended: Callable[[], bool] | None = None) -> web.StreamResponse:
+    """The one stream loop, relayed or translated: each upstream read through ``piece`` to the client's bytes, as
+    they come, then ``last()`` once the body ended (or once ``ended()`` says the backend's own end came).
 
-    The first piece is read before the response starts, so a stream that fails before its first
-    byte (hangs, resets, garbage) raises instead and the request may still fail over.  After that an
-    error (a ProxyError from ``source`` or ``render``; a ``StreamCut`` sends its head first) ends the
-    stream in-band, in the front door's shape, and the row says why.
+    The response starts with the first non-empty piece, so a stream that fails before its first byte (hangs,
+    resets, garbage) raises instead and the request may still fail over.  After that an error (a ProxyError, or a
+    translator choking: ValueError, KeyError, TypeError) ends the stream in-band, in the front door's shape, and
+    the row says why; a ``StreamCut`` sends its head first, and starts the stream with it if nothing went yet.
+    Pieces made from bytes already read are written together (once more would mean waiting); what is left at the
+    end goes out with the last chunk marker, in one write.
     """
-    source = aiter(source)
-    try:
-        head = b""
-        while not head:  # (a relay may drop a whole batch: the first piece is the first non-empty one)
-            item = await anext(source, None)
-            if item is None:
-                break
-            head = render(item) if render is not None else item
-    except (ProxyError, ValueError, KeyError, TypeError) as e:
-        first_err = e if isinstance(e, ProxyError) else _unreadable(up, e)
-        first_err.message = redact(first_err.message, call.snap.secrets)
-        up.close()
-        finish_upstream(call, up, first_err)
-        raise first_err from None
     resp = _Stream(status=200, headers={"Content-Type": content_type, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    err: ProxyError | None = None
-    # Pieces made from bytes already read are written together (once more would mean waiting); what is
-    # left at the end goes out with the last chunk marker, in one write.
-    batch: list[bytes] = []
-
-    def end_with(e: ProxyError) -> ProxyError:
-        """The row says why the stream ended early, and so does its last event, in the front door's shape."""
-        call.row.fail(e.status, e.type, e.message)
-        batch.append(call.front.module.stream_error(e))
-        return e
-
     keep = call.bodies  # log.bodies: what goes to the client is kept too (checked once a stream, not per write)
     write = resp.write if keep is None else keep.tee(resp.write)
+    take, more = up.take, up.more
+    batch: list[bytes] = []
+    err: ProxyError | None = None
     try:
-        await resp.prepare(call.request)
-        call.sent = True
-        up.uncut()  # failover.max_time bounds the attempts; the stream's own timeouts govern from here
-        if head:
-            await write(head)
-            call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)
+        try:
             size = 0
-            async for item in source:
-                piece = render(item) if render is not None else item
-                if not piece:
-                    continue
-                batch.append(piece)
-                size += len(piece)
-                if size >= BATCH_BYTES or not up.ready():
-                    await write(batch[0] if len(batch) == 1 else b"".join(batch))
-                    batch.clear()
-                    size = 0
-    except (ValueError, KeyError, TypeError) as e:  # a translator choked on what the backend sent
-        err = end_with(_unreadable(up, e))
-    except ProxyError as e:
-        e.message = redact(e.message, call.snap.secrets)
-        if isinstance(e, StreamCut):
-            batch.append(e.head)
-        err = end_with(e)
+            data = take()
+            while True:
+                if data:
+                    p = piece(data)
+                    if not p:
+                        pass
+                    elif not call.sent:
+                        await _begin(call, up, resp, write, p)
+                    else:
+                        batch.append(p)
+                        size += len(p)
+                        if size >= BATCH_BYTES or not up.ready():
+                            await write(batch[0] if len(batch) == 1 else b"".join(batch))
+                            batch.clear()
+                            size = 0
+                    if ended is not None and ended():
+                        break
+                if not await more():
+                    break
+                data = take()
+            batch.append(last())
+        except EventTooLarge:
+            raise up.too_large() from None
+        except StreamCut as cut:
+            batch.append(cut.head)
+            raise cut.error from None
+    except (ProxyError, ValueError, KeyError, TypeError) as e:
+        err = e if isinstance(e, ProxyError) else _unreadable(up, e)
+        err.message = redact(err.message, call.snap.secrets)
+        if not call.sent and not any(batch):  # nothing for the client: the request may still fail over
+            finish_upstream(call, up, err)
+            raise err from None
+        call.row.fail(err.status, err.type, err.message)
+        batch.append(call.front.module.stream_error(err))  # the stream's last event says why
     except ConnectionError:
         call.row.fail(499, "cancelled", "client disconnected")
         err = ProxyError(499, "client disconnected")
     except asyncio.CancelledError:
-        if not call.state.shutting_down:
+        if not call.sent or not call.state.shutting_down:
+            if call.sent:
+                finish_upstream(call, up)
             raise
         asyncio.current_task().uncancel()  # llmproxy's own stop, not the client's: the stream ends with why
-        err = end_with(shutdown_error(call))
+        err = shutdown_error(call)
+        call.row.fail(err.status, err.type, err.message)
+        batch.append(call.front.module.stream_error(err))
     finally:
-        await source.aclose()  # closed here (the translator may stop before the upstream's last bytes), not by the garbage collector
         up.close()
-        finish_upstream(call, up, err)
+    finish_upstream(call, up, err)
     if call.row.status is None:
         call.row.status = 200
     tail = b"".join(batch)
+    if not call.sent:  # (nothing came before the stream's last piece, or nothing at all)
+        try:
+            await _begin(call, up, resp, write, b"")
+        except ConnectionError:
+            call.row.fail(499, "cancelled", "client disconnected")
+            return resp
+        if tail:
+            call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)
     if keep is not None:
         keep.add(tail)
     try:
@@ -238,6 +216,16 @@ async def stream_out(call: Call, up: UpstreamCall, source: AsyncIterator[Any], c
     except ConnectionError:
         pass
     return resp
+
+
+async def _begin(call: Call, up: UpstreamCall, resp: web.StreamResponse, write: Callable[[bytes], Awaitable[Any]], head: bytes) -> None:
+    """The response begun, with its first piece: from here nothing fails over, and the stream's own timeouts govern."""
+    await resp.prepare(call.request)
+    call.sent = True
+    up.uncut()  # (failover.max_time bounded the attempts until now)
+    if head:
+        await write(head)
+        call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)
 
 
 def _unreadable(up: UpstreamCall, e: Exception) -> ProxyError:

@@ -14,7 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .exchange import StreamCut, frames, open_upstream, request_bytes, stream_out, upstream_body, whole_answer
+from .errors import ProxyError
+from .exchange import StreamCut, open_upstream, request_bytes, stream_out, upstream_body, whole_answer
 from .headers import redact
 from .pipeline import Call
 from .sse import FRAMERS, Frame, SSEFramer, around
@@ -47,8 +48,10 @@ async def relay(call: Call, fmt: ModuleType, path: str, body: dict, stream: bool
         A run of bytes (SSE, ``SSEFramer.cut``) of the format's ordinary shape in UTF-8 is checked whole: only the
         events ``relay_marks`` points into are cut out for the tap, the rest passes as it came; any other run is
         cut into frames.  An event no client could read (``Tap.garbage``) ends the stream: what came before it
-        goes out, then the front door's error (before the first byte: a 502 the request may fail over on).
+        goes out, then the front door's error (with nothing before it: a 502 the request may fail over on).
         """
+        if not batch:
+            return b""
         if type(batch) is bytes:
             if shape(batch) is not None and (batch.isascii() or is_utf8(batch)):
                 at = marks(batch)
@@ -65,8 +68,8 @@ async def relay(call: Call, fmt: ModuleType, path: str, body: dict, stream: bool
             t = tap(f, seen)
             if t is not None:
                 if t.garbage is not None:
-                    raise StreamCut(b"".join(out), 502, f"backend '{call.target.backend.name}' sent a stream event that {t.garbage}",
-                                    type="upstream_garbage", code="upstream_garbage")
+                    raise StreamCut(b"".join(out), ProxyError(502, f"backend '{call.target.backend.name}' sent a stream event that {t.garbage}",
+                                                              type="upstream_garbage", code="upstream_garbage"))
                 if t.usage is not None:
                     call.usage = t.usage
                     if t.usage_only and not wants_usage:
@@ -80,8 +83,8 @@ async def relay(call: Call, fmt: ModuleType, path: str, body: dict, stream: bool
         return out[0] if len(out) == 1 else b"".join(out)
 
     framer = FRAMERS[kind](up.limit)
-    source = frames(up, framer.feed if shape is None else framer.cut, framer.flush)
-    return await stream_out(call, up, source, content_type or STREAM_TYPES[kind], render)
+    read = framer.feed if shape is None else framer.cut
+    return await stream_out(call, up, lambda data: render(read(data)), lambda: render(framer.flush()), content_type or STREAM_TYPES[kind])
 
 
 def _as_is(body: Any) -> Any:

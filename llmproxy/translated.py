@@ -4,13 +4,13 @@ and the answer back the same way, by the pure translators in ``llmproxy.translat
 from __future__ import annotations
 
 from types import ModuleType
-from typing import AsyncIterator, Callable
+from typing import Callable
 
 import orjson
 from aiohttp import web
 
 from .errors import ProxyError
-from .exchange import frames, open_upstream, request_bytes, stream_out, upstream_body, whole_answer
+from .exchange import StreamCut, open_upstream, request_bytes, stream_out, upstream_body, whole_answer
 from .pipeline import Call
 from .sse import FRAMERS
 from .translate import BACKENDS
@@ -54,14 +54,13 @@ async def chat(call: Call, to_hub: Callable[[dict], dict] | None = None) -> web.
         out = call.front.module.response_to_client(hub_resp, meta)
         return web.Response(body=orjson.dumps(out), content_type="application/json")
 
-    return await stream_out(call, up, _pieces(call, up, module.FromUpstream(meta), call.front.module.ToClient(meta),
-                                               FRAMERS[module.STREAM_DECODER](up.limit)), call.front.stream_type)
+    return await _stream(call, up, module.FromUpstream(meta), call.front.module.ToClient(meta), FRAMERS[module.STREAM_DECODER](up.limit))
 
 
-async def _pieces(call: Call, up: UpstreamCall, decoder, encoder, framer) -> AsyncIterator[bytes]:  # noqa: ANN001 - FromUpstream, ToClient, Framer
-    """The client's bytes of each upstream read: its events through the backend's ``decoder`` to hub chunks, and
-    those, as a batch, through the front door's ``encoder``; the hub's usage noted on the way (a usage-only chunk
-    the client did not ask for is not passed on).  Reading stops at the backend's own end; then the last pieces."""
+async def _stream(call: Call, up: UpstreamCall, decoder, encoder, framer) -> web.StreamResponse:  # noqa: ANN001 - FromUpstream, ToClient, Framer
+    """Each upstream read's events through the backend's ``decoder`` to hub chunks, and those, as a batch, through
+    the front door's ``encoder`` to the client's bytes; the hub's usage noted on the way (a usage-only chunk the
+    client did not ask for is not passed on).  The stream is over at the backend's own end (``decoder.done``)."""
     wants_usage = call.front.wants_usage(call.body)
     event, encode = decoder.event, encoder.chunks
 
@@ -74,22 +73,21 @@ async def _pieces(call: Call, up: UpstreamCall, decoder, encoder, framer) -> Asy
                 drop = drop or (not c.get("choices") and not wants_usage)
         return [c for c in chunks if not (c.get("usage") and not c.get("choices"))] if drop else chunks
 
-    batches = frames(up, framer.read, framer.read_rest)
-    try:
-        async for batch in batches:
-            chunks: list[dict] = []
-            try:
-                for ev in batch:
-                    chunks += event(ev)
-                    if decoder.done:
-                        break
-            except Exception:
-                if chunks:
-                    yield encode(noted(chunks))  # what the events before the bad one made still goes out, then the error
-                raise
-            yield encode(noted(chunks))
-            if decoder.done:
-                break
-    finally:
-        await batches.aclose()  # the backend's end may come before its last bytes
-    yield encode(noted(decoder.end())) + encoder.end()
+    def translated(events: list) -> bytes:
+        chunks: list[dict] = []
+        try:
+            for ev in events:
+                chunks += event(ev)
+                if decoder.done:
+                    break
+        except Exception as e:
+            if chunks:  # what the events before the bad one made still goes out, then the error
+                raise StreamCut(encode(noted(chunks)), e) from None
+            raise
+        return encode(noted(chunks)) if chunks else b""
+
+    def last() -> bytes:
+        rest = b"" if decoder.done else translated(framer.read_rest())  # (the backend's end may come before its last bytes)
+        return rest + encode(noted(decoder.end())) + encoder.end()
+
+    return await stream_out(call, up, lambda data: translated(framer.read(data)), last, call.front.stream_type, lambda: decoder.done)

@@ -105,6 +105,23 @@ async def test_garbage_as_the_first_event_fails_over(upstream, proxy):
     assert [(a["backend"], a["status"]) for a in orjson.loads(row["attempt_log"])] == [("up", 502), ("good", 200)]
 
 
+@pytest.mark.parametrize("kind", list(GARBAGE))
+async def test_garbage_in_the_first_read_after_good_events_ends_the_stream(upstream, proxy, kind):
+    """The whole answer in one read: the events before the garbage start the stream (as in the translated path),
+    then the error event; no failover, since the client already has a 200 and text."""
+    events = _events(fixture_bytes(OPENAI_STREAM))
+    up = await upstream({"/v1/chat/completions": Reply(b"".join(events[:3]) + GARBAGE[kind] + b"".join(events[3:]), content_type="text/event-stream")})
+    good = await upstream({"/v1/chat/completions": Reply(b"".join(events), content_type="text/event-stream")})
+    cfg = openai_config(up.url, models={"gpt": {"routes": [{"backend": "up", "model": "a"}, {"backend": "good", "model": "b"}]}})
+    cfg["backends"]["good"] = {"api": "openai", "url": good.url + "/v1"}
+    p = await proxy(cfg)
+    [last] = _events(await _after(p.url + "/v1/chat/completions", {"model": "gpt", "stream": True, "messages": MSGS}, b"".join(events[:3])))
+    assert orjson.loads(last[6:])["error"]["code"] == "upstream_garbage"
+    [row] = await p.rows()
+    _row_is_garbage(row)
+    assert (row["backend"], row["attempts"]) == ("up", 1) and row["first_byte_ms"] is not None
+
+
 @pytest.mark.parametrize("crlf", [False, True])
 @pytest.mark.parametrize("kind", list(GARBAGE))
 async def test_garbage_first_is_a_502_and_what_only_looks_odd_passes(upstream, proxy, kind, crlf):
