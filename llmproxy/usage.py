@@ -45,13 +45,9 @@ class Usage:
             return None
         pd = u.get("prompt_tokens_details") or {}
         cd = u.get("completion_tokens_details") or {}
-        return cls(
-            prompt=int(u.get("prompt_tokens") or 0),
-            completion=int(u.get("completion_tokens") or 0),
-            cached=int(pd.get("cached_tokens") or 0),
-            cache_write=int(pd.get("cache_write_tokens") or 0),
-            reasoning=int(cd.get("reasoning_tokens") or 0),
-        )
+        return cls(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0),  # (prompt, completion,
+                   int(pd.get("cached_tokens") or 0), int(pd.get("cache_write_tokens") or 0),  # cached, cache_write,
+                   int(cd.get("reasoning_tokens") or 0))  # reasoning: positional, a third cheaper than by keyword)
 
     @property
     def total(self) -> int:

@@ -27,11 +27,12 @@ def json_type(v: Any) -> str:
 
 
 def check_types(body: dict, types: FieldTypes, prefix: str = "") -> None:
-    """400 naming the first field (as ``prefix`` + name) whose JSON type is wrong (null counts as absent)."""
-    for name, (ok, what) in types.items():
-        v = body.get(name)
-        if v is not None and (not isinstance(v, ok) or (isinstance(v, bool) and bool not in ok)):
-            raise bad_request(f"'{prefix}{name}' must be {what}, got {json_type(v)}", param=prefix + name)
+    """400 naming the first field (as ``prefix`` + name, in the body's order) whose JSON type is wrong (null counts
+    as absent).  The body's own fields are walked (a request has a few; ``types`` may name many)."""
+    for name, v in body.items():
+        t = types.get(name)
+        if t is not None and v is not None and (not isinstance(v, t[0]) or (isinstance(v, bool) and bool not in t[0])):
+            raise bad_request(f"'{prefix}{name}' must be {t[1]}, got {json_type(v)}", param=prefix + name)
 
 
 def require_model(body: dict) -> str:
