@@ -133,12 +133,14 @@ async def stream_out(call: Call, up: UpstreamCall, piece: Callable[[bytes], byte
     """The one stream loop, relayed or translated: each upstream read through ``piece`` to the client's bytes, as
     they come, then ``last()`` once the body ended (or once ``ended()`` says the backend's own end came).
 
-    The response starts with the first non-empty piece, so a stream that fails before its first byte (hangs,
-    resets, garbage) raises instead and the request may still fail over.  After that an error (a ProxyError, or a
+    Pieces are written when the loop is about to wait for the upstream (or past ``BATCH_BYTES``): pieces made from
+    bytes already in go out together, so the first event is written as soon as it is made unless more is already
+    here, and an answer that came whole leaves in one write, head and last chunk marker included.
+
+    The response starts with the first write, so a stream that fails before its first byte (hangs, resets,
+    garbage) raises instead and the request may still fail over.  After that an error (a ProxyError, or a
     translator choking: ValueError, KeyError, TypeError) ends the stream in-band, in the front door's shape, and
-    the row says why; a ``StreamCut`` sends its head first, and starts the stream with it if nothing went yet.
-    Pieces made from bytes already read are written together (once more would mean waiting); what is left at the
-    end goes out with the last chunk marker, in one write.
+    the row says why; what came before it goes out first (a ``StreamCut`` carries the part of its own read).
     """
     resp = _Stream(status=200, headers={"Content-Type": content_type, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     keep = call.bodies  # log.bodies: what goes to the client is kept too (checked once a stream, not per write)
@@ -153,19 +155,19 @@ async def stream_out(call: Call, up: UpstreamCall, piece: Callable[[bytes], byte
             while True:
                 if data:
                     p = piece(data)
-                    if not p:
-                        pass
-                    elif not call.sent:
-                        await _begin(call, up, resp, write, p)
-                    else:
+                    if p:
                         batch.append(p)
                         size += len(p)
-                        if size >= BATCH_BYTES or not up.ready():
-                            await write(batch[0] if len(batch) == 1 else b"".join(batch))
-                            batch.clear()
-                            size = 0
                     if ended is not None and ended():
                         break
+                    if size and (size >= BATCH_BYTES or not up.ready()):  # out before waiting for more (or when big)
+                        out = batch[0] if len(batch) == 1 else b"".join(batch)
+                        batch.clear()
+                        size = 0
+                        if call.sent:
+                            await write(out)
+                        else:
+                            await _begin(call, up, resp, write, out)
                 if not await more():
                     break
                 data = take()
