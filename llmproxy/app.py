@@ -19,7 +19,6 @@ from .handlers import ollama as ollama_handlers
 from .handlers import openai as openai_handlers
 from .handlers import responses as responses_handlers
 from .headers import redact
-from .pipeline import errors
 from .requestlog import RequestLog
 from .state import STATE, Snapshot, State
 from .store import ResponseStore
@@ -39,7 +38,7 @@ def make_app(config_path: str | Path, *, signals: bool = True, watch: bool = Fal
     state = State(snap=Snapshot.build(cfg), log=RequestLog(cfg.log_path, cfg.log_queue))
     state.responses = ResponseStore(cfg.log_path, lambda: state.snap.config.responses_keep_days)
     state.quota.count_tokens = anthropic_handlers.estimate_tokens  # tpm counts a prompt as count_tokens estimates it
-    app = web.Application(client_max_size=1 << 40, middlewares=[errors])  # body limits are enforced per request, from config
+    app = web.Application(client_max_size=1 << 40)  # body limits are enforced per request, from config
     app[STATE] = state
     app.cleanup_ctx.append(_request_log)
     app.cleanup_ctx.append(_responses)  # after the log: its migrations make the table

@@ -2,8 +2,8 @@
 
 A front door supplies a ``Front`` (its wire-format module and a few facts about it) and a handler
 that serves one attempt on one route: ``relay`` when the client's format is the backend's,
-``translated`` otherwise.  ``serve`` does the rest, and the ``errors`` middleware answers every
-ProxyError in the shape of the front door the route belongs to.
+``translated`` otherwise.  ``serve`` does the rest, and ``route`` wraps each front-door handler so
+that every ProxyError is answered in the shape of the front door the route belongs to.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import math
 import secrets as _secrets
 import time
 from dataclasses import dataclass
+from functools import update_wrapper
 from types import ModuleType
 from typing import Any, Awaitable, Callable
 
@@ -126,7 +127,7 @@ CHOOSERS: dict[str, Callable[["Call", Resolved], Awaitable[Resolved]]] = {}
 
 async def serve(request: web.Request, front: Front, endpoint: str, handler: Handler, parse: Callable[[dict], dict] | None = None,
                 narrow: Callable[[Call, Resolved], Awaitable[Resolved]] | None = None) -> web.StreamResponse:
-    """Authenticate, read, resolve and log around ``handler``; its errors go to ``errors`` with the row written.
+    """Authenticate, read, resolve and log around ``handler``; its errors go to ``route``'s wrapper with the row written.
 
     ``narrow`` may cut the resolved routes down before any is tried (a follow-up that must reach
     the backend holding its state).
@@ -270,12 +271,23 @@ def _finish_row(call: Call) -> None:
 # ------------------------------------------------------------------ errors in the front door's shape
 
 
-FRONTS = web.AppKey("fronts", dict)  # aiohttp route → the Front whose error shape it answers in
-
-
 def route(app: web.Application, method: str, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]], front: Front) -> None:
-    """Add a route whose errors ``errors`` renders in ``front``'s shape."""
-    app.setdefault(FRONTS, {})[app.router.add_route(method, path, handler)] = front
+    """Add a front-door route: a ProxyError from ``handler`` becomes an answer in ``front``'s shape, and so does a
+    bug (500, logged).  The one place a door's errors are shaped; a wrapper, not an aiohttp middleware, since any
+    middleware at all makes aiohttp run two more coroutine layers (the middleware and its own current-app fixer)
+    around every request of every route."""
+
+    async def answered(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ProxyError as e:
+            return error_response(front, e)
+        except web.HTTPException:
+            raise
+        except Exception as e:  # a bug outside serve(): answer 500, keep serving
+            return error_response(front, _internal(request, e))
+
+    app.router.add_route(method, path, update_wrapper(answered, handler))
 
 
 def error_response(front: Front, err: ProxyError) -> web.Response:
@@ -288,22 +300,3 @@ def error_response(front: Front, err: ProxyError) -> web.Response:
 def _internal(request: web.Request, e: Exception) -> ProxyError:
     log.error("unexpected error in %s %s", request.method, request.path, exc_info=e)
     return ProxyError(500, f"internal error in llmproxy: {type(e).__name__}")
-
-
-@web.middleware
-async def errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    """A ProxyError from any front-door handler becomes an answer in that front door's shape; so does a bug (500)."""
-    try:
-        return await handler(request)
-    except ProxyError as e:
-        front = request.app[FRONTS].get(request.match_info.route)
-        if front is None:
-            raise
-        return error_response(front, e)
-    except web.HTTPException:
-        raise
-    except Exception as e:  # a bug outside serve(): answer 500, keep serving
-        front = request.app[FRONTS].get(request.match_info.route)
-        if front is None:
-            raise
-        return error_response(front, _internal(request, e))
