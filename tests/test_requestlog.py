@@ -42,6 +42,21 @@ async def test_rows_arriving_at_any_pace_are_all_stored(tmp_path):
     assert ids == [f"r{i:05d}" for i in range(sent)] and log.written == sent and log.dropped == 0
 
 
+async def test_what_a_row_leaves_unset_is_stored_as_null(tmp_path):
+    """(None goes through an adapter registered for speed: it must still bind as SQL NULL, not as text or 0.)"""
+    log = RequestLog(tmp_path / "log.db", linger=0)
+    await log.start()
+    row = new_row("r1", "openai", "chat")
+    row.status, row.prompt_tokens, row.cost_usd = 200, 12, 0.5
+    log.put(row)
+    await log.close()
+    types = dict(zip(COLUMNS, sqlite3.connect(tmp_path / "log.db").execute(
+        f"SELECT {', '.join(f'typeof({c})' for c in COLUMNS)} FROM requests").fetchone()))
+    assert types["error"] == types["user_id"] == types["completion_tokens"] == "null"
+    assert (types["status"], types["prompt_tokens"], types["cost_usd"], types["id"]) == ("integer", "integer", "real", "text")
+    assert sum(t == "null" for t in types.values()) == sum(getattr(row, c) is None for c in COLUMNS)
+
+
 def test_an_older_llmproxy_refuses_a_newer_database_untouched(tmp_path):
     db = tmp_path / "llmproxy.db"
     con = sqlite3.connect(db)
