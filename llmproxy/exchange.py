@@ -18,7 +18,7 @@ from aiohttp import web
 from .balance import parse_retry_after
 from .errors import ProxyError, too_deep
 from .headers import redact
-from .pipeline import Call, shutdown_error
+from .pipeline import Call, bug, shutdown_error
 from .sse import EventTooLarge
 from .upstream import UpstreamCall, log_back
 from .usage import Usage
@@ -138,9 +138,10 @@ async def stream_out(call: Call, up: UpstreamCall, piece: Callable[[bytes], byte
     here, and an answer that came whole leaves in one write, head and last chunk marker included.
 
     The response starts with the first write, so a stream that fails before its first byte (hangs, resets,
-    garbage) raises instead and the request may still fail over.  After that an error (a ProxyError, or a
-    translator choking: ValueError, KeyError, TypeError) ends the stream in-band, in the front door's shape, and
-    the row says why; what came before it goes out first (a ``StreamCut`` carries the part of its own read).
+    garbage) raises instead and the request may still fail over.  After that an error (a ProxyError, a
+    translator choking: ValueError, KeyError, TypeError, or a bug: a 500, its traceback logged) ends the stream
+    in-band, in the front door's shape, and the row says why; what came before it goes out first (a ``StreamCut``
+    carries the part of its own read).
     """
     resp = _Stream(status=200, headers={"Content-Type": content_type, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     keep = call.bodies  # log.bodies: what goes to the client is kept too (checked once a stream, not per write)
@@ -177,17 +178,24 @@ async def stream_out(call: Call, up: UpstreamCall, piece: Callable[[bytes], byte
         except StreamCut as cut:
             batch.append(cut.head)
             raise cut.error from None
-    except (ProxyError, ValueError, KeyError, TypeError) as e:
-        err = e if isinstance(e, ProxyError) else _unreadable(up, e)
+    except ConnectionError:
+        call.row.fail(499, "cancelled", "client disconnected")
+        err = ProxyError(499, "client disconnected")
+    except Exception as e:
+        if isinstance(e, ProxyError):
+            err = e
+        elif isinstance(e, (ValueError, KeyError, TypeError)):  # a translator choking on what the backend sent
+            err = _unreadable(up, e)
+        elif not call.sent and not any(batch):
+            raise  # a bug before the first byte: serve answers it (a 500, logged); the backend is not at fault, nothing fails over
+        else:
+            err = bug(call.request, e)  # a bug once the stream is under way: a 500 ends it, its traceback logged
         err.message = redact(err.message, call.snap.secrets)
         if not call.sent and not any(batch):  # nothing for the client: the request may still fail over
             finish_upstream(call, up, err)
             raise err from None
         call.row.fail(err.status, err.type, err.message)
         batch.append(call.front.module.stream_error(err))  # the stream's last event says why
-    except ConnectionError:
-        call.row.fail(499, "cancelled", "client disconnected")
-        err = ProxyError(499, "client disconnected")
     except asyncio.CancelledError:
         if not call.sent or not call.state.shutting_down:
             if call.sent:

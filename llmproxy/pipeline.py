@@ -179,7 +179,7 @@ async def serve(request: web.Request, front: Front, endpoint: str, handler: Hand
         task.uncancel()  # llmproxy's own stop: answered below, in the door's shape, while the connection is open
         raise err from None
     except Exception as e:  # a bug: answer 500, keep serving, keep the row
-        err = _internal(request, e)
+        err = bug(request, e)
         row.fail(500, err.type, f"{type(e).__name__}: {e}")
         raise err from None
     finally:
@@ -285,7 +285,7 @@ def route(app: web.Application, method: str, path: str, handler: Callable[[web.R
         except web.HTTPException:
             raise
         except Exception as e:  # a bug outside serve(): answer 500, keep serving
-            return error_response(front, _internal(request, e))
+            return error_response(front, bug(request, e))
 
     app.router.add_route(method, path, update_wrapper(answered, handler))
 
@@ -297,6 +297,7 @@ def error_response(front: Front, err: ProxyError) -> web.Response:
     return web.Response(status=err.status, body=front.module.error_body(err), content_type="application/json", headers=headers)
 
 
-def _internal(request: web.Request, e: Exception) -> ProxyError:
+def bug(request: web.Request, e: Exception) -> ProxyError:
+    """A bug in llmproxy: its traceback to the log, and what the client is told (a 500 naming only its type)."""
     log.error("unexpected error in %s %s", request.method, request.path, exc_info=e)
     return ProxyError(500, f"internal error in llmproxy: {type(e).__name__}")

@@ -487,3 +487,34 @@ async def test_a_stream_event_that_is_not_json_is_a_502_naming_the_provider(fmt,
     with pytest.raises(ProxyError) as e:
         BACKENDS[fmt].FromUpstream(Meta("chatcmpl-x", 0, "m")).event(Event("message_start" if fmt == "anthropic" else None, b"<html>oops</html>"))
     assert e.value.status == 502 and e.value.message.startswith(f"{provider} sent a stream event that is not JSON: b'<html>")
+
+
+@pytest.mark.parametrize("split", ["random", None], ids=["random-reads", "one-read"])
+async def test_a_translator_bug_mid_stream_ends_it_in_band_with_a_500(upstream, proxy, monkeypatch, caplog, split):
+    """A bug (not a ValueError, KeyError or TypeError: those are the backend's garbage) once text went out: the text
+    from the events before it still reaches the client, a 500 ends the stream in the client's shape, the traceback
+    is logged, the ``←`` line and the row say so, and llmproxy goes on serving."""
+    from llmproxy.translate import BACKENDS
+
+    decoder = BACKENDS["anthropic"].FromUpstream
+    event = decoder.event
+
+    def buggy(self, ev):  # noqa: ANN001, ANN202
+        if ev[0] == "content_block_stop":
+            raise AttributeError("'NoneType' object has no attribute 'get'")
+        return event(self, ev)
+
+    monkeypatch.setattr(decoder, "event", buggy)
+    up = await upstream({"/v1/messages": stream_reply("anthropic", "stream-text.sse", split=split)})
+    p = await proxy(config(up.url))
+    raw = await _raw_stream(p, "claude")
+    events = [orjson.loads(e.removeprefix(b"data: ")) for e in raw.split(b"\n\n") if e]
+    assert raw.endswith(b"\n\n") and b"[DONE]" not in raw
+    assert set(events[-1]) == {"error"} and events[-1]["error"]["message"] == "internal error in llmproxy: AttributeError"
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e.get("choices"))  # the text before it went out
+    assert "unexpected error in POST /v1/chat/completions" in caplog.text and "has no attribute 'get'" in caplog.text
+    assert "← anthropic ✗ 200 first byte" in caplog.text and ": internal error in llmproxy: AttributeError" in caplog.text  # (the backend's status)
+    [row] = await p.rows()
+    assert (row["status"], row["error"]) == (500, "internal error in llmproxy: AttributeError")
+    monkeypatch.setattr(decoder, "event", event)
+    assert (await _raw_stream(p, "claude")).endswith(b"data: [DONE]\n\n")
