@@ -104,7 +104,7 @@ async def whole_answer(call: Call, up: UpstreamCall, parse: Callable[[Any], T], 
         raise err from None
     call.usage = usage_of(out)
     finish_upstream(call, up)
-    call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)  # the answer is complete once read
+    call.row.first_byte_ms = call.row.since_start()  # the answer is complete once read
     return raw, out
 
 
@@ -218,7 +218,7 @@ async def stream_out(call: Call, up: UpstreamCall, piece: Callable[[bytes], byte
             call.row.fail(499, "cancelled", "client disconnected")
             return resp
         if tail:
-            call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)
+            call.row.first_byte_ms = call.row.since_start()
     if keep is not None:
         keep.add(tail)
     try:
@@ -235,7 +235,7 @@ async def _begin(call: Call, up: UpstreamCall, resp: web.StreamResponse, write: 
     up.uncut()  # (failover.max_time bounded the attempts until now)
     if head:
         await write(head)
-        call.row.first_byte_ms = round((time.monotonic() - call.row.t0) * 1000, 2)
+        call.row.first_byte_ms = call.row.since_start()
 
 
 def _unreadable(up: UpstreamCall, e: Exception) -> ProxyError:

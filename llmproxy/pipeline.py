@@ -254,7 +254,7 @@ def shutdown_error(call: Call) -> ProxyError:
 
 def _finish_row(call: Call) -> None:
     row = call.row
-    row.total_ms = round((time.monotonic() - row.t0) * 1000, 2)
+    row.total_ms = row.since_start()
     u = call.usage
     if u is not None:
         row.prompt_tokens, row.completion_tokens = u.prompt, u.completion
