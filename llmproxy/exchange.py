@@ -182,29 +182,27 @@ async def stream_out(call: Call, up: UpstreamCall, piece: Callable[[bytes], byte
         call.row.fail(499, "cancelled", "client disconnected")
         err = ProxyError(499, "client disconnected")
     except Exception as e:
+        early = not call.sent and not any(batch)  # nothing for the client yet: the request may still fail over
         if isinstance(e, ProxyError):
             err = e
         elif isinstance(e, (ValueError, KeyError, TypeError)):  # a translator choking on what the backend sent
             err = _unreadable(up, e)
-        elif not call.sent and not any(batch):
+        elif early:
             raise  # a bug before the first byte: serve answers it (a 500, logged); the backend is not at fault, nothing fails over
         else:
             err = bug(call.request, e)  # a bug once the stream is under way: a 500 ends it, its traceback logged
         err.message = redact(err.message, call.snap.secrets)
-        if not call.sent and not any(batch):  # nothing for the client: the request may still fail over
+        if early:
             finish_upstream(call, up, err)
             raise err from None
-        call.row.fail(err.status, err.type, err.message)
-        batch.append(call.front.module.stream_error(err))  # the stream's last event says why
+        _end_with(call, batch, err)
     except asyncio.CancelledError:
         if not call.sent or not call.state.shutting_down:
             if call.sent:
                 finish_upstream(call, up)
             raise
         asyncio.current_task().uncancel()  # llmproxy's own stop, not the client's: the stream ends with why
-        err = shutdown_error(call)
-        call.row.fail(err.status, err.type, err.message)
-        batch.append(call.front.module.stream_error(err))
+        err = _end_with(call, batch, shutdown_error(call))
     finally:
         up.close()
     finish_upstream(call, up, err)
@@ -236,6 +234,13 @@ async def _begin(call: Call, up: UpstreamCall, resp: web.StreamResponse, write: 
     if head:
         await write(head)
         call.row.first_byte_ms = call.row.since_start()
+
+
+def _end_with(call: Call, batch: list[bytes], err: ProxyError) -> ProxyError:
+    """The row says why the stream ended early, and so does its last event, in the front door's shape."""
+    call.row.fail(err.status, err.type, err.message)
+    batch.append(call.front.module.stream_error(err))
+    return err
 
 
 def _unreadable(up: UpstreamCall, e: Exception) -> ProxyError:
