@@ -115,8 +115,11 @@ async def test_auto_moves_traffic_off_a_slow_backend_and_back(upstream, proxy, m
     later = [r["backend"] for r in (await p.rows())[8:]]
     assert later[0] == "slow", later
     assert p.state.balance.first_byte[("slow", "up-slow")] < 150  # a fresh measure, not blended with the slow past
-    # Now as fast as the other: it gets traffic again (which of two equals wins turns on a few ms)
+    # And back: the other one turns slow.  Of two equals, which one wins turns on a few ms, so the one winning now
+    # may not be tried for a while, and then at any point (in 1 run of ~12 on a loaded machine, the 3rd or 4th of the
+    # six below): once the numbers of both are stale, each is tried again, and the traffic stays on the one now fast
     slow.routes["/v1/chat/completions"], fast.routes["/v1/chat/completions"] = _sse(), _sse(hang_before=0.3)
+    await asyncio.sleep(0.7)
     for _ in range(6):
         assert (await _post(p, body))[0] == 200
     assert [r["backend"] for r in (await p.rows())[-4:]] == ["slow"] * 4
